@@ -1,0 +1,114 @@
+// kernels.h: every numerical primitive the model uses, behind one interface. The model calls
+// only these (never BLAS, never loops over tensors), so a CUDA backend implements this header
+// and the model runs unchanged. All tensors are row-major float32 unless stated.
+//
+// Sequences travel "packed": the B sequences of a batch are cut at their last non-padding
+// token and stored back to back as T = sum(len_b) rows. Everything after the last real token
+// is padding, which no query may attend to and which the final mask zeroes, so skipping it
+// changes neither the loss nor any gradient, while cost follows the real lengths.
+#ifndef SBMT_KERNELS_H
+#define SBMT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { KB_CPU = 0, KB_CUDA = 1 } kbackend;
+
+typedef struct {
+    kbackend backend;
+    int nthreads;  // CPU: OpenMP threads; BLAS runs single-threaded inside each
+} kctx;
+
+void kctx_init(kctx *k, kbackend backend, int nthreads);
+
+// A batch in packed form (host memory on CPU).
+typedef struct {
+    int B;              // sequences
+    int n;              // padded length (positions are 0..n-1)
+    int T;              // packed rows = off[B]
+    int *len;           // [B] rows of sequence b (last non-padding position + 1, >= 1)
+    int *off;           // [B+1] first packed row of sequence b
+    int32_t *ids;       // [T] token ids
+    float *mask;        // [T] 1 where id != 0
+    uint32_t *sample;   // [B] global sample index (keys every random draw of that sample)
+} kbatch;
+
+// Random streams for dropout: which tensor of which layer; combined with seed, step, sample.
+typedef struct {
+    uint64_t seed;
+    uint32_t step;
+    uint32_t layer;
+    uint32_t slot;  // attention probabilities: head index; others: KSLOT_* below
+} kdrop;
+enum { KSLOT_EMBED = 0x8000, KSLOT_ATTN_OUT = 0x8001, KSLOT_FFN_HID = 0x8002,
+       KSLOT_FFN_OUT = 0x8003 };
+
+// ---- dense layers (rows = packed tokens or batch entries) ----
+// out[N,nout] = in[N,nin] W[nout,nin]^T + b[nout]   (b may be NULL)
+void k_linear_fwd(kctx *k, float *out, const float *in, const float *W, const float *b, int N,
+                  int nin, int nout);
+// din[N,nin] (= or += when accumulate) = dout W;  dW[nout,nin] += dout^T in;  db[nout] += colsum(dout).
+// din may be NULL (input needs no gradient).
+void k_linear_bwd(kctx *k, float *din, float *dW, float *db, const float *dout, const float *in,
+                  const float *W, int N, int nin, int nout, int accumulate);
+
+// LayerNorm over the last dim C (eps 1e-5): out, mean[N], rstd[N].
+void k_layernorm_fwd(kctx *k, float *out, float *mean, float *rstd, const float *in,
+                     const float *w, const float *b, int N, int C);
+// din[N,C] += ...;  dw[C] += ..., db[C] += ...
+void k_layernorm_bwd(kctx *k, float *din, float *dw, float *db, const float *dout,
+                     const float *in, const float *mean, const float *rstd, const float *w, int N,
+                     int C);
+
+// GELU (erf) and ReLU; backward writes din = dout * f'(in).
+void k_gelu_fwd(kctx *k, float *out, const float *in, size_t n);
+void k_gelu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n);
+void k_relu_fwd(kctx *k, float *out, const float *in, size_t n);
+void k_relu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n);
+
+// y += x
+void k_add(kctx *k, float *y, const float *x, size_t n);
+
+// Dropout on packed rows x[T, C], in place; the mask of element (sample, position, c) depends only
+// on (seed, step, layer, slot, global sample, position*C + c). Backward is the same call on dx.
+void k_dropout(kctx *k, float *x, const kbatch *bt, int C, float p, kdrop d);
+
+// ---- embedding ----
+// out[T, D] = tok[ids] + pos[position]
+void k_embed_fwd(kctx *k, float *out, const kbatch *bt, const float *tok, const float *pos, int D);
+// dtok += scatter, dpos += scatter
+void k_embed_bwd(kctx *k, float *dtok, float *dpos, const float *dout, const kbatch *bt, int D);
+
+// ---- full softmax attention with key padding mask (the baseline) ----
+// qkv [T, 3*H*d] holds Q | K | V per row, heads contiguous inside each; out [T, H*d];
+// lse [T, H] log-sum-exp of each query row's (scaled, masked) scores, kept for backward.
+// Attention-probability dropout p keyed by d (slot = head). A query with no valid key outputs 0.
+void k_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const kbatch *bt, int H,
+                        int dh, float p, kdrop d);
+// dqkv [T, 3*H*d] is overwritten.
+void k_attn_softmax_bwd(kctx *k, float *dqkv, const float *dout, const float *qkv,
+                        const float *out, const float *lse, const kbatch *bt, int H, int dh,
+                        float p, kdrop d);
+
+// ---- masking, pooling, classifier ----
+// x[T, D] *= mask (in place); pooled[B, D] = MEAN: sum over rows / n, CLS: row of position 0.
+void k_mask_pool_fwd(kctx *k, float *pooled, float *x, const kbatch *bt, int D, int cls);
+// dx[T, D] = (pooling gradient) * mask
+void k_mask_pool_bwd(kctx *k, float *dx, const float *dpooled, const kbatch *bt, int D, int cls);
+
+// Softmax cross-entropy: probs[B,C]; returns the summed loss; *correct += argmax hits.
+double k_xent_fwd(kctx *k, float *probs, const float *logits, const int32_t *labels, int B, int C,
+                  int *correct);
+// dlogits = (probs - onehot) * scale
+void k_xent_bwd(kctx *k, float *dlogits, const float *probs, const int32_t *labels, int B, int C,
+                float scale);
+
+// ---- optimizer and reductions ----
+// AdamW step t (1-based) on n values; bias corrections with beta1^t and beta2^t as given.
+void k_adamw(kctx *k, float *param, const float *grad, float *m, float *v, size_t n, float lr,
+             float beta1, float beta2, float eps, float wd, float bc1, float bc2);
+double k_sumsq(kctx *k, const float *x, size_t n);
+void k_scale(kctx *k, float *x, size_t n, float s);
+void k_zero(kctx *k, float *x, size_t n);
+
+#endif

@@ -1,0 +1,89 @@
+// data.c: `sbmt data listops ...`: the built-in LRA ListOps generator.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/listops.h"
+#include "kernels/common.h"
+
+static int parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out) {
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (*s == '\0' || *end || v < lo || v > hi) {
+        fprintf(stderr, "sbmt data listops: %s '%s': expected an integer in %lld..%lld\n", flag, s,
+                (long long)lo, (long long)hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_data(int argc, char **argv) {
+    if (argc < 1 || strcmp(argv[0], "listops") != 0) {
+        fprintf(stderr, "sbmt data: expected 'listops' (the converters for the LRA release files "
+                        "come with sbmt data import-*)\n");
+        return 1;
+    }
+    listops_params p = {96000, 2000, 2000, 500, 2000, 2048, 1};
+    const char *out = NULL;
+    int quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int64_t v;
+        if (!strcmp(a, "--quiet")) {
+            quiet = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "sbmt data listops: unknown or incomplete option '%s'\n", a);
+            return 1;
+        }
+        const char *s = argv[++i];
+        if (!strcmp(a, "--out")) out = s;
+        else if (!strcmp(a, "--train")) { if (parse_i64(a, s, 0, 1 << 30, &p.train)) return 1; }
+        else if (!strcmp(a, "--dev")) { if (parse_i64(a, s, 0, 1 << 30, &p.dev)) return 1; }
+        else if (!strcmp(a, "--test")) { if (parse_i64(a, s, 0, 1 << 30, &p.test)) return 1; }
+        else if (!strcmp(a, "--min-len")) { if (parse_i64(a, s, 0, 1 << 24, &v)) return 1; p.min_len = (int)v; }
+        else if (!strcmp(a, "--max-len")) { if (parse_i64(a, s, 2, 1 << 24, &v)) return 1; p.max_len = (int)v; }
+        else if (!strcmp(a, "--seq-len")) { if (parse_i64(a, s, 1, 1 << 24, &v)) return 1; p.seq_len = (int)v; }
+        else if (!strcmp(a, "--seed")) { if (parse_i64(a, s, 0, INT64_MAX, &v)) return 1; p.seed = (uint64_t)v; }
+        else {
+            fprintf(stderr, "sbmt data listops: unknown option '%s'\n", a);
+            return 1;
+        }
+    }
+    if (!out) {
+        fprintf(stderr, "sbmt data listops: --out FILE.h5 is required\n");
+        return 1;
+    }
+    char err[SBMT_ERR_LEN];
+    double t0 = sbmt_now();
+    if (listops_generate(&p, out, !quiet, err)) {
+        fprintf(stderr, "sbmt data listops: error: %s\n", err);
+        return 1;
+    }
+    printf("wrote %s: %lld/%lld/%lld rows, lengths in (%d, %d), seq_len %d, seed %llu, %.1f s\n",
+           out, (long long)p.train, (long long)p.dev, (long long)p.test, p.min_len, p.max_len,
+           p.seq_len, (unsigned long long)p.seed, sbmt_now() - t0);
+    return 0;
+}
+
+int cli_help(const char *cmd) {
+    if (!strcmp(cmd, "data")) {
+        printf("sbmt data listops --out F.h5 [--train N] [--dev N] [--test N] [--min-len A]\n"
+               "                  [--max-len B] [--seq-len L] [--seed S] [--quiet]\n"
+               "  LRA ListOps (SPEC.md section 7); defaults: 96000/2000/2000, 500..2000, 2048, 1\n");
+    } else if (!strcmp(cmd, "train")) {
+        printf("sbmt train --config C.ini [--data F.h5] [--out DIR] [--threads N] [--set s.k=v ...]\n"
+               "  Without a dataset (no --data, no data.path) ListOps is generated under data/.\n"
+               "  Writes DIR/metrics.jsonl (one JSON object per line) and DIR/final.h5.\n");
+    } else if (!strcmp(cmd, "eval")) {
+        printf("sbmt eval --ckpt F.h5 --data D.h5 [--split train|dev|test] [--json] [--threads N]\n"
+               "          [--batch N]\n"
+               "  With --json the last line is {\"split\", \"accuracy\", \"loss\", ...}.\n");
+    } else {
+        fprintf(stderr, "sbmt help: unknown command '%s' (data, train, eval)\n", cmd);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,81 @@
+// eval.c: `sbmt eval --ckpt F --data D --split S [--json]`: rebuilds the model from the
+// configuration stored in the checkpoint, loads its tensors and evaluates one split.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/ckpt.h"
+#include "io/config.h"
+#include "io/dataset.h"
+#include "kernels/common.h"
+#include "launch/run.h"
+
+int cli_eval(int argc, char **argv) {
+    const char *ckpt = NULL, *data = NULL, *split_name = "test";
+    int json = 0, threads = 0, batch = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int has_val = i + 1 < argc;
+        if (!strcmp(a, "--ckpt") && has_val) ckpt = argv[++i];
+        else if (!strcmp(a, "--data") && has_val) data = argv[++i];
+        else if (!strcmp(a, "--split") && has_val) split_name = argv[++i];
+        else if (!strcmp(a, "--json")) json = 1;
+        else if ((!strcmp(a, "--threads") || !strcmp(a, "--batch")) && has_val) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 1 || v > 1 << 20) {
+                fprintf(stderr, "sbmt eval: %s '%s': expected a positive integer\n", a, argv[i]);
+                return 1;
+            }
+            *(a[2] == 't' ? &threads : &batch) = (int)v;
+        } else {
+            fprintf(stderr, "sbmt eval: unknown or incomplete option '%s' (see sbmt help eval)\n", a);
+            return 1;
+        }
+    }
+    if (!ckpt || !data) {
+        fprintf(stderr, "sbmt eval: --ckpt and --data are required\n");
+        return 1;
+    }
+    int split = split_from_name(split_name);
+    if (split < 0) {
+        fprintf(stderr, "sbmt eval: --split '%s': expected train, dev or test\n", split_name);
+        return 1;
+    }
+    char err[SBMT_ERR_LEN];
+    sbmt_config cfg;
+    ds_file ds;
+    memset(&ds, 0, sizeof(ds));
+    model m;
+    memset(&m, 0, sizeof(m));
+    int64_t step;
+    uint64_t seed;
+    char *text = NULL;
+    int rc = 1;
+    if (ckpt_read_meta(ckpt, &step, &seed, &text, err)) goto done;
+    config_defaults(&cfg);
+    if (config_load_string(&cfg, text, ckpt, err)) goto done;
+    if (ds_open(&ds, data, err)) goto done;
+    if (run_resolve_config(&cfg, &ds, err)) goto done;
+    model_dims dims = run_model_dims(&cfg);
+    model_init(&m, &dims, batch ? batch : (cfg.batch_size < 64 ? cfg.batch_size : 64), cfg.seed);
+    if (ckpt_load(ckpt, &m.table, m.params, NULL, NULL, err)) goto done;
+    kctx k;
+    kctx_init(&k, KB_CPU, threads);
+    eval_result res;
+    double t0 = sbmt_now();
+    if (run_evaluate(&m, &k, &ds, split, 0, &cfg, &res, err)) goto done;
+    printf("%s: %s split of %s: loss %.4f | accuracy %.4f | %lld rows | step %lld | %.1f s\n", ckpt,
+           split_names[split], data, res.loss, res.accuracy, (long long)res.rows, (long long)step,
+           sbmt_now() - t0);
+    if (json)
+        printf("{\"split\":\"%s\",\"accuracy\":%.6f,\"loss\":%.6f,\"rows\":%lld,\"step\":%lld}\n",
+               split_names[split], res.accuracy, res.loss, (long long)res.rows, (long long)step);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "sbmt eval: error: %s\n", err);
+    free(text);
+    if (m.params) model_free(&m);
+    if (ds.file > 0) ds_close(&ds);
+    return rc;
+}

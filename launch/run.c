@@ -1,0 +1,91 @@
+// run.c: configuration/dataset reconciliation, batch loading and evaluation shared by commands.
+#include "launch/run.h"
+
+#include <string.h>
+
+#include "kernels/common.h"
+
+int run_resolve_config(sbmt_config *cfg, const ds_file *ds, char *err) {
+    if (cfg->seq_len != ds->seq_len)
+        return sbmt_errf(err, "%s: seq_len is %d but the configuration has data.seq_len = %d",
+                         ds->path, ds->seq_len, cfg->seq_len);
+    // A larger embedding table than the data uses is allowed (the LRA ListOps reference uses 32).
+    if (cfg->vocab_size && cfg->vocab_size < ds->vocab_size)
+        return sbmt_errf(err,
+                         "%s: vocab_size is %d, more than the configuration's data.vocab_size = %d",
+                         ds->path, ds->vocab_size, cfg->vocab_size);
+    if (cfg->num_classes && cfg->num_classes != ds->num_classes)
+        return sbmt_errf(err,
+                         "%s: num_classes is %d but the configuration has data.num_classes = %d",
+                         ds->path, ds->num_classes, cfg->num_classes);
+    if (ds->dual)
+        return sbmt_errf(err, "%s: dual-encoder datasets (task %s) are not supported yet",
+                         ds->path, ds->task);
+    if (!cfg->vocab_size) cfg->vocab_size = ds->vocab_size;
+    cfg->num_classes = ds->num_classes;
+    if (strcmp(cfg->pooling, "cls") == 0 && cfg->vocab_size < 3)
+        return sbmt_errf(err, "model.pooling = cls needs a CLS token id (vocab_size - 1 = %d)",
+                         cfg->vocab_size - 1);
+    return 0;
+}
+
+model_dims run_model_dims(const sbmt_config *cfg) {
+    model_dims d;
+    memset(&d, 0, sizeof(d));
+    d.vocab = cfg->vocab_size;
+    d.seq_len = cfg->seq_len;
+    d.d_model = cfg->d_model;
+    d.d_ff = cfg->d_ff;
+    d.heads = cfg->heads;
+    d.head_dim = cfg->head_dim;
+    d.layers = cfg->layers;
+    d.classes = cfg->num_classes;
+    d.cls = strcmp(cfg->pooling, "cls") == 0;
+    d.dropout = cfg->dropout;
+    d.attn_dropout = cfg->attn_dropout;
+    return d;
+}
+
+int run_load_batch(ds_file *ds, int split, const int64_t *rows, int count, const sbmt_config *cfg,
+                   int32_t *ids_buf, int32_t *labels, kbatch *bt, char *err) {
+    if (ds_read_rows(ds, split, rows, count, ids_buf, NULL, labels, err)) return -1;
+    uint32_t sample[count > 0 ? count : 1];
+    for (int i = 0; i < count; i++) sample[i] = (uint32_t)rows[i];
+    int cls = strcmp(cfg->pooling, "cls") == 0;
+    batch_pack(bt, ids_buf, count, cfg->seq_len, sample, cls, cfg->vocab_size - 1);
+    return 0;
+}
+
+int run_evaluate(model *m, kctx *k, ds_file *ds, int split, int64_t max_rows, const sbmt_config *cfg,
+                 eval_result *res, char *err) {
+    int64_t N = ds->rows[split];
+    if (N < 0)
+        return sbmt_errf(err, "%s: the dataset has no '%s' split", ds->path, split_names[split]);
+    if (max_rows > 0 && max_rows < N) N = max_rows;
+    int bs = m->max_batch;
+    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)bs * cfg->seq_len);
+    int32_t *labels = xmalloc(sizeof(int32_t) * (size_t)bs);
+    int64_t *rows = xmalloc(sizeof(int64_t) * (size_t)bs);
+    kbatch bt;
+    batch_alloc(&bt, bs, cfg->seq_len);
+    double loss = 0.0;
+    int correct = 0;
+    int rc = 0;
+    for (int64_t r0 = 0; r0 < N; r0 += bs) {
+        int count = (int)(N - r0 < bs ? N - r0 : bs);
+        for (int i = 0; i < count; i++) rows[i] = r0 + i;
+        if (run_load_batch(ds, split, rows, count, cfg, ids, labels, &bt, err)) {
+            rc = -1;
+            break;
+        }
+        loss += model_forward(m, k, &bt, labels, 0, cfg->seed, 0, &correct);
+    }
+    res->rows = N;
+    res->loss = N ? loss / (double)N : 0.0;
+    res->accuracy = N ? (double)correct / (double)N : 0.0;
+    batch_free(&bt);
+    free(ids);
+    free(labels);
+    free(rows);
+    return rc;
+}

@@ -1,0 +1,33 @@
+// run.h: pieces shared by the train and eval commands: resolving the configuration against a
+// dataset, building the model dimensions, and evaluating a model on a split.
+#ifndef SBMT_RUN_H
+#define SBMT_RUN_H
+
+#include <stdint.h>
+
+#include "io/config.h"
+#include "io/dataset.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+
+// Checks the dataset against the configuration (seq_len, vocab, classes, dual) and fills the
+// 0 ("from the dataset") fields of cfg. Fails naming both sources.
+int run_resolve_config(sbmt_config *cfg, const ds_file *ds, char *err);
+model_dims run_model_dims(const sbmt_config *cfg);
+
+typedef struct {
+    double loss;      // mean cross-entropy
+    double accuracy;  // fraction correct
+    int64_t rows;     // rows evaluated
+} eval_result;
+
+// Evaluates rows [0, max_rows) of a split (max_rows <= 0: all) in batches of at most
+// m->max_batch, without dropout.
+int run_evaluate(model *m, kctx *k, ds_file *ds, int split, int64_t max_rows, const sbmt_config *cfg,
+                 eval_result *res, char *err);
+
+// Reads the rows `rows[0..count)` of a split and packs them into bt (labels into `labels`).
+int run_load_batch(ds_file *ds, int split, const int64_t *rows, int count, const sbmt_config *cfg,
+                   int32_t *ids_buf, int32_t *labels, kbatch *bt, char *err);
+
+#endif
