@@ -1,0 +1,197 @@
+// test_model.c: whole-model checks: finite-difference gradients of every parameter (dropout
+// off and on), exactness of packing (cutting trailing padding changes nothing), and that a
+// sequence's loss does not depend on the rest of its batch.
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kernels/common.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+
+enum { B = 3, N = 12 };
+static const int32_t IDS[B * N] = {
+    1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0,   // trailing padding
+    3, 1, 0, 2, 7, 7, 1, 2, 3, 4, 5, 6,   // full length, interior padding
+    6, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,   // short
+};
+static const int32_t LABELS[B] = {0, 2, 1};
+static const uint32_t SAMPLE[B] = {11, 5, 42};
+
+static model_dims small_dims(int cls) {
+    model_dims d = {.vocab = 8, .seq_len = N, .d_model = 8, .d_ff = 12, .heads = 2, .head_dim = 4,
+                    .layers = 2, .classes = 3, .cls = cls, .dropout = 0.2f, .attn_dropout = 0.25f};
+    return d;
+}
+
+static double loss_of(model *m, kctx *k, const kbatch *bt, const int32_t *labels, int train) {
+    return model_forward(m, k, bt, labels, train, 77, 3, NULL);
+}
+
+// Central differences on every parameter against the analytical gradient.
+// Step and tolerance: the loss is a double sum of float32 activations, so each evaluation
+// carries a relative rounding error of ~1e-7 (a few ulps through 2 layers); at |L| ~ 3 and
+// h = 3e-4 that is ~1e-3 absolute noise on the difference quotient. The truncation error
+// O(h^2 f''') limits larger steps: with weights scaled up 1.5x, h = 1e-3 already misses
+// embedding gradients by ~8%, and h = 1e-4 drowns small ones in rounding noise.
+// Hence h = 3e-4 and |a - n| <= 2e-3 + 2e-2 * max(|a|, |n|).
+static void gradcheck(int train, int cls) {
+    model_dims d = small_dims(cls);
+    model m;
+    model_init(&m, &d, B, 1234);
+    kctx k;
+    kctx_init(&k, KB_CPU, 1);
+    kbatch bt;
+    batch_alloc(&bt, B, N);
+    batch_pack(&bt, IDS, B, N, SAMPLE, cls, d.vocab - 1);
+    // Larger than default weights so every path carries a gradient well above the noise.
+    for (size_t i = 0; i < m.nparams; i++) m.params[i] *= 1.5f;
+    k_zero(&k, m.grads, m.nparams);
+    loss_of(&m, &k, &bt, LABELS, train);
+    model_backward(&m, &k, &bt, LABELS, train, 77, 3, 1.0f);
+    const float h = 3e-4f;
+    int bad = 0, checked = 0;
+    double max_abs = 0.0;
+    for (int e = 0; e < m.table.n; e++) {
+        const param_entry *pe = &m.table.e[e];
+        for (size_t j = 0; j < pe->numel; j++) {
+            size_t i = pe->offset + j;
+            float orig = m.params[i];
+            m.params[i] = orig + h;
+            double lp = loss_of(&m, &k, &bt, LABELS, train);
+            m.params[i] = orig - h;
+            double lm = loss_of(&m, &k, &bt, LABELS, train);
+            m.params[i] = orig;
+            double num = (lp - lm) / (2.0 * h), ana = m.grads[i];
+            double tol = 2e-3 + 2e-2 * fmax(fabs(num), fabs(ana));
+            if (fabs(num - ana) > tol) {
+                if (bad < 10)
+                    print_message("%s[%zu]: analytical %.6g numerical %.6g\n", pe->name, j, ana,
+                                  num);
+                bad++;
+            }
+            if (fabs(ana) > max_abs) max_abs = fabs(ana);
+            checked++;
+        }
+    }
+    print_message("gradcheck train=%d cls=%d: %d/%d parameters off, max |grad| %.3g\n", train, cls,
+                  bad, checked, max_abs);
+    assert_int_equal(bad, 0);
+    assert_true(max_abs > 1e-2);  // not vacuous
+    batch_free(&bt);
+    model_free(&m);
+}
+
+static void test_gradcheck_eval(void **s) { (void)s; gradcheck(0, 0); }
+static void test_gradcheck_dropout(void **s) { (void)s; gradcheck(1, 0); }
+static void test_gradcheck_cls(void **s) { (void)s; gradcheck(1, 1); }
+
+// Packing cuts each sequence after its last real token. Processing the full padded rows
+// instead (as a dense implementation does) must give the same loss and gradients.
+static void test_packing_exact(void **state) {
+    (void)state;
+    model_dims d = small_dims(0);
+    model m;
+    model_init(&m, &d, B, 99);
+    kctx k;
+    kctx_init(&k, KB_CPU, 1);
+    kbatch packed, full;
+    batch_alloc(&packed, B, N);
+    batch_alloc(&full, B, N);
+    batch_pack(&packed, IDS, B, N, SAMPLE, 0, 0);
+    assert_true(packed.T < B * N);
+    full.B = B;
+    full.n = N;
+    full.T = B * N;
+    for (int b = 0; b < B; b++) {
+        full.len[b] = N;
+        full.off[b] = b * N;
+        full.sample[b] = SAMPLE[b];
+    }
+    full.off[B] = B * N;
+    for (int i = 0; i < B * N; i++) {
+        full.ids[i] = IDS[i];
+        full.mask[i] = IDS[i] != 0;
+    }
+    float *g1 = xmalloc(sizeof(float) * m.nparams);
+    k_zero(&k, m.grads, m.nparams);
+    double l1 = model_forward(&m, &k, &packed, LABELS, 1, 5, 1, NULL);
+    model_backward(&m, &k, &packed, LABELS, 1, 5, 1, 1.0f);
+    memcpy(g1, m.grads, sizeof(float) * m.nparams);
+    k_zero(&k, m.grads, m.nparams);
+    double l2 = model_forward(&m, &k, &full, LABELS, 1, 5, 1, NULL);
+    model_backward(&m, &k, &full, LABELS, 1, 5, 1, 1.0f);
+    assert_true(fabs(l1 - l2) < 1e-5 * fabs(l1));
+    for (size_t i = 0; i < m.nparams; i++)
+        if (fabs(g1[i] - m.grads[i]) > 1e-5 + 1e-4 * fabs(g1[i]))
+            fail_msg("gradient %zu differs: packed %g full %g", i, g1[i], m.grads[i]);
+    free(g1);
+    batch_free(&packed);
+    batch_free(&full);
+    model_free(&m);
+}
+
+// The loss of a sequence (dropout included) is keyed by its sample index, not its batch slot.
+static void test_batch_independence(void **state) {
+    (void)state;
+    model_dims d = small_dims(0);
+    model m;
+    model_init(&m, &d, B, 7);
+    kctx k;
+    kctx_init(&k, KB_CPU, 2);
+    kbatch bt;
+    batch_alloc(&bt, B, N);
+    batch_pack(&bt, IDS, B, N, SAMPLE, 0, 0);
+    double total = model_forward(&m, &k, &bt, LABELS, 1, 3, 9, NULL);
+    double sum = 0.0;
+    for (int b = B - 1; b >= 0; b--) {
+        batch_pack(&bt, IDS + b * N, 1, N, SAMPLE + b, 0, 0);
+        sum += model_forward(&m, &k, &bt, LABELS + b, 1, 3, 9, NULL);
+    }
+    assert_true(fabs(total - sum) < 1e-5 * fabs(total));
+    // A different step draws different dropout masks.
+    batch_pack(&bt, IDS, B, N, SAMPLE, 0, 0);
+    double other = model_forward(&m, &k, &bt, LABELS, 1, 3, 10, NULL);
+    assert_true(fabs(other - total) > 1e-6);
+    batch_free(&bt);
+    model_free(&m);
+}
+
+static void test_param_names(void **state) {
+    (void)state;
+    model_dims d = small_dims(0);
+    model m;
+    model_init(&m, &d, 1, 1);
+    const char *names[] = {"embed/tokens", "embed/positions", "layers/1/attn/wk/weight",
+                           "layers/0/attn/wo/bias", "layers/1/ffn/fc2/weight", "final_ln/bias",
+                           "head/fc2/weight"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        assert_true(param_table_find(&m.table, names[i]) >= 0);
+    const param_entry *e = &m.table.e[param_table_find(&m.table, "layers/0/attn/wq/weight")];
+    assert_int_equal(e->ndim, 2);
+    assert_int_equal(e->shape[0], 8);  // H*d
+    assert_int_equal(e->shape[1], 8);  // D
+    e = &m.table.e[param_table_find(&m.table, "head/fc2/weight")];
+    assert_int_equal(e->shape[0], 3);
+    assert_int_equal(e->shape[1], 12);
+    model_free(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_param_names),
+        cmocka_unit_test(test_gradcheck_eval),
+        cmocka_unit_test(test_gradcheck_dropout),
+        cmocka_unit_test(test_gradcheck_cls),
+        cmocka_unit_test(test_packing_exact),
+        cmocka_unit_test(test_batch_independence),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
