@@ -9,23 +9,15 @@
 
 #include "kernels/common.h"
 #include "kernels/dropout.h"
+#include "kernels/fastmath.h"
 #include "kernels/kernels.h"
 
 #define ATT_ROWS 64  // query rows per block: 64 x n scores stay in L2 for n <= 4096
 
 // Dropout factors of query row i (keys 0..L-1) of a head: ks[j] = keep ? 1/(1-p) : 0.
-static void drop_row(float *ks, int L, int i, int n, rng_stream s, uint32_t thr, float scale) {
-    uint32_t e0 = (uint32_t)i * (uint32_t)n;
-    uint32_t cur = UINT32_MAX;
-    philox4x32 blk = {{0, 0, 0, 0}};
-    for (int j = 0; j < L; j++) {
-        uint32_t e = e0 + (uint32_t)j;
-        if ((e >> 3) != cur) {
-            cur = e >> 3;
-            blk = rng_block(s, cur);
-        }
-        ks[j] = dropout_u16(blk, e) >= thr ? scale : 0.0f;
-    }
+static void drop_row(float *ks, int L, int i, int n, rng_stream s, uint32_t thr, float scale,
+                     uint32_t *scratch) {
+    dropout_factors(ks, (uint32_t)i * (uint32_t)n, L, s, thr, scale, scratch);
 }
 
 void k_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const kbatch *bt, int H,
@@ -52,6 +44,7 @@ void k_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const
     {
         float *S = xmalloc(sizeof(float) * ATT_ROWS * (size_t)maxL);
         float *ks = xmalloc(sizeof(float) * (size_t)maxL);
+        uint32_t *scr = xmalloc(sizeof(uint32_t) * 4 * ((size_t)maxL / 8 + 2));
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < nunits; u++) {
             int b = ub[3 * u], h = ub[3 * u + 1], i0 = ub[3 * u + 2];
@@ -79,7 +72,7 @@ void k_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const
                 } else {
                     float sum = 0.0f;
                     for (int j = 0; j < L; j++) {
-                        float e = expf(srow[j] - mx);
+                        float e = fast_expf(srow[j] - mx);
                         srow[j] = e;
                         sum += e;
                     }
@@ -87,7 +80,7 @@ void k_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const
                     for (int j = 0; j < L; j++) srow[j] *= inv;
                     l = mx + logf(sum);
                     if (p > 0.0f) {
-                        drop_row(ks, L, i0 + r, bt->n, s, thr, dscale);
+                        drop_row(ks, L, i0 + r, bt->n, s, thr, dscale, scr);
                         for (int j = 0; j < L; j++) srow[j] *= ks[j];
                     }
                 }
@@ -98,6 +91,7 @@ void k_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const
         }
         free(S);
         free(ks);
+        free(scr);
     }
     free(ub);
 }
@@ -119,6 +113,7 @@ void k_attn_softmax_bwd(kctx *k, float *dqkv, const float *dout, const float *qk
         float *P = xmalloc(sizeof(float) * ATT_ROWS * (size_t)maxL);
         float *G = xmalloc(sizeof(float) * ATT_ROWS * (size_t)maxL);
         float *ks = xmalloc(sizeof(float) * (size_t)maxL);
+        uint32_t *scr = xmalloc(sizeof(uint32_t) * 4 * ((size_t)maxL / 8 + 2));
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < bt->B * H; u++) {
             int b = u / H, h = u % H;
@@ -146,10 +141,10 @@ void k_attn_softmax_bwd(kctx *k, float *dqkv, const float *dout, const float *qk
                     float Di = 0.0f;
                     for (int c = 0; c < dh; c++) Di += dY[(size_t)r * HD + c] * Y[(size_t)r * HD + c];
                     for (int j = 0; j < L; j++)
-                        prow[j] = mask[j] == 0.0f ? 0.0f : expf(prow[j] - l);
+                        prow[j] = mask[j] == 0.0f ? 0.0f : fast_expf(prow[j] - l);
                     if (p > 0.0f) {
                         // da = dA~ * keep/(1-p); prow becomes a~ (for dV), grow becomes ds.
-                        drop_row(ks, L, i0 + r, bt->n, s, thr, dscale);
+                        drop_row(ks, L, i0 + r, bt->n, s, thr, dscale, scr);
                         for (int j = 0; j < L; j++) {
                             float a = prow[j];
                             grow[j] = a * (grow[j] * ks[j] - Di);
@@ -170,5 +165,6 @@ void k_attn_softmax_bwd(kctx *k, float *dqkv, const float *dout, const float *qk
         free(P);
         free(G);
         free(ks);
+        free(scr);
     }
 }

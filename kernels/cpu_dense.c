@@ -8,6 +8,7 @@
 
 #include "kernels/common.h"
 #include "kernels/dropout.h"
+#include "kernels/fastmath.h"
 #include "kernels/kernels.h"
 
 void kctx_init(kctx *k, kbackend backend, int nthreads) {
@@ -157,17 +158,23 @@ void k_add(kctx *k, float *y, const float *x, size_t n) {
 
 void k_dropout(kctx *k, float *x, const kbatch *bt, int C, float p, kdrop d) {
     if (p <= 0.0f) return;
+    enum { CHUNK = 4096 };
     uint32_t thr = dropout_threshold(p);
     float scale = 1.0f / (1.0f - p);
-#pragma omp parallel for num_threads(k->nthreads) schedule(dynamic, 1)
-    for (int b = 0; b < bt->B; b++) {
-        rng_stream s = rng_make(d.seed, RNG_DROPOUT, d.step, d.layer, d.slot, bt->sample[b]);
-        float *xb = x + (size_t)bt->off[b] * C;
-        uint32_t count = (uint32_t)bt->len[b] * (uint32_t)C;
-        philox4x32 blk = rng_block(s, 0);
-        for (uint32_t e = 0; e < count; e++) {
-            if ((e & 7u) == 0 && e) blk = rng_block(s, e >> 3);
-            xb[e] = dropout_u16(blk, e) >= thr ? xb[e] * scale : 0.0f;
+#pragma omp parallel num_threads(k->nthreads)
+    {
+        float ks[CHUNK];
+        uint32_t scratch[4 * (CHUNK / 8 + 2)];
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < bt->B; b++) {
+            rng_stream s = rng_make(d.seed, RNG_DROPOUT, d.step, d.layer, d.slot, bt->sample[b]);
+            float *xb = x + (size_t)bt->off[b] * C;
+            uint32_t count = (uint32_t)bt->len[b] * (uint32_t)C;
+            for (uint32_t e0 = 0; e0 < count; e0 += CHUNK) {
+                int m = count - e0 < CHUNK ? (int)(count - e0) : CHUNK;
+                dropout_factors(ks, e0, m, s, thr, scale, scratch);
+                for (int j = 0; j < m; j++) xb[e0 + j] *= ks[j];
+            }
         }
     }
 }
