@@ -93,19 +93,13 @@ static int ensure_generated(train_run *r, char *path, size_t len, char *err) {
              c->gen_test, c->gen_min_len, c->gen_max_len, c->seq_len, (unsigned long long)c->seed);
     struct stat st;
     if (stat(path, &st) == 0) return 0;
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     listops_params p = {c->gen_train, c->gen_dev, c->gen_test, c->gen_min_len, c->gen_max_len,
                         c->seq_len, c->seed};
     fprintf(stderr, "sbmt: generating ListOps (%d/%d/%d rows, lengths %d..%d) into %s\n",
             c->gen_train, c->gen_dev, c->gen_test, c->gen_min_len, c->gen_max_len, path);
     double t0 = sbmt_now();
-    if (listops_generate(&p, tmp, 1, err)) {
-        remove(tmp);
-        return -1;
-    }
-    if (rename(tmp, path))
-        return sbmt_errf(err, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+    // The writer goes through a temporary name, so an interrupted run leaves no partial file.
+    if (listops_generate(&p, path, 1, err)) return -1;
     fprintf(stderr, "sbmt: generated %s in %.1f s\n", path, sbmt_now() - t0);
     return 0;
 }

@@ -1,0 +1,84 @@
+#!/bin/bash
+# Training-throughput comparison: sbmt (build/sbmt train) vs the PyTorch CPU reference
+# (bench/torch_listops.py) on the same ListOps configuration, batch, sequence length and threads.
+#
+# Usage: bench/bench_train.sh [STEPS]          (run from the repository root)
+# Both sides train on the same generated ListOps file (LRA lengths 500..2000, padded to seq_len).
+# Environment: BATCH (4), THREADS (1), CONFIG (configs/listops.ini), ATTN (softmax), SBMT (build/sbmt),
+#              PYTHON (/usr/bin/python3: Debian's interpreter, which has torch/numpy/h5py),
+#              OUT (work directory, default a fresh temporary one; kept and printed at the end:
+#              the sbmt run goes to OUT/run, logs to OUT/*.log, OUT/torch.*).
+set -euo pipefail
+
+STEPS=${1:-7}
+WARMUP=2
+BATCH=${BATCH:-4}
+THREADS=${THREADS:-1}
+CONFIG=${CONFIG:-configs/listops.ini}
+ATTN=${ATTN:-softmax}
+SBMT=${SBMT:-build/sbmt}
+PYTHON=${PYTHON:-/usr/bin/python3}
+OUT=${OUT:-$(mktemp -d /tmp/sbmt_bench.XXXXXX)}
+HERE=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$OUT"
+RUN=$OUT/run
+rm -rf "$RUN"
+
+if (( STEPS <= WARMUP )); then
+    echo "STEPS ($STEPS) must exceed the $WARMUP warm-up steps" >&2; exit 2
+fi
+[[ -x $SBMT ]] || { echo "$SBMT not found or not executable (build it first)" >&2; exit 2; }
+[[ -f $CONFIG ]] || { echo "$CONFIG not found" >&2; exit 2; }
+
+# Model sizes the torch side must match, read from the config (key = value lines).
+ini() { sed -n -E "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*([0-9]+).*/\1/p" "$CONFIG" | head -n1; }
+SEQ_LEN=$(ini seq_len); SEQ_LEN=${SEQ_LEN:-2048}
+VOCAB=$(ini vocab_size); VOCAB=${VOCAB:-32}
+
+DATA=$OUT/listops.h5
+[[ -f $DATA ]] || "$SBMT" data listops --out "$DATA" --train 2000 --dev 16 --test 16 \
+    --min-len 500 --max-len 2000 --seq-len "$SEQ_LEN" --seed 1 --quiet
+
+echo "== sbmt: $SBMT train --config $CONFIG attention=$ATTN batch=$BATCH steps=$STEPS threads=$THREADS out=$OUT"
+OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS "$SBMT" train --config "$CONFIG" \
+    --data "$DATA" --threads "$THREADS" --set model.attention="$ATTN" \
+    --set train.batch_size="$BATCH" --set train.steps="$STEPS" --set train.warmup=1 \
+    --set train.eval_every=0 --set train.log_every=1 \
+    --out "$RUN" > "$OUT/sbmt.log" 2>&1 || { tail -n 20 "$OUT/sbmt.log" >&2; exit 1; }
+
+SBMT_TOK=$("$PYTHON" - "$RUN/metrics.jsonl" "$WARMUP" <<'EOF'
+import json, sys
+path, warm = sys.argv[1], int(sys.argv[2])
+rows = []
+with open(path) as f:
+    for line in f:
+        line = line.strip()
+        if line:
+            r = json.loads(line)
+            if r.get("split") == "train" and "tokens_per_s" in r:
+                rows.append(r)
+if len(rows) <= warm:
+    sys.exit(f"{path}: {len(rows)} train lines, need more than {warm}")
+print("last train line:", json.dumps(rows[-1]), file=sys.stderr)
+timed = rows[warm:]
+print(sum(r["tokens_per_s"] for r in timed) / len(timed))
+EOF
+)
+echo "sbmt tokens/s (mean over steps after the first $WARMUP): $SBMT_TOK"
+
+echo "== pytorch: batch=$BATCH seq_len=$SEQ_LEN threads=$THREADS"
+"$PYTHON" "$HERE/torch_listops.py" --data "$DATA" --attention "$ATTN" --batch "$BATCH" --seq-len "$SEQ_LEN" --vocab "$VOCAB" \
+    --threads "$THREADS" --steps $((STEPS - WARMUP)) --warmup-steps "$WARMUP" \
+    2> "$OUT/torch.err" | tee "$OUT/torch.out"
+grep -q WARNING "$OUT/torch.err" && cat "$OUT/torch.err" >&2
+TORCH_TOK=$("$PYTHON" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["tokens_per_s"])' < "$OUT/torch.out")
+
+"$PYTHON" - "$SBMT_TOK" "$TORCH_TOK" "$BATCH" "$SEQ_LEN" "$THREADS" <<'EOF'
+import json, sys
+s, t = float(sys.argv[1]), float(sys.argv[2])
+print(f"sbmt {s:.1f} tokens/s, pytorch {t:.1f} tokens/s, ratio sbmt/pytorch = {s / t:.2f}x")
+print(json.dumps({"batch": int(sys.argv[3]), "seq_len": int(sys.argv[4]),
+                  "threads": int(sys.argv[5]), "sbmt_tokens_per_s": s,
+                  "pytorch_tokens_per_s": t, "ratio": s / t}))
+EOF
+echo "outputs in $OUT"
