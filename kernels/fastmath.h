@@ -28,14 +28,17 @@ static inline float fast_expf(float x) {
     return x < -87.0f ? 0.0f : y * scale;
 }
 
-// Philox blocks first .. first+count-1 of a stream into out[4*i + w] (w = word), computed 16
-// lanes at a time in a form the compiler vectorises; identical to rng_block() per block.
-static inline void philox_blocks(rng_stream s, uint32_t first, int count, uint32_t *out) {
+// Philox blocks of a stream for `count` block indices (consecutive from `first` when
+// blocks == NULL, else blocks[i]) into out[4*i + w], 16 lanes at a time in a form the compiler
+// vectorises; identical to rng_block() per block.
+static inline void philox_lanes(rng_stream s, uint32_t first, const uint32_t *blocks, int count,
+                                uint32_t *out) {
     enum { W = 16 };
     for (int base = 0; base < count; base += W) {
+        int m = count - base < W ? count - base : W;
         uint32_t c0[W], c1[W], c2[W], c3[W];
         for (int l = 0; l < W; l++) {
-            c0[l] = first + (uint32_t)(base + l);
+            c0[l] = blocks ? (l < m ? blocks[base + l] : 0u) : first + (uint32_t)(base + l);
             c1[l] = s.c1;
             c2[l] = s.c2;
             c3[l] = s.c3;
@@ -55,7 +58,6 @@ static inline void philox_blocks(rng_stream s, uint32_t first, int count, uint32
             k0 += 0x9E3779B9u;
             k1 += 0xBB67AE85u;
         }
-        int m = count - base < W ? count - base : W;
         for (int l = 0; l < m; l++) {
             out[4 * (base + l) + 0] = c0[l];
             out[4 * (base + l) + 1] = c1[l];
@@ -65,7 +67,9 @@ static inline void philox_blocks(rng_stream s, uint32_t first, int count, uint32
     }
 }
 
-#endif
+static inline void philox_blocks(rng_stream s, uint32_t first, int count, uint32_t *out) {
+    philox_lanes(s, first, NULL, count, out);
+}
 
 // Dropout factors of elements e0 .. e0+count-1 of a stream: ks[j] = keep ? scale : 0 under the
 // rule of dropout.h. scratch holds 4 * (count / 8 + 2) words.
@@ -81,3 +85,5 @@ static inline void dropout_factors(float *ks, uint32_t e0, int count, rng_stream
         ks[j] = u >= thr ? scale : 0.0f;
     }
 }
+
+#endif

@@ -43,6 +43,7 @@ enum {
     RNG_GRAPH = 3,       // SBM graph sampling
     RNG_INIT = 4,        // parameter initialisation
     RNG_GENERATE = 5,    // synthetic data generators
+    RNG_GRAPH_COUNT = 6, // SBM graph sampling: the Poisson edge count
 };
 
 // A stream: key = run seed, counter words c1..c3 fixed, c0 = block index within the stream.

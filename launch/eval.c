@@ -68,9 +68,20 @@ int cli_eval(int argc, char **argv) {
     printf("%s: %s split of %s: loss %.4f | accuracy %.4f | %lld rows | step %lld | %.1f s\n", ckpt,
            split_names[split], data, res.loss, res.accuracy, (long long)res.rows, (long long)step,
            sbmt_now() - t0);
-    if (json)
-        printf("{\"split\":\"%s\",\"accuracy\":%.6f,\"loss\":%.6f,\"rows\":%lld,\"step\":%lld}\n",
+    for (int l = 0; res.nd && l < cfg.layers; l++) {
+        printf("  density layer %d:", l);
+        for (int h = 0; h < cfg.heads; h++) printf(" %.4f", res.density[l * cfg.heads + h]);
+        printf("\n");
+    }
+    if (json) {
+        printf("{\"split\":\"%s\",\"accuracy\":%.6f,\"loss\":%.6f,\"rows\":%lld,\"step\":%lld",
                split_names[split], res.accuracy, res.loss, (long long)res.rows, (long long)step);
+        if (res.nd) {
+            putchar(',');
+            run_json_density(stdout, res.density, cfg.layers, cfg.heads);
+        }
+        printf("}\n");
+    }
     rc = 0;
 done:
     if (rc) fprintf(stderr, "sbmt eval: error: %s\n", err);

@@ -43,6 +43,13 @@ model_dims run_model_dims(const sbmt_config *cfg) {
     d.cls = strcmp(cfg->pooling, "cls") == 0;
     d.dropout = cfg->dropout;
     d.attn_dropout = cfg->attn_dropout;
+    d.sbm = strcmp(cfg->attention, "sbm") == 0;
+    d.clusters = cfg->clusters;
+    d.edge_floor = cfg->edge_floor;
+    d.sparsity_weight = cfg->sparsity_weight;
+    d.sampler = !strcmp(cfg->sampler, "fastrg")  ? SBM_SAMPLER_FASTRG
+                : !strcmp(cfg->sampler, "dense") ? SBM_SAMPLER_DENSE
+                                                 : SBM_SAMPLER_AUTO;
     return d;
 }
 
@@ -68,9 +75,11 @@ int run_evaluate(model *m, kctx *k, ds_file *ds, int split, int64_t max_rows, co
     int64_t *rows = xmalloc(sizeof(int64_t) * (size_t)bs);
     kbatch bt;
     batch_alloc(&bt, bs, cfg->seq_len);
-    double loss = 0.0;
-    int correct = 0;
+    double loss = 0.0, reg = 0.0;
+    int correct = 0, batches = 0;
     int rc = 0;
+    const int LH = m->dim.layers * m->dim.heads;
+    int64_t *edges = xcalloc((size_t)LH, sizeof(int64_t));
     for (int64_t r0 = 0; r0 < N; r0 += bs) {
         int count = (int)(N - r0 < bs ? N - r0 : bs);
         for (int i = 0; i < count; i++) rows[i] = r0 + i;
@@ -79,13 +88,34 @@ int run_evaluate(model *m, kctx *k, ds_file *ds, int split, int64_t max_rows, co
             break;
         }
         loss += model_forward(m, k, &bt, labels, 0, cfg->seed, 0, &correct);
+        reg += m->reg_loss * count;
+        for (int i = 0; i < LH; i++) edges[i] += m->edges[i];
+        batches++;
     }
     res->rows = N;
-    res->loss = N ? loss / (double)N : 0.0;
+    res->loss = N ? (loss + reg) / (double)N : 0.0;
     res->accuracy = N ? (double)correct / (double)N : 0.0;
+    res->nd = m->dim.sbm ? LH : 0;
+    for (int i = 0; i < res->nd && i < EVAL_MAX_DENS; i++)
+        res->density[i] = N ? (double)edges[i] / ((double)N * cfg->seq_len * cfg->seq_len) : 0.0;
+    free(edges);
     batch_free(&bt);
     free(ids);
     free(labels);
     free(rows);
     return rc;
+}
+
+void run_json_density(FILE *f, const double *dens, int layers, int heads) {
+    double mean = 0.0;
+    fputs("\"density\":[", f);
+    for (int l = 0; l < layers; l++) {
+        fputs(l ? ",[" : "[", f);
+        for (int h = 0; h < heads; h++) {
+            fprintf(f, "%s%.6g", h ? "," : "", dens[l * heads + h]);
+            mean += dens[l * heads + h];
+        }
+        fputc(']', f);
+    }
+    fprintf(f, "],\"density_mean\":%.6g", mean / (layers * heads));
 }

@@ -4,6 +4,7 @@
 #define SBMT_RUN_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "io/config.h"
 #include "io/dataset.h"
@@ -15,11 +16,18 @@
 int run_resolve_config(sbmt_config *cfg, const ds_file *ds, char *err);
 model_dims run_model_dims(const sbmt_config *cfg);
 
+#define EVAL_MAX_DENS 1024
+
 typedef struct {
-    double loss;      // mean cross-entropy
+    double loss;      // mean cross-entropy (+ the density regulariser for sbm)
     double accuracy;  // fraction correct
     int64_t rows;     // rows evaluated
+    int nd;           // layers * heads with a density (sbm), else 0
+    double density[EVAL_MAX_DENS];  // [L, H] sampled edges / (rows * n * n)
 } eval_result;
+
+// Writes `"density":[[..],..],"density_mean":x` for L x H densities (no leading comma).
+void run_json_density(FILE *f, const double *dens, int layers, int heads);
 
 // Evaluates rows [0, max_rows) of a split (max_rows <= 0: all) in batches of at most
 // m->max_batch, without dropout.

@@ -117,11 +117,20 @@ static int evaluate_and_log(train_run *r, int split, int64_t max_rows, int step,
     eval_result res;
     double t0 = sbmt_now();
     if (run_evaluate(&r->m, &r->k, &r->ds, split, max_rows, &r->cfg, &res, err)) return -1;
-    printf("%s step %d | loss %.4f | accuracy %.4f | %lld rows in %.1f s\n", split_names[split],
-           step, res.loss, res.accuracy, (long long)res.rows, sbmt_now() - t0);
+    double dmean = 0.0;
+    for (int i = 0; i < res.nd; i++) dmean += res.density[i] / res.nd;
+    char dens[64] = "";
+    if (res.nd) snprintf(dens, sizeof(dens), " | density %.4f", dmean);
+    printf("%s step %d | loss %.4f | accuracy %.4f%s | %lld rows in %.1f s\n", split_names[split],
+           step, res.loss, res.accuracy, dens, (long long)res.rows, sbmt_now() - t0);
     fflush(stdout);
-    fprintf(r->metrics, "{\"split\":\"%s\",\"step\":%d,\"loss\":%.6f,\"accuracy\":%.6f,\"rows\":%lld}\n",
+    fprintf(r->metrics, "{\"split\":\"%s\",\"step\":%d,\"loss\":%.6f,\"accuracy\":%.6f,\"rows\":%lld",
             split_names[split], step, res.loss, res.accuracy, (long long)res.rows);
+    if (res.nd) {
+        fputc(',', r->metrics);
+        run_json_density(r->metrics, res.density, r->cfg.layers, r->cfg.heads);
+    }
+    fputs("}\n", r->metrics);
     fflush(r->metrics);
     return 0;
 }
@@ -146,6 +155,7 @@ static int train_main(train_run *r, char *err) {
     model_dims dims = run_model_dims(c);
     const int B = c->batch_size, n = c->seq_len;
     model_init(&r->m, &dims, B, c->seed);
+    r->m.reg_batch = B;
     batch_alloc(&r->bt, B, n);
     r->ids = xmalloc(sizeof(int32_t) * (size_t)B * n);
     r->labels = xmalloc(sizeof(int32_t) * (size_t)B);
@@ -161,24 +171,31 @@ static int train_main(train_run *r, char *err) {
     onecycle sched = {c->lr, c->steps, c->warmup, c->cycle_momentum, c->beta1};
     double t_start = sbmt_now(), t_log = t_start, loss_acc = 0.0;
     int correct_acc = 0, rows_acc = 0, steps_acc = 0;
+    const int LH = c->layers * c->heads;
+    double *dens_acc = xcalloc((size_t)LH, sizeof(double));
     for (int step = 0; step < c->steps; step++) {
         batch_rows(r, step);
-        if (run_load_batch(&r->ds, SPLIT_TRAIN, r->rows, B, c, r->ids, r->labels, &r->bt, err))
+        if (run_load_batch(&r->ds, SPLIT_TRAIN, r->rows, B, c, r->ids, r->labels, &r->bt, err)) {
+            free(dens_acc);
             return -1;
+        }
         k_zero(&r->k, r->m.grads, r->m.nparams);
         int correct = 0;
         double loss = model_forward(&r->m, &r->k, &r->bt, r->labels, 1, c->seed, (uint32_t)step,
                                     &correct);
         model_backward(&r->m, &r->k, &r->bt, r->labels, 1, c->seed, (uint32_t)step,
                        1.0f / (float)B);
-        if (!isfinite(loss))
+        if (!isfinite(loss)) {
+            free(dens_acc);
             return sbmt_errf(err, "step %d: loss is %g; lower train.lr or set train.grad_clip",
                              step + 1, loss);
+        }
         optim_clip(&r->k, &r->m, c->grad_clip);
         float lr, beta1;
         onecycle_at(&sched, step, &lr, &beta1);
         optim_adamw(&r->k, &r->m, step + 1, lr, beta1, c->beta2, c->adam_eps, c->weight_decay);
-        loss_acc += loss;
+        loss_acc += loss + r->m.reg_loss * B;
+        for (int i = 0; i < LH; i++) dens_acc[i] += r->m.density[i];
         correct_acc += correct;
         rows_acc += B;
         steps_acc++;
@@ -189,15 +206,27 @@ static int train_main(train_run *r, char *err) {
             double eta = (now - t_start) / done * (c->steps - done);
             char etab[32];
             fmt_eta(eta, etab, sizeof(etab));
-            printf("step %d/%d | loss %.4f | acc %.3f | lr %.3e | %.0f tok/s | ETA %s\n", done,
-                   c->steps, loss_acc / rows_acc, (double)correct_acc / rows_acc, lr, tps, etab);
+            char dens[64] = "";
+            double dmean = 0.0;
+            for (int i = 0; i < LH; i++) dmean += dens_acc[i] / steps_acc / LH;
+            if (r->m.dim.sbm) snprintf(dens, sizeof(dens), " | density %.4f", dmean);
+            printf("step %d/%d | loss %.4f | acc %.3f%s | lr %.3e | %.0f tok/s | ETA %s\n", done,
+                   c->steps, loss_acc / rows_acc, (double)correct_acc / rows_acc, dens, lr, tps,
+                   etab);
             fflush(stdout);
             fprintf(r->metrics,
                     "{\"split\":\"train\",\"step\":%d,\"loss\":%.6f,\"accuracy\":%.6f,\"lr\":%.6e,"
-                    "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
+                    "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f",
                     done, loss_acc / rows_acc, (double)correct_acc / rows_acc, lr, tps,
                     now - t_start);
+            if (r->m.dim.sbm) {
+                for (int i = 0; i < LH; i++) dens_acc[i] /= steps_acc;
+                fputc(',', r->metrics);
+                run_json_density(r->metrics, dens_acc, c->layers, c->heads);
+            }
+            fputs("}\n", r->metrics);
             fflush(r->metrics);
+            for (int i = 0; i < LH; i++) dens_acc[i] = 0.0;
             loss_acc = 0.0;
             correct_acc = rows_acc = steps_acc = 0;
             t_log = sbmt_now();
@@ -205,10 +234,14 @@ static int train_main(train_run *r, char *err) {
         if (c->eval_every > 0 && done % c->eval_every == 0 && done != c->steps &&
             r->ds.rows[SPLIT_DEV] > 0) {
             int64_t max_rows = c->eval_batches > 0 ? (int64_t)c->eval_batches * B : 0;
-            if (evaluate_and_log(r, SPLIT_DEV, max_rows, done, err)) return -1;
+            if (evaluate_and_log(r, SPLIT_DEV, max_rows, done, err)) {
+                free(dens_acc);
+                return -1;
+            }
             t_log = sbmt_now();
         }
     }
+    free(dens_acc);
     if (r->ds.rows[SPLIT_DEV] > 0 && evaluate_and_log(r, SPLIT_DEV, 0, c->steps, err)) return -1;
     if (r->ds.rows[SPLIT_TEST] > 0 && evaluate_and_log(r, SPLIT_TEST, 0, c->steps, err)) return -1;
 

@@ -44,6 +44,14 @@ static void build_table(model *m) {
         o->fc1_b = add(t, NAME("ffn/fc1/bias"), 1, Dh, 0, 0, 0);
         o->fc2_w = add(t, NAME("ffn/fc2/weight"), 2, D, Dh, 0, 1);
         o->fc2_b = add(t, NAME("ffn/fc2/bias"), 1, D, 0, 0, 0);
+        if (d->sbm) {
+            int64_t dh = d->head_dim;
+            o->clusters = add(t, NAME("attn/clusters"), 3, d->heads, d->clusters, dh, 1);
+            o->p1_w = add(t, NAME("attn/proj1/weight"), 2, dh, dh, 0, 1);
+            o->p1_b = add(t, NAME("attn/proj1/bias"), 1, dh, 0, 0, 0);
+            o->p2_w = add(t, NAME("attn/proj2/weight"), 2, dh, dh, 0, 1);
+            o->p2_b = add(t, NAME("attn/proj2/bias"), 1, dh, 0, 0, 0);
+        }
 #undef NAME
     }
     m->lnf_w = add(t, "final_ln/weight", 1, D, 0, 0, 0);
@@ -71,13 +79,15 @@ static void init_params(model *m, uint64_t seed) {
         if (is_ln) {
             float v = ends_with(e->name, "weight") ? 1.0f : 0.0f;
             for (size_t j = 0; j < e->numel; j++) p[j] = v;
-        } else if (strncmp(e->name, "embed/", 6) == 0) {
+        } else if (strncmp(e->name, "embed/", 6) == 0 || e->ndim == 3) {
+            // Embeddings N(0, 0.02^2); clusters [H, k, d] kaiming normal, std sqrt(2 / (k d)).
+            double std = e->ndim == 3 ? sqrt(2.0 / (double)(e->shape[1] * e->shape[2])) : 0.02;
             for (size_t j = 0; j < e->numel; j += 2) {
                 philox4x32 r = rng_block(s, (uint32_t)(j / 2));
                 double u1 = rng_u01_open(r.v[0]), u2 = rng_u01_open(r.v[1]);
                 double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586 * u2;
-                p[j] = (float)(0.02 * rad * cos(th));
-                if (j + 1 < e->numel) p[j + 1] = (float)(0.02 * rad * sin(th));
+                p[j] = (float)(std * rad * cos(th));
+                if (j + 1 < e->numel) p[j + 1] = (float)(std * rad * sin(th));
             }
         } else {
             // fan_in = in of the weight [out, in]; a bias follows its weight in the table
@@ -129,7 +139,27 @@ void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed) {
         a->ln2_rstd = xmalloc(T * sizeof(float));
         a->ffn_pre = xmalloc(T * Dh * sizeof(float));
         a->ffn_act = xmalloc(T * Dh * sizeof(float));
+        if (dim->sbm) {
+            size_t kc = (size_t)dim->clusters;
+            a->qk = xmalloc(2 * T * HD * sizeof(float));
+            a->phi_pre = xmalloc(2 * T * HD * sizeof(float));
+            a->phi_hid = xmalloc(2 * T * HD * sizeof(float));
+            a->phi = xmalloc(2 * T * HD * sizeof(float));
+            a->Y = xmalloc(2 * T * H * kc * sizeof(float));
+            a->S = xmalloc(H * kc * kc * sizeof(float));
+        }
     }
+    if (dim->sbm) {
+        size_t kc = (size_t)dim->clusters;
+        m->d_qk = xmalloc(2 * T * HD * sizeof(float));
+        m->d_phi = xmalloc(2 * T * HD * sizeof(float));
+        m->d_phi_hid = xmalloc(2 * T * HD * sizeof(float));
+        m->d_Y = xmalloc(2 * T * H * kc * sizeof(float));
+        m->d_S = xmalloc(H * kc * kc * sizeof(float));
+    }
+    m->edges = xcalloc((size_t)dim->layers * H, sizeof(int64_t));
+    m->expected = xcalloc((size_t)dim->layers * H, sizeof(double));
+    m->density = xcalloc((size_t)dim->layers * H, sizeof(float));
     size_t B = (size_t)max_batch;
     m->res_out = xmalloc(T * D * sizeof(float));
     m->lnf = xmalloc(T * D * sizeof(float));
@@ -155,17 +185,23 @@ void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed) {
 void model_free(model *m) {
     for (int l = 0; l < m->dim.layers; l++) {
         layer_acts *a = &m->la[l];
-        float *bufs[] = {a->res_in, a->ln1, a->ln1_mean, a->ln1_rstd, a->qkv, a->att, a->lse,
-                         a->res_mid, a->ln2, a->ln2_mean, a->ln2_rstd, a->ffn_pre, a->ffn_act};
+        float *bufs[] = {a->res_in, a->ln1,     a->ln1_mean, a->ln1_rstd, a->qkv,     a->att,
+                         a->lse,    a->res_mid, a->ln2,      a->ln2_mean, a->ln2_rstd, a->ffn_pre,
+                         a->ffn_act, a->qk,     a->phi_pre,  a->phi_hid,  a->phi,      a->Y,
+                         a->S};
         for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
+        sbm_graphs_free(&a->graphs);
     }
     float *bufs[] = {m->params, m->grads, m->adam_m, m->adam_v, m->res_out, m->lnf, m->lnf_mean,
                      m->lnf_rstd, m->pooled, m->head_pre, m->head_act, m->logits, m->probs,
                      m->d_res, m->d_tmp, m->d_ln, m->d_qkv, m->d_att, m->d_ffn, m->d_pooled,
-                     m->d_head, m->d_logits, m->tmp};
+                     m->d_head, m->d_logits, m->tmp, m->d_qk, m->d_phi, m->d_phi_hid,
+                     m->d_Y, m->d_S, m->density};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(m->la);
     free(m->lo);
+    free(m->edges);
+    free(m->expected);
     param_table_free(&m->table);
     memset(m, 0, sizeof(*m));
 }
@@ -173,6 +209,62 @@ void model_free(model *m) {
 static kdrop drop_key(uint64_t seed, uint32_t step, int layer, uint32_t slot) {
     kdrop d = {seed, step, (uint32_t)layer, slot};
     return d;
+}
+
+// SBM attention of layer l (SPEC.md section 2): phi on Q and K (one pass over [2T*H, d]),
+// block matrices, memberships, graph sampling, sparse attention.
+static void sbm_forward(model *m, kctx *k, int l, const kbatch *bt, uint64_t seed, uint32_t step,
+                        float pa) {
+    const model_dims *d = &m->dim;
+    const layer_offsets *o = &m->lo[l];
+    layer_acts *a = &m->la[l];
+    const float *P = m->params;
+    const int T = bt->T, H = d->heads, dh = d->head_dim, HD = H * dh, kc = d->clusters;
+    k_copy2d(k, a->qk, HD, a->qkv, 3 * HD, T, HD);
+    k_copy2d(k, a->qk + (size_t)T * HD, HD, a->qkv + HD, 3 * HD, T, HD);
+    k_linear_fwd(k, a->phi_pre, a->qk, P + o->p1_w, P + o->p1_b, 2 * T * H, dh, dh);
+    k_relu_fwd(k, a->phi_hid, a->phi_pre, (size_t)2 * T * HD);
+    k_linear_fwd(k, a->phi, a->phi_hid, P + o->p2_w, P + o->p2_b, 2 * T * H, dh, dh);
+    k_sbm_blocks_fwd(k, a->S, P + o->clusters, H, kc, dh);
+    k_sbm_members_fwd(k, a->Y, a->phi, P + o->clusters, bt, 2 * T, H, kc, dh);
+    if (!m->freeze_graphs)
+        k_sbm_sample(k, &a->graphs, a->Y, a->S, bt, H, kc, d->edge_floor, d->sampler, seed, step,
+                     (uint32_t)l, 0, m->edges + (size_t)l * H);
+    for (int h = 0; h < H; h++) {
+        double e = 0.0;
+        for (int u = h; u < a->graphs.units; u += H) e += a->graphs.g[u].expected;
+        m->expected[(size_t)l * H + h] = e;
+    }
+    k_sbm_attn_fwd(k, a->att, &a->graphs, a->qkv, bt, H, dh, pa, drop_key(seed, step, l, 0));
+}
+
+static void sbm_backward(model *m, kctx *k, int l, const kbatch *bt, uint64_t seed, uint32_t step,
+                         float pa) {
+    const model_dims *d = &m->dim;
+    const layer_offsets *o = &m->lo[l];
+    layer_acts *a = &m->la[l];
+    const float *P = m->params;
+    float *G = m->grads;
+    const int T = bt->T, H = d->heads, dh = d->head_dim, HD = H * dh, kc = d->clusters;
+    // d(sparsity_weight * mean_{l,h} edges / (B n^2)) / dA_ij, added to every sampled edge.
+    double nb = (double)(m->reg_batch ? m->reg_batch : bt->B) * bt->n * bt->n;
+    float reg = (float)(d->sparsity_weight / ((double)d->layers * H * nb));
+    k_sbm_attn_bwd(k, m->d_qkv, m->d_Y, m->d_S, m->d_att, a->qkv, a->att, &a->graphs, a->Y, a->S,
+                   bt, H, dh, kc, pa, drop_key(seed, step, l, 0), reg);
+    if (m->no_ste) {
+        k_zero(k, m->d_Y, (size_t)2 * T * H * kc);
+        k_zero(k, m->d_S, (size_t)H * kc * kc);
+    }
+    k_sbm_blocks_bwd(k, G + o->clusters, m->d_S, a->S, P + o->clusters, H, kc, dh);
+    k_sbm_members_bwd(k, m->d_phi, G + o->clusters, m->d_Y, a->Y, a->phi, P + o->clusters, 2 * T,
+                      H, kc, dh);
+    k_linear_bwd(k, m->d_phi_hid, G + o->p2_w, G + o->p2_b, m->d_phi, a->phi_hid, P + o->p2_w,
+                 2 * T * H, dh, dh, 0);
+    k_relu_bwd(k, m->d_phi_hid, m->d_phi_hid, a->phi_pre, (size_t)2 * T * HD);
+    k_linear_bwd(k, m->d_qk, G + o->p1_w, G + o->p1_b, m->d_phi_hid, a->qk, P + o->p1_w,
+                 2 * T * H, dh, dh, 0);
+    k_add2d(k, m->d_qkv, 3 * HD, m->d_qk, HD, T, HD);
+    k_add2d(k, m->d_qkv + HD, 3 * HD, m->d_qk + (size_t)T * HD, HD, T, HD);
 }
 
 double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, int train,
@@ -194,7 +286,11 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
         k_layernorm_fwd(k, a->ln1, a->ln1_mean, a->ln1_rstd, a->res_in, P + o->ln1_w,
                         P + o->ln1_b, T, D);
         k_linear_fwd(k, a->qkv, a->ln1, P + o->wqkv, P + o->bqkv, T, D, 3 * HD);
-        k_attn_softmax_fwd(k, a->att, a->lse, a->qkv, bt, H, dh, pa, drop_key(seed, step, l, 0));
+        if (d->sbm)
+            sbm_forward(m, k, l, bt, seed, step, pa);
+        else
+            k_attn_softmax_fwd(k, a->att, a->lse, a->qkv, bt, H, dh, pa,
+                               drop_key(seed, step, l, 0));
         k_linear_fwd(k, m->tmp, a->att, P + o->wo, P + o->bo, T, HD, D);
         k_dropout(k, m->tmp, bt, D, p, drop_key(seed, step, l, KSLOT_ATTN_OUT));
         memcpy(a->res_mid, a->res_in, sizeof(float) * (size_t)T * D);
@@ -208,6 +304,15 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
         k_dropout(k, m->tmp, bt, D, p, drop_key(seed, step, l, KSLOT_FFN_OUT));
         memcpy(next, a->res_mid, sizeof(float) * (size_t)T * D);
         k_add(k, next, m->tmp, (size_t)T * D);
+    }
+    m->reg_loss = 0.0;
+    if (d->sbm) {
+        double nb = (double)(m->reg_batch ? m->reg_batch : B) * bt->n * bt->n, mean = 0.0;
+        for (int i = 0; i < d->layers * H; i++) {
+            m->density[i] = (float)(m->edges[i] / nb);
+            mean += m->density[i];
+        }
+        m->reg_loss = d->sparsity_weight * mean / (d->layers * H);
     }
     k_layernorm_fwd(k, m->lnf, m->lnf_mean, m->lnf_rstd, m->res_out, P + m->lnf_w, P + m->lnf_b,
                     T, D);
@@ -255,8 +360,11 @@ void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, 
         memcpy(m->d_tmp, m->d_res, sizeof(float) * (size_t)T * D);
         k_dropout(k, m->d_tmp, bt, D, p, drop_key(seed, step, l, KSLOT_ATTN_OUT));
         k_linear_bwd(k, m->d_att, G + o->wo, G + o->bo, m->d_tmp, a->att, P + o->wo, T, HD, D, 0);
-        k_attn_softmax_bwd(k, m->d_qkv, m->d_att, a->qkv, a->att, a->lse, bt, H, dh, pa,
-                           drop_key(seed, step, l, 0));
+        if (d->sbm)
+            sbm_backward(m, k, l, bt, seed, step, pa);
+        else
+            k_attn_softmax_bwd(k, m->d_qkv, m->d_att, a->qkv, a->att, a->lse, bt, H, dh, pa,
+                               drop_key(seed, step, l, 0));
         k_linear_bwd(k, m->d_ln, G + o->wqkv, G + o->bqkv, m->d_qkv, a->ln1, P + o->wqkv, T, D,
                      3 * HD, 0);
         k_layernorm_bwd(k, m->d_res, G + o->ln1_w, G + o->ln1_b, m->d_ln, a->res_in, a->ln1_mean,

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "kernels/kernels.h"
+#include "kernels/sbm.h"
 #include "model/params.h"
 
 typedef struct {
@@ -20,6 +21,11 @@ typedef struct {
     int classes;   // C
     int cls;       // 1: CLS pooling, 0: MEAN pooling
     float dropout, attn_dropout;
+    int sbm;                 // 1: SBM attention, 0: full softmax attention
+    int clusters;            // k (sbm)
+    float edge_floor;        // eps (sbm)
+    float sparsity_weight;   // density regulariser weight (sbm)
+    sbm_sampler sampler;     // (sbm)
 } model_dims;
 
 // Offsets (in floats) of one layer's tensors inside the flat buffers.
@@ -30,6 +36,9 @@ typedef struct {
     size_t ln2_w, ln2_b;  // [D]
     size_t fc1_w, fc1_b;  // [Dh, D], [Dh]
     size_t fc2_w, fc2_b;  // [D, Dh], [D]
+    size_t clusters;      // [H, k, d] (sbm)
+    size_t p1_w, p1_b;    // [d, d], [d] phi's first linear (sbm)
+    size_t p2_w, p2_b;    // [d, d], [d] phi's second linear (sbm)
 } layer_offsets;
 
 // Saved activations of one layer, rows = packed tokens (capacity max_tokens).
@@ -45,6 +54,14 @@ typedef struct {
     float *ln2_mean, *ln2_rstd;  // [T]
     float *ffn_pre;      // [T, Dh] fc1 output before GELU
     float *ffn_act;      // [T, Dh] GELU output after dropout (fc2 input)
+    // SBM attention (rows 0..T-1 are queries, T..2T-1 keys; [2T, H*d] = [2T*H, d])
+    float *qk;           // [2T, H*d] Q then K, contiguous
+    float *phi_pre;      // [2T, H*d] phi's first linear output
+    float *phi_hid;      // [2T, H*d] after ReLU
+    float *phi;          // [2T, H*d] phi(Q), phi(K)
+    float *Y;            // [2T, H*k] memberships Yq then Yk
+    float *S;            // [H, k, k] block matrices
+    sbm_graphs graphs;   // sampled graphs, unit b*H + h
 } layer_acts;
 
 typedef struct {
@@ -78,6 +95,19 @@ typedef struct {
     float *d_head;       // [B, Dh]
     float *d_logits;     // [B, C]
     float *tmp;          // [T, D] forward scratch (sub-layer output before dropout/residual)
+    // SBM backward scratch
+    float *d_qk, *d_phi, *d_phi_hid;  // [2T, H*d]
+    float *d_Y;                       // [2T, H*k]
+    float *d_S;                       // [H, k, k]
+    // SBM statistics of the last forward
+    int64_t *edges;      // [L, H] sampled edges (after collapsing duplicates) over the batch
+    double *expected;    // [L, H] expected edges over the batch
+    float *density;      // [L, H] edges / (B * n * n)
+    double reg_loss;     // sparsity_weight * mean density
+    int reg_batch;       // global batch size for densities and the regulariser (0: local B)
+    // Test switches: reuse the last sampled graphs instead of sampling (same batch), and drop
+    // the straight-through path, so finite differences see exactly the analytical gradient.
+    int freeze_graphs, no_ste;
 } model;
 
 // Builds the parameter table, allocates buffers for batches of up to max_batch sequences,
@@ -89,6 +119,8 @@ void model_free(model *m);
 // *correct. train != 0 enables dropout keyed by (seed, step).
 double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, int train,
                      uint64_t seed, uint32_t step, int *correct);
+// The summed cross-entropy excludes the density regulariser; the loss of a batch is
+// ce_sum / B + m->reg_loss.
 // Backward pass of the last forward (same batch, train flag, seed and step). Gradients of the
 // loss sum * loss_scale are ADDED to m->grads.
 void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, int train,

@@ -25,9 +25,13 @@ static const int32_t IDS[B * N] = {
 static const int32_t LABELS[B] = {0, 2, 1};
 static const uint32_t SAMPLE[B] = {11, 5, 42};
 
+static int use_sbm;  // set per test: SBM attention instead of softmax
+
 static model_dims small_dims(int cls) {
     model_dims d = {.vocab = 8, .seq_len = N, .d_model = 8, .d_ff = 12, .heads = 2, .head_dim = 4,
-                    .layers = 2, .classes = 3, .cls = cls, .dropout = 0.2f, .attn_dropout = 0.25f};
+                    .layers = 2, .classes = 3, .cls = cls, .dropout = 0.2f, .attn_dropout = 0.25f,
+                    .sbm = use_sbm, .clusters = 3, .edge_floor = 0.05f, .sparsity_weight = 0.01f,
+                    .sampler = SBM_SAMPLER_FASTRG};
     return d;
 }
 
@@ -55,6 +59,9 @@ static void gradcheck(int train, int cls) {
     for (size_t i = 0; i < m.nparams; i++) m.params[i] *= 1.5f;
     k_zero(&k, m.grads, m.nparams);
     loss_of(&m, &k, &bt, LABELS, train);
+    // SBM: the graphs stay those of this forward, and the straight-through path (which finite
+    // differences cannot see through a fixed graph) is checked in test_sbm.
+    m.freeze_graphs = m.no_ste = use_sbm;
     model_backward(&m, &k, &bt, LABELS, train, 77, 3, 1.0f);
     const float h = 3e-4f;
     int bad = 0, checked = 0;
@@ -89,14 +96,17 @@ static void gradcheck(int train, int cls) {
     model_free(&m);
 }
 
-static void test_gradcheck_eval(void **s) { (void)s; gradcheck(0, 0); }
-static void test_gradcheck_dropout(void **s) { (void)s; gradcheck(1, 0); }
-static void test_gradcheck_cls(void **s) { (void)s; gradcheck(1, 1); }
+static void test_gradcheck_eval(void **s) { (void)s; use_sbm = 0; gradcheck(0, 0); }
+static void test_gradcheck_dropout(void **s) { (void)s; use_sbm = 0; gradcheck(1, 0); }
+static void test_gradcheck_cls(void **s) { (void)s; use_sbm = 0; gradcheck(1, 1); }
+static void test_gradcheck_sbm(void **s) { (void)s; use_sbm = 1; gradcheck(0, 0); use_sbm = 0; }
+static void test_gradcheck_sbm_dropout(void **s) { (void)s; use_sbm = 1; gradcheck(1, 0); use_sbm = 0; }
 
 // Packing cuts each sequence after its last real token. Processing the full padded rows
 // instead (as a dense implementation does) must give the same loss and gradients.
 static void test_packing_exact(void **state) {
     (void)state;
+    use_sbm = 0;
     model_dims d = small_dims(0);
     model m;
     model_init(&m, &d, B, 99);
@@ -141,6 +151,7 @@ static void test_packing_exact(void **state) {
 // The loss of a sequence (dropout included) is keyed by its sample index, not its batch slot.
 static void test_batch_independence(void **state) {
     (void)state;
+    use_sbm = 0;
     model_dims d = small_dims(0);
     model m;
     model_init(&m, &d, B, 7);
@@ -190,6 +201,8 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_eval),
         cmocka_unit_test(test_gradcheck_dropout),
         cmocka_unit_test(test_gradcheck_cls),
+        cmocka_unit_test(test_gradcheck_sbm),
+        cmocka_unit_test(test_gradcheck_sbm_dropout),
         cmocka_unit_test(test_packing_exact),
         cmocka_unit_test(test_batch_independence),
     };

@@ -1,0 +1,648 @@
+// cpu_sbm.c: CPU backend of SBM attention: block matrices, memberships, fastRG and dense graph
+// sampling into per-(sequence, head) CSR graphs, sparse attention and its backward with the
+// straight-through gradient. A (sequence, head) is one OpenMP work unit; BLAS inside it runs
+// single-threaded. Cost is O(m d + m k + L k^2) per unit; no buffer is L x L.
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "kernels/common.h"
+#include "kernels/dropout.h"
+#include "kernels/fastmath.h"
+#include "kernels/philox.h"
+#include "kernels/sbm.h"
+
+void sbm_graphs_free(sbm_graphs *gs) {
+    for (int u = 0; u < gs->units_cap; u++) {
+        free(gs->g[u].rowptr);
+        free(gs->g[u].col);
+        free(gs->g[u].a);
+        free(gs->g[u].keep);
+    }
+    free(gs->g);
+    memset(gs, 0, sizeof(*gs));
+}
+
+// ---------------------------------------------------------------- blocks and memberships
+
+void k_sbm_blocks_fwd(kctx *k, float *S, const float *C, int H, int kc, int d) {
+    for (int h = 0; h < H; h++) {
+        const float *Ch = C + (size_t)h * kc * d;
+        float *Sh = S + (size_t)h * kc * kc;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kc, kc, d, 1.0f, Ch, d, Ch, d, 0.0f,
+                    Sh, kc);
+        size_t kk = (size_t)kc * kc;
+        float mx = -INFINITY;
+        for (size_t i = 0; i < kk; i++) mx = Sh[i] > mx ? Sh[i] : mx;
+        double sum = 0.0;
+        for (size_t i = 0; i < kk; i++) {
+            Sh[i] = expf(Sh[i] - mx);
+            sum += Sh[i];
+        }
+        float inv = (float)(1.0 / sum);
+        for (size_t i = 0; i < kk; i++) Sh[i] *= inv;
+    }
+}
+
+void k_sbm_blocks_bwd(kctx *k, float *dC, const float *dS, const float *S, const float *C, int H,
+                      int kc, int d) {
+    size_t kk = (size_t)kc * kc;
+    float *dM = xmalloc(sizeof(float) * kk);
+    for (int h = 0; h < H; h++) {
+        const float *Sh = S + h * kk, *dSh = dS + h * kk, *Ch = C + (size_t)h * kc * d;
+        double dot = 0.0;
+        for (size_t i = 0; i < kk; i++) dot += (double)Sh[i] * dSh[i];
+        for (size_t i = 0; i < kk; i++) dM[i] = Sh[i] * (dSh[i] - (float)dot);
+        // M = C C^T: dC = (dM + dM^T) C.
+        float *dCh = dC + (size_t)h * kc * d;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kc, d, kc, 1.0f, dM, kc, Ch, d,
+                    1.0f, dCh, d);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kc, d, kc, 1.0f, dM, kc, Ch, d, 1.0f,
+                    dCh, d);
+    }
+    free(dM);
+}
+
+static void split_range(int N, int t, int nt, int *r0, int *r1) {
+    *r0 = (int)((long)N * t / nt);
+    *r1 = (int)((long)N * (t + 1) / nt);
+}
+
+void k_sbm_members_fwd(kctx *k, float *Y, const float *phi, const float *C, const kbatch *bt,
+                       int rows, int H, int kc, int d) {
+    const int Hk = H * kc, Hd = H * d, T = bt->T;
+#pragma omp parallel num_threads(k->nthreads)
+    {
+        int r0, r1;
+        split_range(rows, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+        if (r1 > r0) {
+            for (int h = 0; h < H; h++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, kc, d, 1.0f,
+                            phi + (size_t)r0 * Hd + h * d, Hd, C + (size_t)h * kc * d, d, 0.0f,
+                            Y + (size_t)r0 * Hk + h * kc, Hk);
+            for (int r = r0; r < r1; r++) {
+                float *y = Y + (size_t)r * Hk;
+                if (bt->mask[r % T] == 0.0f) {
+                    memset(y, 0, sizeof(float) * Hk);
+                    continue;
+                }
+                for (int c = 0; c < Hk; c++) y[c] = 1.0f / (1.0f + fast_expf(-y[c]));
+            }
+        }
+    }
+}
+
+void k_sbm_members_bwd(kctx *k, float *dphi, float *dC, float *dY, const float *Y,
+                       const float *phi, const float *C, int rows, int H, int kc, int d) {
+    const int Hk = H * kc, Hd = H * d;
+    const int nt = k->nthreads;
+    float *part = xcalloc((size_t)nt * H * kc * d, sizeof(float));
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), r0, r1;
+        split_range(rows, t, omp_get_num_threads(), &r0, &r1);
+        if (r1 > r0) {
+            // Padded rows have Y = 0, hence dZ = 0: they contribute nothing below.
+            for (size_t i = (size_t)r0 * Hk; i < (size_t)r1 * Hk; i++)
+                dY[i] *= Y[i] * (1.0f - Y[i]);
+            for (int h = 0; h < H; h++) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, d, kc, 1.0f,
+                            dY + (size_t)r0 * Hk + h * kc, Hk, C + (size_t)h * kc * d, d, 0.0f,
+                            dphi + (size_t)r0 * Hd + h * d, Hd);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kc, d, r1 - r0, 1.0f,
+                            dY + (size_t)r0 * Hk + h * kc, Hk, phi + (size_t)r0 * Hd + h * d, Hd,
+                            1.0f, part + ((size_t)t * H + h) * kc * d, d);
+            }
+        }
+    }
+    size_t n = (size_t)H * kc * d;
+    for (int t = 0; t < nt; t++)
+        for (size_t i = 0; i < n; i++) dC[i] += part[t * n + i];
+    free(part);
+}
+
+// ---------------------------------------------------------------- sampling helpers
+
+// Per-thread scratch, grown on demand (each array with its own capacity).
+typedef struct {
+    float *prob;      // alias probabilities
+    int *alias;       // alias targets
+    int *stack;       // Vose work list
+    int *ei, *ej;     // raw edges
+    int *tmpcol;      // edges bucketed by row
+    int *cnt;         // per-row counts / positions
+    int *seen;        // duplicate detection per key
+    uint32_t *words;  // Philox output
+    float *T1, *P;    // dense sampler: Yq S, a block of probabilities
+    size_t n_prob, n_alias, n_stack, n_ei, n_ej, n_tmpcol, n_cnt, n_seen, n_words, n_T1, n_P;
+} sample_scratch;
+
+static void *grow(void *ptr, size_t *have, size_t need, size_t elem) {
+    if (*have >= need) return ptr;
+    free(ptr);
+    *have = need + need / 2 + 16;
+    return xmalloc(*have * elem);
+}
+#define GROW(s, field, need) ((s)->field = grow((s)->field, &(s)->n_##field, (need), sizeof(*(s)->field)))
+
+static void scratch_free(sample_scratch *s) {
+    free(s->prob);
+    free(s->alias);
+    free(s->stack);
+    free(s->ei);
+    free(s->ej);
+    free(s->tmpcol);
+    free(s->cnt);
+    free(s->seen);
+    free(s->words);
+    free(s->T1);
+    free(s->P);
+}
+
+// Vose's alias table over N weights w[i * stride] (not all zero).
+static void alias_build(const float *w, size_t stride, int N, float *prob, int *alias, int *stack) {
+    double sum = 0.0;
+    for (int i = 0; i < N; i++) sum += w[(size_t)i * stride];
+    double scale = N / sum;
+    int ns = 0, nl = N;  // small from the front, large from the back of stack
+    for (int i = 0; i < N; i++) {
+        prob[i] = (float)(w[(size_t)i * stride] * scale);
+        alias[i] = i;
+        if (prob[i] < 1.0f)
+            stack[ns++] = i;
+        else
+            stack[--nl] = i;
+    }
+    while (ns > 0 && nl < N) {
+        int s = stack[--ns], l = stack[nl++];
+        alias[s] = l;
+        prob[l] = (prob[l] + prob[s]) - 1.0f;
+        if (prob[l] < 1.0f)
+            stack[ns++] = l;
+        else
+            stack[--nl] = l;
+    }
+    // Leftovers are 1 up to rounding.
+    while (ns > 0) prob[stack[--ns]] = 1.0f;
+    while (nl < N) prob[stack[nl++]] = 1.0f;
+}
+
+static inline int alias_draw(const float *prob, const int *alias, int N, double u01) {
+    double x = u01 * N;
+    int i = (int)x;
+    if (i >= N) i = N - 1;
+    return (float)(x - i) < prob[i] ? i : alias[i];
+}
+
+// Uniform doubles in [0, 1) with 53 bits from a stream, consumed in order.
+typedef struct {
+    rng_stream s;
+    uint32_t block;
+    philox4x32 cur;
+    int half;
+} u01_seq;
+
+static double u01_next(u01_seq *q) {
+    if (q->half == 0) q->cur = rng_block(q->s, q->block++);
+    uint32_t hi = q->cur.v[2 * q->half], lo = q->cur.v[2 * q->half + 1];
+    q->half ^= 1;
+    return (double)(((uint64_t)hi << 21) ^ (lo >> 11)) * (1.0 / 9007199254740992.0);
+}
+
+// Poisson(lambda): inversion below 10, Hormann's PTRS transformed rejection above.
+static int64_t poisson(u01_seq *q, double lam) {
+    if (lam <= 0.0) return 0;
+    if (lam < 10.0) {
+        double p = exp(-lam), F = p, u = u01_next(q);
+        int64_t x = 0;
+        while (u > F && x < 1000) {
+            x++;
+            p *= lam / (double)x;
+            F += p;
+        }
+        return x;
+    }
+    double slam = sqrt(lam), loglam = log(lam);
+    double b = 0.931 + 2.53 * slam, a = -0.059 + 0.02483 * b;
+    double invalpha = 1.1239 + 1.1328 / (b - 3.4), vr = 0.9277 - 3.6224 / (b - 2.0);
+    for (;;) {
+        double U = u01_next(q) - 0.5, V = u01_next(q);
+        double us = 0.5 - fabs(U);
+        double kk = floor((2.0 * a / us + b) * U + lam + 0.43);
+        if (us >= 0.07 && V <= vr) return (int64_t)kk;
+        if (kk < 0.0 || (us < 0.013 && V > us)) continue;
+        if (log(V) + log(invalpha) - log(a / (us * us) + b) <= -lam + kk * loglam - lgamma(kk + 1.0))
+            return (int64_t)kk;
+    }
+}
+
+static void graph_reserve(sbm_graph *g, int rows, int nnz) {
+    if (g->rows_cap < rows + 1) {
+        free(g->rowptr);
+        g->rows_cap = rows + 1;
+        g->rowptr = xmalloc(sizeof(int) * (size_t)g->rows_cap);
+    }
+    if (g->cap < nnz) {
+        free(g->col);
+        free(g->a);
+        free(g->keep);
+        g->cap = nnz + nnz / 4 + 16;
+        g->col = xmalloc(sizeof(int) * (size_t)g->cap);
+        g->a = xmalloc(sizeof(float) * (size_t)g->cap);
+        g->keep = xmalloc((size_t)g->cap);
+    }
+}
+
+// Collapses the raw edges (ei, ej) of one unit into CSR without duplicates: a counting sort by
+// query row, then a per-key stamp drops repeats within each row. O(m + L).
+static void edges_to_csr(sbm_graph *g, int L, int64_t m, sample_scratch *sc) {
+    GROW(sc, cnt, (size_t)L + 1);
+    GROW(sc, seen, (size_t)L + 1);
+    GROW(sc, tmpcol, (size_t)m + 1);
+    int *cnt = sc->cnt, *seen = sc->seen;
+    memset(cnt, 0, sizeof(int) * ((size_t)L + 1));
+    for (int64_t e = 0; e < m; e++) cnt[sc->ei[e] + 1]++;
+    for (int i = 0; i < L; i++) cnt[i + 1] += cnt[i];
+    for (int64_t e = 0; e < m; e++) sc->tmpcol[cnt[sc->ei[e]]++] = sc->ej[e];
+    // cnt[i] is now the end of row i's bucket; it starts where row i-1's ends.
+    graph_reserve(g, L, (int)m);
+    for (int j = 0; j < L; j++) seen[j] = -1;
+    int nnz = 0, start = 0;
+    for (int i = 0; i < L; i++) {
+        g->rowptr[i] = nnz;
+        for (int e = start; e < cnt[i]; e++) {
+            int j = sc->tmpcol[e];
+            if (seen[j] != i) {
+                seen[j] = i;
+                g->col[nnz++] = j;
+            }
+        }
+        start = cnt[i];
+    }
+    g->rowptr[L] = nnz;
+    g->nnz = nnz;
+}
+
+// fastRG with the floor: memberships augmented by an all-ones column (valid rows) and the block
+// matrix by eps on the extra diagonal entry, so E[count of (i,j)] = P_ij + eps.
+static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld, const float *S,
+                          const float *mask, int L, int kc, float eps, double lam_total,
+                          rng_stream count_stream, rng_stream edge_stream, sample_scratch *sc) {
+    const int K1 = kc + 1;
+    u01_seq q = {count_stream, 0, {{0, 0, 0, 0}}, 0};
+    int64_t m = poisson(&q, lam_total);
+    if (m > INT32_MAX / 2) m = INT32_MAX / 2;  // far beyond any L^2 of interest
+    // Alias tables: block pairs [K1*K1], then query columns [K1][L], then key columns [K1][L].
+    size_t need = (size_t)K1 * K1 + 2 * (size_t)K1 * L;
+    GROW(sc, prob, need);
+    GROW(sc, alias, need);
+    GROW(sc, stack, (size_t)(K1 * K1 > L ? K1 * K1 : L));
+    float *pp = sc->prob, *pq = pp + (size_t)K1 * K1, *pk = pq + (size_t)K1 * L;
+    int *ap = sc->alias, *aq = ap + (size_t)K1 * K1, *ak = aq + (size_t)K1 * L;
+    // Column sums (the last column: number of valid rows).
+    double *cq = xmalloc(sizeof(double) * 2 * K1), *ck = cq + K1;
+    for (int u = 0; u < K1; u++) cq[u] = ck[u] = 0.0;
+    for (int i = 0; i < L; i++) {
+        const float *yq = Yq + (size_t)i * ld, *yk = Yk + (size_t)i * ld;
+        for (int u = 0; u < kc; u++) {
+            cq[u] += yq[u];
+            ck[u] += yk[u];
+        }
+        cq[kc] += mask[i];
+        ck[kc] += mask[i];
+    }
+    float *w = xmalloc(sizeof(float) * (size_t)K1 * K1);
+    for (int u = 0; u < K1; u++)
+        for (int v = 0; v < K1; v++) {
+            double x = 0.0;
+            if (u < kc && v < kc) x = cq[u] * S[(size_t)u * kc + v] * ck[v];
+            if (u == kc && v == kc) x = (double)eps * cq[kc] * ck[kc];
+            w[(size_t)u * K1 + v] = (float)x;
+        }
+    GROW(sc, ei, (size_t)m + 1);
+    GROW(sc, ej, (size_t)m + 1);
+    if (m > 0) {
+        alias_build(w, 1, K1 * K1, pp, ap, sc->stack);
+        for (int u = 0; u < K1; u++) {
+            if (u < kc ? cq[u] <= 0.0 : cq[kc] <= 0.0) continue;
+            alias_build(u < kc ? Yq + u : mask, u < kc ? (size_t)ld : 1, L, pq + (size_t)u * L,
+                        aq + (size_t)u * L, sc->stack);
+        }
+        for (int v = 0; v < K1; v++) {
+            if (v < kc ? ck[v] <= 0.0 : ck[kc] <= 0.0) continue;
+            alias_build(v < kc ? Yk + v : mask, v < kc ? (size_t)ld : 1, L, pk + (size_t)v * L,
+                        ak + (size_t)v * L, sc->stack);
+        }
+        enum { CH = 256 };
+        GROW(sc, words, 4 * (size_t)CH);
+        for (int64_t e0 = 0; e0 < m; e0 += CH) {
+            int cnt = m - e0 < CH ? (int)(m - e0) : CH;
+            philox_blocks(edge_stream, (uint32_t)e0, cnt, sc->words);
+            for (int t = 0; t < cnt; t++) {
+                const uint32_t *r = sc->words + 4 * t;
+                // One draw per edge: its block pair, then its query and key from that pair.
+                double upair = (double)(((uint64_t)r[0] << 21) ^ (r[3] >> 11)) *
+                               (1.0 / 9007199254740992.0);
+                int pair = alias_draw(pp, ap, K1 * K1, upair);
+                int u = pair / K1, v = pair % K1;
+                int i = alias_draw(pq + (size_t)u * L, aq + (size_t)u * L, L,
+                                   r[1] * (1.0 / 4294967296.0));
+                int j = alias_draw(pk + (size_t)v * L, ak + (size_t)v * L, L,
+                                   r[2] * (1.0 / 4294967296.0));
+                sc->ei[e0 + t] = i;
+                sc->ej[e0 + t] = j;
+            }
+        }
+    }
+    free(w);
+    free(cq);
+    edges_to_csr(g, L, m, sc);
+}
+
+// Exact Bernoulli: A_ij ~ Bernoulli(min(1, P_ij + eps)) for valid pairs, P formed a block of
+// query rows at a time (Yq S once, then (Yq S) Yk^T per block).
+static void sample_dense(sbm_graph *g, const float *Yq, const float *Yk, int ld, const float *S,
+                         const float *mask, int L, int n, int kc, float eps, rng_stream stream,
+                         sample_scratch *sc) {
+    enum { RB = 64 };
+    GROW(sc, T1, (size_t)L * kc);
+    GROW(sc, P, (size_t)RB * L);
+    GROW(sc, words, 4 * ((size_t)L / 4 + 2));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, kc, kc, 1.0f, Yq, ld, S, kc, 0.0f,
+                sc->T1, kc);
+    // Edges are appended row by row; the capacity grows as needed.
+    graph_reserve(g, L, L > 0 ? L : 1);
+    int nnz = 0;
+    for (int i0 = 0; i0 < L; i0 += RB) {
+        int R = L - i0 < RB ? L - i0 : RB;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, L, kc, 1.0f,
+                    sc->T1 + (size_t)i0 * kc, kc, Yk, ld, 0.0f, sc->P, L);
+        for (int r = 0; r < R; r++) {
+            int i = i0 + r;
+            g->rowptr[i] = nnz;
+            if (mask[i] == 0.0f) continue;
+            if (g->cap < nnz + L) {
+                // Grow keeping the edges so far.
+                int newcap = (nnz + L) * 2;
+                int *col = xmalloc(sizeof(int) * (size_t)newcap);
+                memcpy(col, g->col, sizeof(int) * (size_t)nnz);
+                free(g->col);
+                free(g->a);
+                free(g->keep);
+                g->col = col;
+                g->a = xmalloc(sizeof(float) * (size_t)newcap);
+                g->keep = xmalloc((size_t)newcap);
+                g->cap = newcap;
+            }
+            uint32_t e0 = (uint32_t)i * (uint32_t)n;
+            uint32_t b0 = e0 >> 2, b1 = (e0 + (uint32_t)L - 1) >> 2;
+            philox_blocks(stream, b0, (int)(b1 - b0 + 1), sc->words);
+            const float *prow = sc->P + (size_t)r * L;
+            for (int j = 0; j < L; j++) {
+                float pr = prow[j] + eps;
+                float u = rng_u01(sc->words[(e0 & 3u) + (uint32_t)j]);
+                if (mask[j] != 0.0f && u < pr) g->col[nnz++] = j;
+            }
+        }
+    }
+    g->rowptr[L] = nnz;
+    g->nnz = nnz;
+}
+
+void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const kbatch *bt, int H,
+                  int kc, float eps, sbm_sampler sampler, uint64_t seed, uint32_t step,
+                  uint32_t layer, uint32_t head0, int64_t *edges) {
+    const int units = bt->B * H, Hk = H * kc;
+    if (gs->units_cap < units) {
+        gs->g = realloc(gs->g, sizeof(sbm_graph) * (size_t)units);
+        CHECK(gs->g != NULL);
+        memset(gs->g + gs->units_cap, 0, sizeof(sbm_graph) * (size_t)(units - gs->units_cap));
+        gs->units_cap = units;
+    }
+    gs->units = units;
+    const float *Yq = Y, *Yk = Y + (size_t)bt->T * Hk;
+#pragma omp parallel num_threads(k->nthreads)
+    {
+        sample_scratch sc;
+        memset(&sc, 0, sizeof(sc));
+#pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < units; u++) {
+            int b = u / H, h = u % H;
+            int L = bt->len[b], base = bt->off[b];
+            sbm_graph *g = &gs->g[u];
+            g->rows = L;
+            const float *yq = Yq + (size_t)base * Hk + h * kc, *yk = Yk + (size_t)base * Hk + h * kc;
+            const float *Sh = S + (size_t)h * kc * kc, *mask = bt->mask + base;
+            // Expected edges: (1^T Yq) S (Yk^T 1) + eps * valid^2, O(L k + k^2).
+            double valid = 0.0, lam = 0.0;
+            double *cq = xcalloc(2 * (size_t)kc, sizeof(double)), *ck = cq + kc;
+            for (int i = 0; i < L; i++) {
+                valid += mask[i];
+                for (int c = 0; c < kc; c++) {
+                    cq[c] += yq[(size_t)i * Hk + c];
+                    ck[c] += yk[(size_t)i * Hk + c];
+                }
+            }
+            for (int a = 0; a < kc; a++) {
+                double row = 0.0;
+                for (int c = 0; c < kc; c++) row += Sh[(size_t)a * kc + c] * ck[c];
+                lam += cq[a] * row;
+            }
+            free(cq);
+            lam += (double)eps * valid * valid;
+            g->expected = lam;
+            uint32_t gh = head0 + (uint32_t)h;
+            int dense = sampler == SBM_SAMPLER_DENSE ||
+                        (sampler == SBM_SAMPLER_AUTO && lam > SBM_AUTO_DENSE_FRACTION * valid * valid);
+            g->dense = dense;
+            rng_stream es = rng_make(seed, RNG_GRAPH, step, layer, gh, bt->sample[b]);
+            if (dense)
+                sample_dense(g, yq, yk, Hk, Sh, mask, L, bt->n, kc, eps, es, &sc);
+            else
+                sample_fastrg(g, yq, yk, Hk, Sh, mask, L, kc, eps, lam,
+                              rng_make(seed, RNG_GRAPH_COUNT, step, layer, gh, bt->sample[b]), es,
+                              &sc);
+        }
+        scratch_free(&sc);
+    }
+    for (int h = 0; h < H; h++) edges[h] = 0;
+    for (int u = 0; u < units; u++) edges[u % H] += gs->g[u].nnz;
+}
+
+// ---------------------------------------------------------------- sparse attention
+
+void k_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt,
+                    int H, int dh, float p, kdrop d) {
+    const int HD = H * dh, ld = 3 * HD;
+    const float sc = 1.0f / sqrtf((float)dh);
+    const uint32_t thr = dropout_threshold(p);
+#pragma omp parallel num_threads(k->nthreads)
+    {
+        int cap = 0;
+        uint32_t *blocks = NULL, *words = NULL;
+#pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < gs->units; u++) {
+            int b = u / H, h = u % H, base = bt->off[b];
+            sbm_graph *g = &gs->g[u];
+            const float *Kb = qkv + (size_t)base * ld + HD + h * dh, *Vb = Kb + HD;
+            rng_stream s = rng_make(d.seed, RNG_DROPOUT, d.step, d.layer, d.slot + (uint32_t)h,
+                                    bt->sample[b]);
+            for (int i = 0; i < g->rows; i++) {
+                const float *q = qkv + (size_t)(base + i) * ld + h * dh;
+                float *y = out + (size_t)(base + i) * HD + h * dh;
+                int e0 = g->rowptr[i], e1 = g->rowptr[i + 1], r = e1 - e0;
+                for (int c = 0; c < dh; c++) y[c] = 0.0f;
+                if (r == 0) continue;
+                float *a = g->a + e0;
+                const int *col = g->col + e0;
+                float mx = -INFINITY;
+                for (int e = 0; e < r; e++) {
+                    const float *kk = Kb + (size_t)col[e] * ld;
+                    float s_ = 0.0f;
+                    for (int c = 0; c < dh; c++) s_ += q[c] * kk[c];
+                    a[e] = s_ * sc;
+                    mx = a[e] > mx ? a[e] : mx;
+                }
+                float sum = 0.0f;
+                for (int e = 0; e < r; e++) {
+                    a[e] = fast_expf(a[e] - mx);
+                    sum += a[e];
+                }
+                float inv = 1.0f / sum;
+                for (int e = 0; e < r; e++) a[e] *= inv;
+                uint8_t *keep = g->keep + e0;
+                if (p > 0.0f) {
+                    if (r > cap) {
+                        free(blocks);
+                        free(words);
+                        cap = r + r / 2;
+                        blocks = xmalloc(sizeof(uint32_t) * (size_t)cap);
+                        words = xmalloc(sizeof(uint32_t) * 4 * (size_t)cap);
+                    }
+                    // Element (i, j) of the head's n x n grid, as in softmax attention.
+                    uint32_t rowe = (uint32_t)i * (uint32_t)bt->n;
+                    for (int e = 0; e < r; e++) blocks[e] = (rowe + (uint32_t)col[e]) >> 3;
+                    philox_lanes(s, 0, blocks, r, words);
+                    for (int e = 0; e < r; e++) {
+                        uint32_t el = rowe + (uint32_t)col[e];
+                        philox4x32 blk = {{words[4 * e], words[4 * e + 1], words[4 * e + 2],
+                                           words[4 * e + 3]}};
+                        keep[e] = dropout_u16(blk, el) >= thr;
+                    }
+                } else {
+                    memset(keep, 1, (size_t)r);
+                }
+                float ds = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+                for (int e = 0; e < r; e++) {
+                    if (!keep[e]) continue;
+                    float w = a[e] * ds;
+                    const float *v = Vb + (size_t)col[e] * ld;
+                    for (int c = 0; c < dh; c++) y[c] += w * v[c];
+                }
+            }
+        }
+        free(blocks);
+        free(words);
+    }
+}
+
+void k_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dout,
+                    const float *qkv, const float *out, const sbm_graphs *gs, const float *Y,
+                    const float *S, const kbatch *bt, int H, int dh, int kc, float p, kdrop d,
+                    float reg) {
+    const int HD = H * dh, ld = 3 * HD, Hk = H * kc, T = bt->T;
+    const float sc = 1.0f / sqrtf((float)dh);
+    const float dsc = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    const size_t kk = (size_t)kc * kc;
+    memset(dqkv, 0, sizeof(float) * (size_t)T * ld);
+    float *dS_part = xcalloc((size_t)gs->units * kk, sizeof(float));
+    int maxL = 0;
+    for (int b = 0; b < bt->B; b++) maxL = bt->len[b] > maxL ? bt->len[b] : maxL;
+    const float *Yq = Y, *Yk = Y + (size_t)T * Hk;
+    float *dYq = dY, *dYk = dY + (size_t)T * Hk;
+#pragma omp parallel num_threads(k->nthreads)
+    {
+        float *GYk = xmalloc(sizeof(float) * (size_t)maxL * kc);   // (G Yk) rows of the unit
+        float *GTYq = xmalloc(sizeof(float) * (size_t)maxL * kc);  // (G^T Yq) rows of the unit
+#pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < gs->units; u++) {
+            int b = u / H, h = u % H, base = bt->off[b];
+            const sbm_graph *g = &gs->g[u];
+            int L = g->rows;
+            const float *Kb = qkv + (size_t)base * ld + HD + h * dh, *Vb = Kb + HD;
+            float *dKb = dqkv + (size_t)base * ld + HD + h * dh, *dVb = dKb + HD;
+            const float *yq = Yq + (size_t)base * Hk + h * kc, *yk = Yk + (size_t)base * Hk + h * kc;
+            memset(GYk, 0, sizeof(float) * (size_t)L * kc);
+            memset(GTYq, 0, sizeof(float) * (size_t)L * kc);
+            for (int i = 0; i < L; i++) {
+                int e0 = g->rowptr[i], r = g->rowptr[i + 1] - e0;
+                if (r == 0) continue;
+                const float *q = qkv + (size_t)(base + i) * ld + h * dh;
+                const float *dy = dout + (size_t)(base + i) * HD + h * dh;
+                const float *yo = out + (size_t)(base + i) * HD + h * dh;
+                float *dq = dqkv + (size_t)(base + i) * ld + h * dh;
+                float Di = 0.0f;
+                for (int c = 0; c < dh; c++) Di += dy[c] * yo[c];
+                const int *col = g->col + e0;
+                const float *a = g->a + e0;
+                const uint8_t *keep = g->keep + e0;
+                float *gyk = GYk + (size_t)i * kc;
+                const float *yqi = yq + (size_t)i * Hk;
+                for (int e = 0; e < r; e++) {
+                    int j = col[e];
+                    const float *v = Vb + (size_t)j * ld, *kj = Kb + (size_t)j * ld;
+                    float *dv = dVb + (size_t)j * ld, *dk = dKb + (size_t)j * ld;
+                    float kf = keep[e] ? dsc : 0.0f;
+                    float dad = 0.0f;
+                    for (int c = 0; c < dh; c++) dad += dy[c] * v[c];
+                    float at = a[e] * kf;
+                    for (int c = 0; c < dh; c++) dv[c] += at * dy[c];
+                    float ds = a[e] * (dad * kf - Di);
+                    float s1 = sc * ds;
+                    for (int c = 0; c < dh; c++) {
+                        dq[c] += s1 * kj[c];
+                        dk[c] += s1 * q[c];
+                    }
+                    // Straight-through gradient to P_ij (with the density regulariser), clipped.
+                    float gp = ds + reg;
+                    gp = gp > 1.0f ? 1.0f : (gp < -1.0f ? -1.0f : gp);
+                    const float *ykj = yk + (size_t)j * Hk;
+                    float *gtyq = GTYq + (size_t)j * kc;
+                    for (int c = 0; c < kc; c++) {
+                        gyk[c] += gp * ykj[c];
+                        gtyq[c] += gp * yqi[c];
+                    }
+                }
+            }
+            const float *Sh = S + (size_t)h * kk;
+            if (L > 0) {
+                // dYq = (G Yk) S^T, dYk = (G^T Yq) S, dS = Yq^T (G Yk).
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, kc, kc, 1.0f, GYk, kc, Sh,
+                            kc, 0.0f, dYq + (size_t)base * Hk + h * kc, Hk);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, kc, kc, 1.0f, GTYq, kc,
+                            Sh, kc, 0.0f, dYk + (size_t)base * Hk + h * kc, Hk);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kc, kc, L, 1.0f, yq, Hk, GYk,
+                            kc, 0.0f, dS_part + (size_t)u * kk, kc);
+            }
+        }
+        free(GYk);
+        free(GTYq);
+    }
+    memset(dS, 0, sizeof(float) * (size_t)H * kk);
+    for (int u = 0; u < gs->units; u++)
+        for (size_t i = 0; i < kk; i++) dS[(size_t)(u % H) * kk + i] += dS_part[(size_t)u * kk + i];
+    free(dS_part);
+}
+
+void k_copy2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols) {
+#pragma omp parallel for num_threads(k->nthreads) schedule(static)
+    for (int r = 0; r < rows; r++)
+        memcpy(dst + (size_t)r * ld_dst, src + (size_t)r * ld_src, sizeof(float) * (size_t)cols);
+}
+
+void k_add2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols) {
+#pragma omp parallel for num_threads(k->nthreads) schedule(static)
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(size_t)r * ld_dst + c] += src[(size_t)r * ld_src + c];
+}

@@ -1,0 +1,78 @@
+// sbm.h: the SBM-attention primitives of SPEC.md section 2 behind the kernels interface:
+// block matrices, memberships, graph sampling (fastRG and exact dense Bernoulli), sparse
+// attention on the sampled edges and its backward with the straight-through gradient.
+// Every per-(sequence, head) graph is CSR over the sequence's packed rows; nothing is n x n.
+#ifndef SBMT_SBM_H
+#define SBMT_SBM_H
+
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+
+typedef enum { SBM_SAMPLER_FASTRG = 0, SBM_SAMPLER_DENSE = 1, SBM_SAMPLER_AUTO = 2 } sbm_sampler;
+
+// auto picks the dense sampler when the expected edge count exceeds this fraction of the
+// valid (query, key) pairs (bench/bench_sbm_sampler measures the crossover).
+#define SBM_AUTO_DENSE_FRACTION 0.30
+
+// The sampled graph of one (sequence, head) and what backward needs of it.
+typedef struct {
+    int rows;          // L: query rows of the sequence
+    int nnz;           // edges after collapsing duplicates
+    int dense;         // 1 when the dense sampler drew it
+    double expected;   // expected edge count sum_ij (P_ij + eps) over valid pairs
+    int *rowptr;       // [rows + 1]
+    int *col;          // [nnz] key row within the sequence
+    float *a;          // [nnz] softmax probability on the edge (before dropout)
+    uint8_t *keep;     // [nnz] attention-dropout keep flag
+    int rows_cap, cap;
+} sbm_graph;
+
+// The graphs of one layer: unit u = b * H + h.
+typedef struct {
+    int units, units_cap;
+    sbm_graph *g;
+} sbm_graphs;
+
+void sbm_graphs_free(sbm_graphs *gs);
+
+// S[h] = softmax over all k*k entries of C_h C_h^T.   S, C: [H, k, k], [H, k, d]
+void k_sbm_blocks_fwd(kctx *k, float *S, const float *C, int H, int kc, int d);
+// dC[H, k, d] += gradient through the softmax and C C^T, given dS [H, k, k].
+void k_sbm_blocks_bwd(kctx *k, float *dC, const float *dS, const float *S, const float *C, int H,
+                      int kc, int d);
+
+// Y[r, h*k + u] = mask(r) * sigmoid(phi[r, h*d:] . C[h, u, :]) for rows r of `rows` rows
+// (queries then keys: rows = 2T and mask(r) = bt->mask[r % T]).   Y: [rows, H*k]; phi: [rows, H*d]
+void k_sbm_members_fwd(kctx *k, float *Y, const float *phi, const float *C, const kbatch *bt,
+                       int rows, int H, int kc, int d);
+// dY is turned into dZ in place; dphi [rows, H*d] is overwritten; dC [H, k, d] accumulates.
+void k_sbm_members_bwd(kctx *k, float *dphi, float *dC, float *dY, const float *Y,
+                       const float *phi, const float *C, int rows, int H, int kc, int d);
+
+// Samples every (sequence, head) graph of a layer from Yq = Y[0:T], Yk = Y[T:2T] and S.
+// Draws are keyed by (seed, step, layer, head0 + h, bt->sample[b]) (head0: global index of the
+// first local head), so graphs do not depend on batch composition or the split over ranks.
+// edges[h] receives the summed edge count of head h over the batch.
+void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const kbatch *bt, int H,
+                  int kc, float eps, sbm_sampler sampler, uint64_t seed, uint32_t step,
+                  uint32_t layer, uint32_t head0, int64_t *edges);
+
+// Sparse attention on the sampled edges: out [T, H*d] from qkv [T, 3*H*d] (layout of
+// k_attn_softmax_fwd); stores per-edge probabilities and dropout flags in gs.
+void k_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt,
+                    int H, int dh, float p, kdrop d);
+// Backward: dqkv [T, 3*H*d] overwritten by the attention gradients; dY [2T, H*k] overwritten by
+// the straight-through gradients of the memberships (dYq = (G Yk) S^T, dYk = (G^T Yq) S);
+// dS [H, k, k] overwritten by Yq^T G Yk summed over the batch. G_ij = clip(g_ij + reg, -1, 1) on
+// sampled edges, g_ij = a_ij (da_ij - sum_l a_il da_il).
+void k_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dout,
+                    const float *qkv, const float *out, const sbm_graphs *gs, const float *Y,
+                    const float *S, const kbatch *bt, int H, int dh, int kc, float p, kdrop d,
+                    float reg);
+
+// dst[r, 0:cols] = src[r, 0:cols] (strided rows), and the accumulate variant.
+void k_copy2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols);
+void k_add2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols);
+
+#endif
