@@ -131,11 +131,15 @@ typedef struct {
     int *stack;       // Vose work list
     int *ei, *ej;     // raw edges
     int *tmpcol;      // edges bucketed by row
-    int *cnt;         // per-row counts / positions
+    int *cnt;         // per-row (or per-column) counts / positions
+    int *pair;        // block pair of each raw edge
+    uint32_t *wq, *wk;  // random words of each raw edge for its query and key draws
+    int *order;       // raw edges bucketed by column
     int *seen;        // duplicate detection per key
     uint32_t *words;  // Philox output
     float *T1, *P;    // dense sampler: Yq S, a block of probabilities
     size_t n_prob, n_alias, n_stack, n_ei, n_ej, n_tmpcol, n_cnt, n_seen, n_words, n_T1, n_P;
+    size_t n_pair, n_wq, n_wk, n_order;
 } sample_scratch;
 
 static void *grow(void *ptr, size_t *have, size_t need, size_t elem) {
@@ -154,6 +158,10 @@ static void scratch_free(sample_scratch *s) {
     free(s->ej);
     free(s->tmpcol);
     free(s->cnt);
+    free(s->pair);
+    free(s->wq);
+    free(s->wk);
+    free(s->order);
     free(s->seen);
     free(s->words);
     free(s->T1);
@@ -285,23 +293,19 @@ static void edges_to_csr(sbm_graph *g, int L, int64_t m, sample_scratch *sc) {
 }
 
 // fastRG with the floor: memberships augmented by an all-ones column (valid rows) and the block
-// matrix by eps on the extra diagonal entry, so E[count of (i,j)] = P_ij + eps.
+// matrix by eps on the extra diagonal entry, so E[count of (i,j)] = P_ij + eps. Each edge e
+// takes Philox block e: words 0,3 pick its block pair (u, v), word 1 its query from column u
+// of Yq, word 2 its key from column v of Yk. Edges are bucketed by u (then by v) before the
+// row draws so each column's alias table stays in L1 while it is used.
 static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld, const float *S,
                           const float *mask, int L, int kc, float eps, double lam_total,
                           rng_stream count_stream, rng_stream edge_stream, sample_scratch *sc) {
-    const int K1 = kc + 1;
+    const int K1 = kc + 1, NP = K1 * K1;
     u01_seq q = {count_stream, 0, {{0, 0, 0, 0}}, 0};
     int64_t m = poisson(&q, lam_total);
     if (m > INT32_MAX / 2) m = INT32_MAX / 2;  // far beyond any L^2 of interest
-    // Alias tables: block pairs [K1*K1], then query columns [K1][L], then key columns [K1][L].
-    size_t need = (size_t)K1 * K1 + 2 * (size_t)K1 * L;
-    GROW(sc, prob, need);
-    GROW(sc, alias, need);
-    GROW(sc, stack, (size_t)(K1 * K1 > L ? K1 * K1 : L));
-    float *pp = sc->prob, *pq = pp + (size_t)K1 * K1, *pk = pq + (size_t)K1 * L;
-    int *ap = sc->alias, *aq = ap + (size_t)K1 * K1, *ak = aq + (size_t)K1 * L;
-    // Column sums (the last column: number of valid rows).
-    double *cq = xmalloc(sizeof(double) * 2 * K1), *ck = cq + K1;
+    // Column sums (the last column: number of valid rows), in double.
+    double cq[K1], ck[K1];
     for (int u = 0; u < K1; u++) cq[u] = ck[u] = 0.0;
     for (int i = 0; i < L; i++) {
         const float *yq = Yq + (size_t)i * ld, *yk = Yk + (size_t)i * ld;
@@ -312,28 +316,30 @@ static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld
         cq[kc] += mask[i];
         ck[kc] += mask[i];
     }
-    float *w = xmalloc(sizeof(float) * (size_t)K1 * K1);
-    for (int u = 0; u < K1; u++)
-        for (int v = 0; v < K1; v++) {
-            double x = 0.0;
-            if (u < kc && v < kc) x = cq[u] * S[(size_t)u * kc + v] * ck[v];
-            if (u == kc && v == kc) x = (double)eps * cq[kc] * ck[kc];
-            w[(size_t)u * K1 + v] = (float)x;
-        }
     GROW(sc, ei, (size_t)m + 1);
     GROW(sc, ej, (size_t)m + 1);
     if (m > 0) {
-        alias_build(w, 1, K1 * K1, pp, ap, sc->stack);
-        for (int u = 0; u < K1; u++) {
-            if (u < kc ? cq[u] <= 0.0 : cq[kc] <= 0.0) continue;
-            alias_build(u < kc ? Yq + u : mask, u < kc ? (size_t)ld : 1, L, pq + (size_t)u * L,
-                        aq + (size_t)u * L, sc->stack);
-        }
-        for (int v = 0; v < K1; v++) {
-            if (v < kc ? ck[v] <= 0.0 : ck[kc] <= 0.0) continue;
-            alias_build(v < kc ? Yk + v : mask, v < kc ? (size_t)ld : 1, L, pk + (size_t)v * L,
-                        ak + (size_t)v * L, sc->stack);
-        }
+        GROW(sc, prob, (size_t)NP + L);
+        GROW(sc, alias, (size_t)NP + L);
+        GROW(sc, stack, (size_t)(NP > L ? NP : L));
+        GROW(sc, T1, (size_t)L);  // one column of Yq or Yk, contiguous
+        GROW(sc, pair, (size_t)m);
+        GROW(sc, wq, (size_t)m);
+        GROW(sc, wk, (size_t)m);
+        GROW(sc, order, (size_t)m);
+        GROW(sc, cnt, (size_t)NP + 1);
+        GROW(sc, P, (size_t)NP);
+        float *w = sc->P;  // block-pair weights
+        for (int u = 0; u < K1; u++)
+            for (int v = 0; v < K1; v++) {
+                double x = 0.0;
+                if (u < kc && v < kc) x = cq[u] * S[(size_t)u * kc + v] * ck[v];
+                if (u == kc && v == kc) x = (double)eps * cq[kc] * ck[kc];
+                w[(size_t)u * K1 + v] = (float)x;
+            }
+        float *pp = sc->prob + L;
+        int *ap = sc->alias + L;
+        alias_build(w, 1, NP, pp, ap, sc->stack);
         enum { CH = 256 };
         GROW(sc, words, 4 * (size_t)CH);
         for (int64_t e0 = 0; e0 < m; e0 += CH) {
@@ -341,22 +347,48 @@ static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld
             philox_blocks(edge_stream, (uint32_t)e0, cnt, sc->words);
             for (int t = 0; t < cnt; t++) {
                 const uint32_t *r = sc->words + 4 * t;
-                // One draw per edge: its block pair, then its query and key from that pair.
                 double upair = (double)(((uint64_t)r[0] << 21) ^ (r[3] >> 11)) *
                                (1.0 / 9007199254740992.0);
-                int pair = alias_draw(pp, ap, K1 * K1, upair);
-                int u = pair / K1, v = pair % K1;
-                int i = alias_draw(pq + (size_t)u * L, aq + (size_t)u * L, L,
-                                   r[1] * (1.0 / 4294967296.0));
-                int j = alias_draw(pk + (size_t)v * L, ak + (size_t)v * L, L,
-                                   r[2] * (1.0 / 4294967296.0));
-                sc->ei[e0 + t] = i;
-                sc->ej[e0 + t] = j;
+                sc->pair[e0 + t] = alias_draw(pp, ap, NP, upair);
+                sc->wq[e0 + t] = r[1];
+                sc->wk[e0 + t] = r[2];
+            }
+        }
+        // Queries: bucket edges by u, then draw each bucket from its column's alias table.
+        for (int side = 0; side < 2; side++) {
+            const float *Ys = side ? Yk : Yq;
+            const uint32_t *wr = side ? sc->wk : sc->wq;
+            int *out = side ? sc->ej : sc->ei;
+            int *c = sc->cnt;
+            memset(c, 0, sizeof(int) * (size_t)(K1 + 1));
+            for (int64_t e = 0; e < m; e++) {
+                int u = side ? sc->pair[e] % K1 : sc->pair[e] / K1;
+                c[u + 1]++;
+            }
+            for (int u = 0; u < K1; u++) c[u + 1] += c[u];
+            for (int64_t e = 0; e < m; e++) {
+                int u = side ? sc->pair[e] % K1 : sc->pair[e] / K1;
+                sc->order[c[u]++] = (int)e;
+            }
+            int start = 0;
+            for (int u = 0; u < K1; u++) {
+                int end = c[u];
+                if (end > start) {
+                    float *col = sc->T1;
+                    if (u < kc)
+                        for (int i = 0; i < L; i++) col[i] = Ys[(size_t)i * ld + u];
+                    else
+                        for (int i = 0; i < L; i++) col[i] = mask[i];
+                    alias_build(col, 1, L, sc->prob, sc->alias, sc->stack);
+                    for (int t = start; t < end; t++) {
+                        int e = sc->order[t];
+                        out[e] = alias_draw(sc->prob, sc->alias, L, wr[e] * (1.0 / 4294967296.0));
+                    }
+                }
+                start = end;
             }
         }
     }
-    free(w);
-    free(cq);
     edges_to_csr(g, L, m, sc);
 }
 
