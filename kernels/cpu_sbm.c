@@ -503,79 +503,260 @@ void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const
 }
 
 // ---------------------------------------------------------------- sparse attention
+//
+// A unit whose graph came from the dense sampler (expected density above the auto threshold)
+// is computed a block of query rows at a time with GEMMs: scores are gathered from Q K^T on
+// the edges and the edge weights scattered into a block before multiplying by V (and Yk, Yq for
+// the straight-through products). Below the threshold, every product runs edge by edge. Both
+// give the same result; the choice only follows which is cheaper.
 
-void k_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt,
-                    int H, int dh, float p, kdrop d) {
-    const int HD = H * dh, ld = 3 * HD;
-    const float sc = 1.0f / sqrtf((float)dh);
-    const uint32_t thr = dropout_threshold(p);
-#pragma omp parallel num_threads(k->nthreads)
-    {
-        int cap = 0;
-        uint32_t *blocks = NULL, *words = NULL;
-#pragma omp for schedule(dynamic, 1)
-        for (int u = 0; u < gs->units; u++) {
-            int b = u / H, h = u % H, base = bt->off[b];
-            sbm_graph *g = &gs->g[u];
-            const float *Kb = qkv + (size_t)base * ld + HD + h * dh, *Vb = Kb + HD;
-            rng_stream s = rng_make(d.seed, RNG_DROPOUT, d.step, d.layer, d.slot + (uint32_t)h,
-                                    bt->sample[b]);
-            for (int i = 0; i < g->rows; i++) {
-                const float *q = qkv + (size_t)(base + i) * ld + h * dh;
-                float *y = out + (size_t)(base + i) * HD + h * dh;
-                int e0 = g->rowptr[i], e1 = g->rowptr[i + 1], r = e1 - e0;
-                for (int c = 0; c < dh; c++) y[c] = 0.0f;
-                if (r == 0) continue;
-                float *a = g->a + e0;
-                const int *col = g->col + e0;
-                float mx = -INFINITY;
-                for (int e = 0; e < r; e++) {
-                    const float *kk = Kb + (size_t)col[e] * ld;
+enum { ATT_RB = 64 };
+
+typedef struct {
+    uint32_t *blocks, *words;
+    int cap;
+    float *B1, *B2, *B3;  // ATT_RB x L blocks (dense units)
+    float *row;           // [L] gathered edge values of one row
+    size_t bcap;
+} attn_scratch;
+
+static void attn_scratch_free(attn_scratch *s) {
+    free(s->blocks);
+    free(s->words);
+    free(s->B1);
+    free(s->B2);
+    free(s->B3);
+    free(s->row);
+}
+
+static void attn_scratch_blocks(attn_scratch *s, int L) {
+    size_t need = (size_t)ATT_RB * L;
+    if (s->bcap >= need) return;
+    free(s->B1);
+    free(s->B2);
+    free(s->B3);
+    free(s->row);
+    s->row = xmalloc(sizeof(float) * (size_t)L);
+    s->bcap = need;
+    s->B1 = xmalloc(sizeof(float) * need);
+    s->B2 = xmalloc(sizeof(float) * need);
+    s->B3 = xmalloc(sizeof(float) * need);
+}
+
+// Dropout flags of the r edges of query row i (element i*n + j of the head's n x n grid, as in
+// softmax attention).
+static void edge_keep(uint8_t *keep, const int *col, int r, int i, int n, rng_stream s,
+                      uint32_t thr, attn_scratch *sc) {
+    if (r > sc->cap) {
+        free(sc->blocks);
+        free(sc->words);
+        sc->cap = r + r / 2;
+        sc->blocks = xmalloc(sizeof(uint32_t) * (size_t)sc->cap);
+        sc->words = xmalloc(sizeof(uint32_t) * 4 * (size_t)sc->cap);
+    }
+    uint32_t rowe = (uint32_t)i * (uint32_t)n;
+    for (int e = 0; e < r; e++) sc->blocks[e] = (rowe + (uint32_t)col[e]) >> 3;
+    philox_lanes(s, 0, sc->blocks, r, sc->words);
+    for (int e = 0; e < r; e++) {
+        uint32_t el = rowe + (uint32_t)col[e];
+        const uint32_t *w = sc->words + 4 * e;
+        philox4x32 blk = {{w[0], w[1], w[2], w[3]}};
+        keep[e] = dropout_u16(blk, el) >= thr;
+    }
+}
+
+// Softmax over a row's edge scores a[0..r) in place.
+static void edge_softmax(float *a, int r) {
+    float mx = -INFINITY;
+    for (int e = 0; e < r; e++) mx = a[e] > mx ? a[e] : mx;
+    float sum = 0.0f;
+    for (int e = 0; e < r; e++) {
+        a[e] = fast_expf(a[e] - mx);
+        sum += a[e];
+    }
+    float inv = 1.0f / sum;
+    for (int e = 0; e < r; e++) a[e] *= inv;
+}
+
+typedef struct {
+    const float *Q, *K, *V;  // row 0 of the unit's Q, K, V (row stride ld)
+    float *Yo;               // row 0 of the unit's output (row stride HD)
+    int ld, HD, dh, n;
+    float sc, p, dscale;
+    uint32_t thr;
+    rng_stream s;
+} unit_io;
+
+static void unit_fwd(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
+    const int L = g->rows, dh = io->dh, ld = io->ld;
+    if (g->dense && L > 0) attn_scratch_blocks(sc, L);
+    for (int i0 = 0; i0 < L; i0 += ATT_RB) {
+        int R = L - i0 < ATT_RB ? L - i0 : ATT_RB;
+        if (g->dense)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, L, dh, io->sc,
+                        io->Q + (size_t)i0 * ld, ld, io->K, ld, 0.0f, sc->B1, L);
+        for (int r = 0; r < R; r++) {
+            int i = i0 + r, e0 = g->rowptr[i], cnt = g->rowptr[i + 1] - e0;
+            float *a = g->a + e0, *y = io->Yo + (size_t)i * io->HD;
+            const int *col = g->col + e0;
+            uint8_t *keep = g->keep + e0;
+            if (!g->dense) memset(y, 0, sizeof(float) * dh);
+            if (cnt == 0) {
+                if (g->dense) memset(sc->B1 + (size_t)r * L, 0, sizeof(float) * L);
+                continue;
+            }
+            if (g->dense) {
+                const float *srow = sc->B1 + (size_t)r * L;
+                for (int e = 0; e < cnt; e++) a[e] = srow[col[e]];
+            } else {
+                const float *q = io->Q + (size_t)i * ld;
+                for (int e = 0; e < cnt; e++) {
+                    const float *kk = io->K + (size_t)col[e] * ld;
                     float s_ = 0.0f;
                     for (int c = 0; c < dh; c++) s_ += q[c] * kk[c];
-                    a[e] = s_ * sc;
-                    mx = a[e] > mx ? a[e] : mx;
+                    a[e] = s_ * io->sc;
                 }
-                float sum = 0.0f;
-                for (int e = 0; e < r; e++) {
-                    a[e] = fast_expf(a[e] - mx);
-                    sum += a[e];
-                }
-                float inv = 1.0f / sum;
-                for (int e = 0; e < r; e++) a[e] *= inv;
-                uint8_t *keep = g->keep + e0;
-                if (p > 0.0f) {
-                    if (r > cap) {
-                        free(blocks);
-                        free(words);
-                        cap = r + r / 2;
-                        blocks = xmalloc(sizeof(uint32_t) * (size_t)cap);
-                        words = xmalloc(sizeof(uint32_t) * 4 * (size_t)cap);
-                    }
-                    // Element (i, j) of the head's n x n grid, as in softmax attention.
-                    uint32_t rowe = (uint32_t)i * (uint32_t)bt->n;
-                    for (int e = 0; e < r; e++) blocks[e] = (rowe + (uint32_t)col[e]) >> 3;
-                    philox_lanes(s, 0, blocks, r, words);
-                    for (int e = 0; e < r; e++) {
-                        uint32_t el = rowe + (uint32_t)col[e];
-                        philox4x32 blk = {{words[4 * e], words[4 * e + 1], words[4 * e + 2],
-                                           words[4 * e + 3]}};
-                        keep[e] = dropout_u16(blk, el) >= thr;
-                    }
-                } else {
-                    memset(keep, 1, (size_t)r);
-                }
-                float ds = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-                for (int e = 0; e < r; e++) {
+            }
+            edge_softmax(a, cnt);
+            if (io->p > 0.0f)
+                edge_keep(keep, col, cnt, i, io->n, io->s, io->thr, sc);
+            else
+                memset(keep, 1, (size_t)cnt);
+            if (g->dense) {
+                float *prow = sc->B1 + (size_t)r * L;
+                memset(prow, 0, sizeof(float) * L);
+                for (int e = 0; e < cnt; e++) prow[col[e]] = keep[e] ? a[e] * io->dscale : 0.0f;
+            } else {
+                for (int e = 0; e < cnt; e++) {
                     if (!keep[e]) continue;
-                    float w = a[e] * ds;
-                    const float *v = Vb + (size_t)col[e] * ld;
+                    float w = a[e] * io->dscale;
+                    const float *v = io->V + (size_t)col[e] * ld;
                     for (int c = 0; c < dh; c++) y[c] += w * v[c];
                 }
             }
         }
-        free(blocks);
-        free(words);
+        if (g->dense)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, dh, L, 1.0f, sc->B1, L,
+                        io->V, ld, 0.0f, io->Yo + (size_t)i0 * io->HD, io->HD);
+    }
+    if (L == 0) return;
+}
+
+void k_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt,
+                    int H, int dh, float p, kdrop d) {
+    const int HD = H * dh, ld = 3 * HD;
+#pragma omp parallel num_threads(k->nthreads)
+    {
+        attn_scratch sc;
+        memset(&sc, 0, sizeof(sc));
+#pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < gs->units; u++) {
+            int b = u / H, h = u % H, base = bt->off[b];
+            unit_io io = {.Q = qkv + (size_t)base * ld + h * dh,
+                          .K = qkv + (size_t)base * ld + HD + h * dh,
+                          .V = qkv + (size_t)base * ld + 2 * HD + h * dh,
+                          .Yo = out + (size_t)base * HD + h * dh,
+                          .ld = ld, .HD = HD, .dh = dh, .n = bt->n,
+                          .sc = 1.0f / sqrtf((float)dh), .p = p,
+                          .dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f,
+                          .thr = dropout_threshold(p),
+                          .s = rng_make(d.seed, RNG_DROPOUT, d.step, d.layer,
+                                        d.slot + (uint32_t)h, bt->sample[b])};
+            unit_fwd(&gs->g[u], &io, &sc);
+        }
+        attn_scratch_free(&sc);
+    }
+}
+
+typedef struct {
+    const float *dout;  // row 0 of the unit's output gradient (stride HD)
+    float *dQ, *dK, *dV;  // row 0 of the unit's gradients in dqkv (stride ld)
+    const float *yq, *yk;  // row 0 of the unit's memberships (stride Hk)
+    float *GYk, *GTYq;     // [L, k] accumulators
+    int Hk, kc;
+    float reg;
+} unit_grad;
+
+static inline float ste_clip(float x) { return x > 1.0f ? 1.0f : (x < -1.0f ? -1.0f : x); }
+
+static void unit_bwd(const sbm_graph *g, const unit_io *io, const unit_grad *gr,
+                     attn_scratch *sc) {
+    const int L = g->rows, dh = io->dh, ld = io->ld, HD = io->HD, kc = gr->kc, Hk = gr->Hk;
+    if (g->dense && L > 0) attn_scratch_blocks(sc, L);
+    for (int i0 = 0; i0 < L; i0 += ATT_RB) {
+        int R = L - i0 < ATT_RB ? L - i0 : ATT_RB;
+        if (g->dense)  // B1 = dY V^T (the gradient of every weight of the block)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, L, dh, 1.0f,
+                        gr->dout + (size_t)i0 * HD, HD, io->V, ld, 0.0f, sc->B1, L);
+        for (int r = 0; r < R; r++) {
+            int i = i0 + r, e0 = g->rowptr[i], cnt = g->rowptr[i + 1] - e0;
+            float *b1 = g->dense ? sc->B1 + (size_t)r * L : NULL;
+            float *b2 = g->dense ? sc->B2 + (size_t)r * L : NULL;
+            float *b3 = g->dense ? sc->B3 + (size_t)r * L : NULL;
+            const float *dy = gr->dout + (size_t)i * HD, *yo = io->Yo + (size_t)i * HD;
+            const int *col = g->col + e0;
+            const float *a = g->a + e0;
+            const uint8_t *keep = g->keep + e0;
+            float Di = 0.0f;
+            for (int c = 0; c < dh; c++) Di += dy[c] * yo[c];
+            if (g->dense) {
+                // b1: dA~ gathered, then reused for a~ (dV); b2: ds * scale (dQ, dK); b3: G.
+                float *dadv = sc->row;
+                for (int e = 0; e < cnt; e++) dadv[e] = b1[col[e]];
+                memset(b1, 0, sizeof(float) * L);
+                memset(b2, 0, sizeof(float) * L);
+                memset(b3, 0, sizeof(float) * L);
+                for (int e = 0; e < cnt; e++) {
+                    float kf = keep[e] ? io->dscale : 0.0f;
+                    float ds = a[e] * (dadv[e] * kf - Di);
+                    b1[col[e]] = a[e] * kf;
+                    b2[col[e]] = io->sc * ds;
+                    b3[col[e]] = ste_clip(ds + gr->reg);
+                }
+                continue;
+            }
+            const float *q = io->Q + (size_t)i * ld;
+            float *dq = gr->dQ + (size_t)i * ld;
+            float *gyk = gr->GYk + (size_t)i * kc;
+            const float *yqi = gr->yq + (size_t)i * Hk;
+            for (int e = 0; e < cnt; e++) {
+                int j = col[e];
+                const float *v = io->V + (size_t)j * ld, *kj = io->K + (size_t)j * ld;
+                float *dv = gr->dV + (size_t)j * ld, *dk = gr->dK + (size_t)j * ld;
+                float kf = keep[e] ? io->dscale : 0.0f;
+                float dad = 0.0f;
+                for (int c = 0; c < dh; c++) dad += dy[c] * v[c];
+                float at = a[e] * kf;
+                for (int c = 0; c < dh; c++) dv[c] += at * dy[c];
+                float ds = a[e] * (dad * kf - Di);
+                float s1 = io->sc * ds;
+                for (int c = 0; c < dh; c++) {
+                    dq[c] += s1 * kj[c];
+                    dk[c] += s1 * q[c];
+                }
+                // Straight-through gradient to P_ij (with the density regulariser), clipped.
+                float gp = ste_clip(ds + gr->reg);
+                const float *ykj = gr->yk + (size_t)j * Hk;
+                float *gtyq = gr->GTYq + (size_t)j * kc;
+                for (int c = 0; c < kc; c++) {
+                    gyk[c] += gp * ykj[c];
+                    gtyq[c] += gp * yqi[c];
+                }
+            }
+        }
+        if (g->dense) {
+            const float *dYb = gr->dout + (size_t)i0 * HD, *Qb = io->Q + (size_t)i0 * ld;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, R, 1.0f, sc->B1, L, dYb,
+                        HD, 1.0f, gr->dV, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, dh, L, 1.0f, sc->B2, L,
+                        io->K, ld, 0.0f, gr->dQ + (size_t)i0 * ld, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, R, 1.0f, sc->B2, L, Qb, ld,
+                        1.0f, gr->dK, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, kc, L, 1.0f, sc->B3, L,
+                        gr->yk, Hk, 0.0f, gr->GYk + (size_t)i0 * kc, kc);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, kc, R, 1.0f, sc->B3, L,
+                        gr->yq + (size_t)i0 * Hk, Hk, 1.0f, gr->GTYq, kc);
+        }
     }
 }
 
@@ -584,8 +765,6 @@ void k_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dou
                     const float *S, const kbatch *bt, int H, int dh, int kc, float p, kdrop d,
                     float reg) {
     const int HD = H * dh, ld = 3 * HD, Hk = H * kc, T = bt->T;
-    const float sc = 1.0f / sqrtf((float)dh);
-    const float dsc = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
     const size_t kk = (size_t)kc * kc;
     memset(dqkv, 0, sizeof(float) * (size_t)T * ld);
     float *dS_part = xcalloc((size_t)gs->units * kk, sizeof(float));
@@ -595,58 +774,33 @@ void k_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dou
     float *dYq = dY, *dYk = dY + (size_t)T * Hk;
 #pragma omp parallel num_threads(k->nthreads)
     {
-        float *GYk = xmalloc(sizeof(float) * (size_t)maxL * kc);   // (G Yk) rows of the unit
-        float *GTYq = xmalloc(sizeof(float) * (size_t)maxL * kc);  // (G^T Yq) rows of the unit
+        attn_scratch sc;
+        memset(&sc, 0, sizeof(sc));
+        float *GYk = xmalloc(sizeof(float) * (size_t)maxL * kc);
+        float *GTYq = xmalloc(sizeof(float) * (size_t)maxL * kc);
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < gs->units; u++) {
             int b = u / H, h = u % H, base = bt->off[b];
             const sbm_graph *g = &gs->g[u];
             int L = g->rows;
-            const float *Kb = qkv + (size_t)base * ld + HD + h * dh, *Vb = Kb + HD;
-            float *dKb = dqkv + (size_t)base * ld + HD + h * dh, *dVb = dKb + HD;
-            const float *yq = Yq + (size_t)base * Hk + h * kc, *yk = Yk + (size_t)base * Hk + h * kc;
+            unit_io io = {.Q = qkv + (size_t)base * ld + h * dh,
+                          .K = qkv + (size_t)base * ld + HD + h * dh,
+                          .V = qkv + (size_t)base * ld + 2 * HD + h * dh,
+                          .Yo = (float *)out + (size_t)base * HD + h * dh,
+                          .ld = ld, .HD = HD, .dh = dh, .n = bt->n,
+                          .sc = 1.0f / sqrtf((float)dh), .p = p,
+                          .dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f,
+                          .thr = dropout_threshold(p), .s = rng_make(0, 0, 0, 0, 0, 0)};
+            unit_grad gr = {.dout = dout + (size_t)base * HD + h * dh,
+                            .dQ = dqkv + (size_t)base * ld + h * dh,
+                            .dK = dqkv + (size_t)base * ld + HD + h * dh,
+                            .dV = dqkv + (size_t)base * ld + 2 * HD + h * dh,
+                            .yq = Yq + (size_t)base * Hk + h * kc,
+                            .yk = Yk + (size_t)base * Hk + h * kc,
+                            .GYk = GYk, .GTYq = GTYq, .Hk = Hk, .kc = kc, .reg = reg};
             memset(GYk, 0, sizeof(float) * (size_t)L * kc);
             memset(GTYq, 0, sizeof(float) * (size_t)L * kc);
-            for (int i = 0; i < L; i++) {
-                int e0 = g->rowptr[i], r = g->rowptr[i + 1] - e0;
-                if (r == 0) continue;
-                const float *q = qkv + (size_t)(base + i) * ld + h * dh;
-                const float *dy = dout + (size_t)(base + i) * HD + h * dh;
-                const float *yo = out + (size_t)(base + i) * HD + h * dh;
-                float *dq = dqkv + (size_t)(base + i) * ld + h * dh;
-                float Di = 0.0f;
-                for (int c = 0; c < dh; c++) Di += dy[c] * yo[c];
-                const int *col = g->col + e0;
-                const float *a = g->a + e0;
-                const uint8_t *keep = g->keep + e0;
-                float *gyk = GYk + (size_t)i * kc;
-                const float *yqi = yq + (size_t)i * Hk;
-                for (int e = 0; e < r; e++) {
-                    int j = col[e];
-                    const float *v = Vb + (size_t)j * ld, *kj = Kb + (size_t)j * ld;
-                    float *dv = dVb + (size_t)j * ld, *dk = dKb + (size_t)j * ld;
-                    float kf = keep[e] ? dsc : 0.0f;
-                    float dad = 0.0f;
-                    for (int c = 0; c < dh; c++) dad += dy[c] * v[c];
-                    float at = a[e] * kf;
-                    for (int c = 0; c < dh; c++) dv[c] += at * dy[c];
-                    float ds = a[e] * (dad * kf - Di);
-                    float s1 = sc * ds;
-                    for (int c = 0; c < dh; c++) {
-                        dq[c] += s1 * kj[c];
-                        dk[c] += s1 * q[c];
-                    }
-                    // Straight-through gradient to P_ij (with the density regulariser), clipped.
-                    float gp = ds + reg;
-                    gp = gp > 1.0f ? 1.0f : (gp < -1.0f ? -1.0f : gp);
-                    const float *ykj = yk + (size_t)j * Hk;
-                    float *gtyq = GTYq + (size_t)j * kc;
-                    for (int c = 0; c < kc; c++) {
-                        gyk[c] += gp * ykj[c];
-                        gtyq[c] += gp * yqi[c];
-                    }
-                }
-            }
+            unit_bwd(g, &io, &gr, &sc);
             const float *Sh = S + (size_t)h * kk;
             if (L > 0) {
                 // dYq = (G Yk) S^T, dYk = (G^T Yq) S, dS = Yq^T (G Yk).
@@ -654,10 +808,11 @@ void k_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dou
                             kc, 0.0f, dYq + (size_t)base * Hk + h * kc, Hk);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, kc, kc, 1.0f, GTYq, kc,
                             Sh, kc, 0.0f, dYk + (size_t)base * Hk + h * kc, Hk);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kc, kc, L, 1.0f, yq, Hk, GYk,
-                            kc, 0.0f, dS_part + (size_t)u * kk, kc);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kc, kc, L, 1.0f, gr.yq, Hk,
+                            GYk, kc, 0.0f, dS_part + (size_t)u * kk, kc);
             }
         }
+        attn_scratch_free(&sc);
         free(GYk);
         free(GTYq);
     }

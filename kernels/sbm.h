@@ -12,8 +12,9 @@
 typedef enum { SBM_SAMPLER_FASTRG = 0, SBM_SAMPLER_DENSE = 1, SBM_SAMPLER_AUTO = 2 } sbm_sampler;
 
 // auto picks the dense sampler when the expected edge count exceeds this fraction of the
-// valid (query, key) pairs (bench/bench_sbm_sampler measures the crossover).
-#define SBM_AUTO_DENSE_FRACTION 0.30
+// valid (query, key) pairs; such units also run attention in dense row blocks. `bench_sbm
+// sampler` measures the crossover (about 0.1-0.15 on one core of the development machine).
+#define SBM_AUTO_DENSE_FRACTION 0.12
 
 // The sampled graph of one (sequence, head) and what backward needs of it.
 typedef struct {

@@ -26,12 +26,13 @@ static const int32_t LABELS[B] = {0, 2, 1};
 static const uint32_t SAMPLE[B] = {11, 5, 42};
 
 static int use_sbm;  // set per test: SBM attention instead of softmax
+static sbm_sampler sampler = SBM_SAMPLER_FASTRG;
 
 static model_dims small_dims(int cls) {
     model_dims d = {.vocab = 8, .seq_len = N, .d_model = 8, .d_ff = 12, .heads = 2, .head_dim = 4,
                     .layers = 2, .classes = 3, .cls = cls, .dropout = 0.2f, .attn_dropout = 0.25f,
                     .sbm = use_sbm, .clusters = 3, .edge_floor = 0.05f, .sparsity_weight = 0.01f,
-                    .sampler = SBM_SAMPLER_FASTRG};
+                    .sampler = sampler};
     return d;
 }
 
@@ -101,6 +102,15 @@ static void test_gradcheck_dropout(void **s) { (void)s; use_sbm = 0; gradcheck(1
 static void test_gradcheck_cls(void **s) { (void)s; use_sbm = 0; gradcheck(1, 1); }
 static void test_gradcheck_sbm(void **s) { (void)s; use_sbm = 1; gradcheck(0, 0); use_sbm = 0; }
 static void test_gradcheck_sbm_dropout(void **s) { (void)s; use_sbm = 1; gradcheck(1, 0); use_sbm = 0; }
+// Dense-sampled units run attention in row blocks with GEMMs: the same checks apply.
+static void test_gradcheck_sbm_dense(void **s) {
+    (void)s;
+    use_sbm = 1;
+    sampler = SBM_SAMPLER_DENSE;
+    gradcheck(1, 0);
+    sampler = SBM_SAMPLER_FASTRG;
+    use_sbm = 0;
+}
 
 // Packing cuts each sequence after its last real token. Processing the full padded rows
 // instead (as a dense implementation does) must give the same loss and gradients.
@@ -203,6 +213,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_cls),
         cmocka_unit_test(test_gradcheck_sbm),
         cmocka_unit_test(test_gradcheck_sbm_dropout),
+        cmocka_unit_test(test_gradcheck_sbm_dense),
         cmocka_unit_test(test_packing_exact),
         cmocka_unit_test(test_batch_independence),
     };
