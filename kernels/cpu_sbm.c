@@ -431,11 +431,16 @@ static void sample_dense(sbm_graph *g, const float *Yq, const float *Yk, int ld,
             uint32_t b0 = e0 >> 2, b1 = (e0 + (uint32_t)L - 1) >> 2;
             philox_blocks(stream, b0, (int)(b1 - b0 + 1), sc->words);
             const float *prow = sc->P + (size_t)r * L;
+            const uint32_t *wr = sc->words + (e0 & 3u);
+            // Branch-free compaction: every j is written, the count advances only on an edge.
+            int *col = g->col + nnz;
+            int c = 0;
             for (int j = 0; j < L; j++) {
-                float pr = prow[j] + eps;
-                float u = rng_u01(sc->words[(e0 & 3u) + (uint32_t)j]);
-                if (mask[j] != 0.0f && u < pr) g->col[nnz++] = j;
+                int hit = (mask[j] != 0.0f) & (rng_u01(wr[j]) < prow[j] + eps);
+                col[c] = j;
+                c += hit;
             }
+            nnz += c;
         }
     }
     g->rowptr[L] = nnz;
@@ -517,6 +522,7 @@ typedef struct {
     int cap;
     float *B1, *B2, *B3;  // ATT_RB x L blocks (dense units)
     float *row;           // [L] gathered edge values of one row
+    uint32_t *words_row;  // Philox words for one row's dropout factors
     size_t bcap;
 } attn_scratch;
 
@@ -527,6 +533,7 @@ static void attn_scratch_free(attn_scratch *s) {
     free(s->B2);
     free(s->B3);
     free(s->row);
+    free(s->words_row);
 }
 
 static void attn_scratch_blocks(attn_scratch *s, int L) {
@@ -536,7 +543,9 @@ static void attn_scratch_blocks(attn_scratch *s, int L) {
     free(s->B2);
     free(s->B3);
     free(s->row);
+    free(s->words_row);
     s->row = xmalloc(sizeof(float) * (size_t)L);
+    s->words_row = xmalloc(sizeof(uint32_t) * 4 * ((size_t)L / 8 + 2));
     s->bcap = need;
     s->B1 = xmalloc(sizeof(float) * need);
     s->B2 = xmalloc(sizeof(float) * need);
@@ -618,10 +627,17 @@ static void unit_fwd(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
                 }
             }
             edge_softmax(a, cnt);
-            if (io->p > 0.0f)
+            if (io->p > 0.0f && g->dense) {
+                // Dense rows: the row's factors in one contiguous pass (one Philox per 8 keys).
+                float *f = sc->row;
+                dropout_factors(f, (uint32_t)i * (uint32_t)io->n, L, io->s, io->thr, 1.0f,
+                                sc->words_row);
+                for (int e = 0; e < cnt; e++) keep[e] = f[col[e]] != 0.0f;
+            } else if (io->p > 0.0f) {
                 edge_keep(keep, col, cnt, i, io->n, io->s, io->thr, sc);
-            else
+            } else {
                 memset(keep, 1, (size_t)cnt);
+            }
             if (g->dense) {
                 float *prow = sc->B1 + (size_t)r * L;
                 memset(prow, 0, sizeof(float) * L);
