@@ -5,11 +5,14 @@
 //            n at fixed expected degree, with a least-squares line and residuals;
 //   layer:   one encoder layer forward+backward at n = 1024..8192, sbm (densities at
 //            initialisation) vs our softmax attention.
-// usage: build/bench_sbm [sampler|edges|layer|all]
+//   sgemm:   the single-thread SGEMM rate, the peak model FLOP rates are compared to.
+// usage: build/bench_sbm [sampler|edges|layer|sgemm|all]
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cblas.h>
 
 #include "kernels/common.h"
 #include "kernels/kernels.h"
@@ -195,6 +198,24 @@ static void bench_layer(kctx *k) {
     printf("ratio = softmax time / sbm time (> 1: sbm faster)\n");
 }
 
+// Single-thread SGEMM rate of the BLAS at a large square size: the peak the model is compared to.
+static void bench_sgemm(void) {
+    const int n = 1024;
+    float *a = xmalloc(sizeof(float) * n * n), *b = xmalloc(sizeof(float) * n * n);
+    float *c = xmalloc(sizeof(float) * n * n);
+    uint32_t st = 1;
+    for (int i = 0; i < n * n; i++) a[i] = frand(&st), b[i] = frand(&st);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    int reps = 5;
+    double t0 = sbmt_now();
+    for (int r = 0; r < reps; r++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
+                    n);
+    double t = (sbmt_now() - t0) / reps;
+    printf("\n== sgemm %d^3, one thread: %.1f GFLOP/s\n", n, 2.0 * n * n * n / t * 1e-9);
+    free(a), free(b), free(c);
+}
+
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
     kctx k;
@@ -204,5 +225,6 @@ int main(int argc, char **argv) {
     if (all || !strcmp(what, "sampler")) bench_sampler(&k);
     if (all || !strcmp(what, "edges")) bench_edges(&k);
     if (all || !strcmp(what, "layer")) bench_layer(&k);
+    if (all || !strcmp(what, "sgemm")) bench_sgemm();
     return 0;
 }

@@ -4,7 +4,9 @@
 #
 # Usage: bench/bench_train.sh [STEPS]          (run from the repository root)
 # Both sides train on the same generated ListOps file (LRA lengths 500..2000, padded to seq_len).
-# Environment: BATCH (4), THREADS (1), CONFIG (configs/listops.ini), ATTN (softmax), SBMT (build/sbmt),
+# Environment: BATCH (4), THREADS (1), CONFIG (configs/listops.ini), ATTN (softmax or sbm: the
+#              torch side then gets clusters, edge_floor and sparsity_weight from the config and
+#              runs the reference's dense SBM attention), SBMT (build/sbmt),
 #              PYTHON (/usr/bin/python3: Debian's interpreter, which has torch/numpy/h5py),
 #              OUT (work directory, default a fresh temporary one; kept and printed at the end:
 #              the sbmt run goes to OUT/run, logs to OUT/*.log, OUT/torch.*).
@@ -34,6 +36,14 @@ fi
 ini() { sed -n -E "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*([0-9]+).*/\1/p" "$CONFIG" | head -n1; }
 SEQ_LEN=$(ini seq_len); SEQ_LEN=${SEQ_LEN:-2048}
 VOCAB=$(ini vocab_size); VOCAB=${VOCAB:-32}
+# Numeric values with decimals or exponents (edge_floor = 0.01, sparsity_weight = 1e-4).
+inif() { sed -n -E "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*([-+0-9.eE]+).*/\1/p" "$CONFIG" | head -n1; }
+TORCH_ATTN_ARGS=()
+if [[ $ATTN == sbm ]]; then
+    CLUSTERS=$(ini clusters); EDGE_FLOOR=$(inif edge_floor); SPARSITY=$(inif sparsity_weight)
+    TORCH_ATTN_ARGS=(--clusters "${CLUSTERS:-128}" --edge-floor "${EDGE_FLOOR:-0.01}"
+                     --sparsity-weight "${SPARSITY:-1e-4}")
+fi
 
 DATA=$OUT/listops.h5
 [[ -f $DATA ]] || "$SBMT" data listops --out "$DATA" --train 2000 --dev 16 --test 16 \
@@ -61,24 +71,38 @@ if len(rows) <= warm:
     sys.exit(f"{path}: {len(rows)} train lines, need more than {warm}")
 print("last train line:", json.dumps(rows[-1]), file=sys.stderr)
 timed = rows[warm:]
-print(sum(r["tokens_per_s"] for r in timed) / len(timed))
+dens = [r["density_mean"] for r in timed if "density_mean" in r]
+print(sum(r["tokens_per_s"] for r in timed) / len(timed),
+      sum(dens) / len(dens) if dens else "null")
 EOF
 )
-echo "sbmt tokens/s (mean over steps after the first $WARMUP): $SBMT_TOK"
+read -r SBMT_TOK SBMT_DENS <<< "$SBMT_TOK"
+echo "sbmt tokens/s (mean over steps after the first $WARMUP): $SBMT_TOK" \
+     "$([[ $SBMT_DENS != null ]] && echo "density $SBMT_DENS")"
 
-echo "== pytorch: batch=$BATCH seq_len=$SEQ_LEN threads=$THREADS"
+echo "== pytorch: attention=$ATTN batch=$BATCH seq_len=$SEQ_LEN threads=$THREADS ${TORCH_ATTN_ARGS[*]}"
 "$PYTHON" "$HERE/torch_listops.py" --data "$DATA" --attention "$ATTN" --batch "$BATCH" --seq-len "$SEQ_LEN" --vocab "$VOCAB" \
-    --threads "$THREADS" --steps $((STEPS - WARMUP)) --warmup-steps "$WARMUP" \
+    "${TORCH_ATTN_ARGS[@]}" --threads "$THREADS" --steps $((STEPS - WARMUP)) --warmup-steps "$WARMUP" \
     2> "$OUT/torch.err" | tee "$OUT/torch.out"
 grep -q WARNING "$OUT/torch.err" && cat "$OUT/torch.err" >&2
-TORCH_TOK=$("$PYTHON" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["tokens_per_s"])' < "$OUT/torch.out")
+TORCH_RES=$("$PYTHON" -c 'import json,sys
+r = json.loads(sys.stdin.read().strip().splitlines()[-1])
+d = r.get("density")
+print(r["tokens_per_s"], "null" if d is None else d)' < "$OUT/torch.out")
+read -r TORCH_TOK TORCH_DENS <<< "$TORCH_RES"
 
-"$PYTHON" - "$SBMT_TOK" "$TORCH_TOK" "$BATCH" "$SEQ_LEN" "$THREADS" <<'EOF'
+"$PYTHON" - "$SBMT_TOK" "$TORCH_TOK" "$BATCH" "$SEQ_LEN" "$THREADS" "$ATTN" "$SBMT_DENS" "$TORCH_DENS" <<'EOF'
 import json, sys
 s, t = float(sys.argv[1]), float(sys.argv[2])
-print(f"sbmt {s:.1f} tokens/s, pytorch {t:.1f} tokens/s, ratio sbmt/pytorch = {s / t:.2f}x")
-print(json.dumps({"batch": int(sys.argv[3]), "seq_len": int(sys.argv[4]),
-                  "threads": int(sys.argv[5]), "sbmt_tokens_per_s": s,
-                  "pytorch_tokens_per_s": t, "ratio": s / t}))
+sd, td = (None if x == "null" else float(x) for x in sys.argv[7:9])
+line = f"sbmt {s:.1f} tokens/s, pytorch {t:.1f} tokens/s, ratio sbmt/pytorch = {s / t:.2f}x"
+if sd is not None or td is not None:
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"
+    line += f" (density sbmt {fmt(sd)}, pytorch {fmt(td)})"
+print(line)
+print(json.dumps({"attention": sys.argv[6], "batch": int(sys.argv[3]),
+                  "seq_len": int(sys.argv[4]), "threads": int(sys.argv[5]),
+                  "sbmt_tokens_per_s": s, "pytorch_tokens_per_s": t, "ratio": s / t,
+                  "sbmt_density": sd, "pytorch_density": td}))
 EOF
 echo "outputs in $OUT"

@@ -8,11 +8,15 @@ MEAN (or CLS) pooling, Linear -> ReLU -> Linear head, cross-entropy.
 Attention is computed explicitly (matmul, masked softmax, dropout, matmul) as the
 SBM-Transformer / Nystromformer LRA reference code does; `--sdpa` switches to
 torch.nn.functional.scaled_dot_product_attention where the installed torch has it (>= 2.0).
-Attention kinds are looked up in ATTENTION_CORES; only "softmax" is registered here.
+Attention kinds are looked up in ATTENTION_CORES: "softmax" (full attention) and "sbm"
+(SPEC.md section 2, computed densely as the authors' PyTorch reference does: the n x n edge
+probabilities are materialised, the graph is sampled as a dense Bernoulli matrix with a
+straight-through estimator, and the softmax is masked by it and L1-renormalised).
 
 Prints one human-readable line and, last, one JSON line:
   {"impl":"pytorch","threads":..,"batch":..,"seq_len":..,"step_s":..,"tokens_per_s":..,
-   "torch":..,"blas":..}
+   "torch":..,"blas":..,"attention":..,"attn_impl":..,"density":..,"peak_rss_mb":..}
+("density": mean sampled-graph density over layers, heads and timed steps for sbm, else null).
 tokens_per_s = batch * seq_len / step_s (padding included, as sbmt counts them).
 
 Run with Debian's interpreter: /usr/bin/python3 bench/torch_listops.py --help
@@ -22,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -56,7 +61,12 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--attn-dropout", type=float, default=0.1)
     p.add_argument("--pooling", choices=["mean", "cls"], default="mean")
-    p.add_argument("--attention", default="softmax", help="attention kind (registered: softmax)")
+    p.add_argument("--attention", default="softmax", help="attention kind (registered: softmax, sbm)")
+    p.add_argument("--clusters", type=int, default=128, help="sbm: clusters k per head")
+    p.add_argument("--edge-floor", type=float, default=0.01,
+                   help="sbm: eps added to the edge probabilities before sampling")
+    p.add_argument("--sparsity-weight", type=float, default=1e-4,
+                   help="sbm: weight of the mean graph density added to the loss")
     p.add_argument("--sdpa", action="store_true",
                    help="use F.scaled_dot_product_attention (torch >= 2.0) instead of explicit "
                         "matmul/softmax")
@@ -215,9 +225,77 @@ class SoftmaxCore(nn.Module):
         return torch.matmul(attn, v)
 
 
-# An "sbm" core (SPEC section 2, computed densely as the reference does) registers here with the
-# same signature: (head_dim, attn_dropout, use_sdpa) -> module(q, k, v, mask) -> [b, H, n, d].
-ATTENTION_CORES = {"softmax": SoftmaxCore}
+class SampleGraphSTE(torch.autograd.Function):
+    """Dense Bernoulli graph with the reference's straight-through estimator (its STE.py).
+
+    forward(P, eps, mask): A ~ Bernoulli(clamp(P + eps, 0, 1)), then the rows and columns of
+    padded positions (mask [b, n] == 0) are zeroed, so no edge touches them (SPEC section 2.4;
+    sbmt's samplers do the same, which keeps the density figures comparable). The mask is
+    applied in place on the sample, so no second n x n tensor is kept for it.
+    backward: hardtanh(A * grad) to P (clipped to [-1, 1] on sampled edges, 0 elsewhere).
+    """
+
+    @staticmethod
+    def forward(ctx, p, eps, mask):
+        a = torch.bernoulli(torch.clamp(p + eps, min=0.0, max=1.0))
+        a.mul_(mask[:, None, :, None]).mul_(mask[:, None, None, :])
+        ctx.save_for_backward(a)
+        return a
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, = ctx.saved_tensors
+        return F.hardtanh(a * grad), None, None
+
+
+class SBMCore(nn.Module):
+    """SBM attention (SPEC section 2) computed densely, as the authors' PyTorch code does.
+
+    Cluster embeddings C [H, k, d] (kaiming normal, std sqrt(2/(k d))) and one MLP phi shared by
+    the heads of the layer. S_h = softmax over all k*k entries of C_h C_h^T;
+    Yq = sigmoid(phi(Q) C_h^T), Yk = sigmoid(phi(K) C_h^T) with padded rows zeroed;
+    P = Yq S_h Yk^T materialised [b, H, n, n]; A sampled by SampleGraphSTE; attention
+    = L1-normalise(softmax(QK^T/sqrt(d), key padding mask) * A), dropout, @ V.
+    Each forward leaves the per-head density A.sum / (b n n) [H] (with gradient, through the
+    STE) in self.density for the sparsity regulariser.
+    """
+
+    def __init__(self, head_dim, attn_dropout, heads, clusters, edge_floor):
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(head_dim)
+        self.eps = edge_floor
+        self.drop = nn.Dropout(attn_dropout)
+        self.clusters = nn.Parameter(torch.empty(heads, clusters, head_dim))
+        nn.init.kaiming_normal_(self.clusters)
+        self.proj = nn.Sequential(nn.Linear(head_dim, head_dim), nn.ReLU(),
+                                  nn.Linear(head_dim, head_dim))
+        self.density = None
+
+    def forward(self, q, k, v, mask):
+        b, H, n, _ = q.shape
+        C = self.clusters                                       # [H, k, d]
+        kc = C.shape[1]
+        S = F.softmax(torch.matmul(C, C.transpose(-1, -2)).reshape(H, kc * kc), dim=-1)
+        S = S.reshape(H, kc, kc)
+        keep = mask[:, None, :, None]                           # [b, 1, n, 1]
+        Ct = C.transpose(-1, -2)                                # [H, d, k]
+        yq = torch.sigmoid(torch.matmul(self.proj(q), Ct)) * keep  # [b, H, n, k]
+        yk = torch.sigmoid(torch.matmul(self.proj(k), Ct)) * keep
+        p = torch.matmul(yq, torch.matmul(S, yk.transpose(-1, -2)))  # [b, H, n, n]
+        a = SampleGraphSTE.apply(p, self.eps, mask)
+        del p
+        self.density = a.sum(dim=(0, 2, 3)) / (b * n * n)      # [H]
+        dot = torch.matmul(q, k.transpose(-2, -1)) * self.scale
+        dot = dot.masked_fill(mask[:, None, None, :] == 0, float("-inf"))
+        attn = F.normalize(F.softmax(dot, dim=-1) * a, p=1, dim=-1)  # x / max(|x|_1, 1e-12)
+        return torch.matmul(self.drop(attn), v)
+
+
+# Factories: args -> module(q, k, v, mask) -> [b, H, n, d]; q, k, v [b, H, n, d], mask [b, n].
+ATTENTION_CORES = {
+    "softmax": lambda a: SoftmaxCore(a.head_dim, a.attn_dropout, a.sdpa),
+    "sbm": lambda a: SBMCore(a.head_dim, a.attn_dropout, a.heads, a.clusters, a.edge_floor),
+}
 
 
 class Attention(nn.Module):
@@ -228,7 +306,7 @@ class Attention(nn.Module):
         self.wq = nn.Linear(a.d_model, hd)
         self.wk = nn.Linear(a.d_model, hd)
         self.wv = nn.Linear(a.d_model, hd)
-        self.core = ATTENTION_CORES[a.attention](a.head_dim, a.attn_dropout, a.sdpa)
+        self.core = ATTENTION_CORES[a.attention](a)
         self.wo = nn.Linear(hd, a.d_model)
 
     def split(self, x):
@@ -354,6 +432,8 @@ def main(a):
         sys.exit(f"--sdpa: torch {torch.__version__} has no "
                  "torch.nn.functional.scaled_dot_product_attention (added in torch 2.0); "
                  "run without --sdpa for the explicit matmul/softmax attention")
+    if a.sdpa and a.attention != "softmax":
+        sys.exit(f"--sdpa applies to --attention softmax only, not {a.attention}")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
 
@@ -376,32 +456,47 @@ def main(a):
                             weight_decay=0.0)
     nparams = sum(p.numel() for p in model.parameters())
 
-    times, loss = [], float("nan")
+    sbm_cores = [m for m in model.modules() if isinstance(m, SBMCore)]
+    times, densities, loss = [], [], float("nan")
     for step in range(total):
         ids, labels = batches[step % len(batches)]
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         out = model(ids)
         l = F.cross_entropy(out, labels)
+        if sbm_cores:  # sparsity regulariser: mean density over layers and heads, through the STE
+            density = torch.cat([c.density for c in sbm_cores]).mean()
+            l = l + a.sparsity_weight * density
+            for c in sbm_cores:
+                c.density = None
         l.backward()
         opt.step()
         dt = time.perf_counter() - t0
         loss = float(l.detach())
         if step >= a.warmup_steps:
             times.append(dt)
+            if sbm_cores:
+                densities.append(float(density.detach()))
 
     step_s = statistics.mean(times) if times else float("nan")
     tok = a.batch * a.seq_len / step_s if times else float("nan")
-    attn_impl = "sdpa" if a.sdpa else "explicit"
+    attn_impl = "sdpa" if a.sdpa else ("dense" if sbm_cores else "explicit")
+    mean_density = statistics.mean(densities) if densities else None
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    extra = ""
+    if sbm_cores:
+        extra = (f" k={a.clusters} edge_floor={a.edge_floor} sparsity_weight={a.sparsity_weight}"
+                 f" density={mean_density:.4f}" if mean_density is not None else " density=n/a")
     print(f"pytorch {torch.__version__} cpu threads={a.threads} batch={a.batch} "
           f"seq_len={a.seq_len} attention={a.attention}/{attn_impl} params={nparams} "
           f"steps={len(times)} (+{a.warmup_steps} warmup) step_s={step_s:.4f} "
           f"(min {min(times or [0]):.4f} max {max(times or [0]):.4f}) tokens/s={tok:.1f} "
-          f"loss={loss:.4f} blas={blas}")
+          f"loss={loss:.4f}{extra} peak_rss_mb={peak_rss_mb:.0f} blas={blas}")
     print(json.dumps({"impl": "pytorch", "threads": a.threads, "batch": a.batch,
                       "seq_len": a.seq_len, "step_s": step_s, "tokens_per_s": tok,
                       "torch": torch.__version__, "blas": blas,
-                      "attention": a.attention, "attn_impl": attn_impl}))
+                      "attention": a.attention, "attn_impl": attn_impl,
+                      "density": mean_density, "peak_rss_mb": round(peak_rss_mb, 1)}))
     sys.stdout.flush()
 
 

@@ -169,7 +169,7 @@ static int train_main(train_run *r, char *err) {
     fflush(stdout);
 
     onecycle sched = {c->lr, c->steps, c->warmup, c->cycle_momentum, c->beta1};
-    double t_start = sbmt_now(), t_log = t_start, loss_acc = 0.0;
+    double t_start = sbmt_now(), t_log = t_start, loss_acc = 0.0, flops_acc = 0.0;
     int correct_acc = 0, rows_acc = 0, steps_acc = 0;
     const int LH = c->layers * c->heads;
     double *dens_acc = xcalloc((size_t)LH, sizeof(double));
@@ -195,6 +195,7 @@ static int train_main(train_run *r, char *err) {
         onecycle_at(&sched, step, &lr, &beta1);
         optim_adamw(&r->k, &r->m, step + 1, lr, beta1, c->beta2, c->adam_eps, c->weight_decay);
         loss_acc += loss + r->m.reg_loss * B;
+        flops_acc += model_step_flops(&r->m, &r->bt);
         for (int i = 0; i < LH; i++) dens_acc[i] += r->m.density[i];
         correct_acc += correct;
         rows_acc += B;
@@ -216,9 +217,9 @@ static int train_main(train_run *r, char *err) {
             fflush(stdout);
             fprintf(r->metrics,
                     "{\"split\":\"train\",\"step\":%d,\"loss\":%.6f,\"accuracy\":%.6f,\"lr\":%.6e,"
-                    "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f",
+                    "\"tokens_per_s\":%.1f,\"model_gflop_per_s\":%.3f,\"elapsed_s\":%.3f",
                     done, loss_acc / rows_acc, (double)correct_acc / rows_acc, lr, tps,
-                    now - t_start);
+                    1e-9 * flops_acc / (now - t_log), now - t_start);
             if (r->m.dim.sbm) {
                 for (int i = 0; i < LH; i++) dens_acc[i] /= steps_acc;
                 fputc(',', r->metrics);
@@ -227,7 +228,7 @@ static int train_main(train_run *r, char *err) {
             fputs("}\n", r->metrics);
             fflush(r->metrics);
             for (int i = 0; i < LH; i++) dens_acc[i] = 0.0;
-            loss_acc = 0.0;
+            loss_acc = flops_acc = 0.0;
             correct_acc = rows_acc = steps_acc = 0;
             t_log = sbmt_now();
         }

@@ -374,6 +374,25 @@ void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, 
     k_embed_bwd(k, G + m->tok, G + m->pos, m->d_res, bt, D);
 }
 
+double model_step_flops(const model *m, const kbatch *bt) {
+    const model_dims *d = &m->dim;
+    const double D = d->d_model, Dh = d->d_ff, H = d->heads, dh = d->head_dim, HD = H * dh;
+    const double kc = d->clusters, T = bt->T;
+    double per_token = 2.0 * (D * 3 * HD + HD * D + D * Dh + Dh * D);
+    if (d->sbm) per_token += 2.0 * H * 4.0 * dh * dh + 2.0 * 2.0 * H * dh * kc;
+    double f = 3.0 * per_token * T * d->layers;
+    for (int l = 0; l < d->layers; l++) {
+        if (d->sbm) {
+            const sbm_graphs *gs = &m->la[l].graphs;
+            for (int u = 0; u < gs->units; u++)
+                f += (12.0 * dh + 4.0 * kc) * gs->g[u].nnz + 6.0 * gs->g[u].rows * kc * kc;
+        } else {
+            for (int b = 0; b < bt->B; b++) f += 12.0 * (double)bt->len[b] * bt->len[b] * dh * H;
+        }
+    }
+    return f;
+}
+
 void batch_alloc(kbatch *bt, int max_batch, int n) {
     memset(bt, 0, sizeof(*bt));
     bt->len = xmalloc(sizeof(int) * (size_t)max_batch);

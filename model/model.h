@@ -126,6 +126,12 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
 void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, int train,
                     uint64_t seed, uint32_t step, float loss_scale);
 
+// Model FLOPs of the last forward + backward on bt: dense layers at 3x their forward GEMMs,
+// softmax attention 12 L^2 d per head, SBM attention (12 d + 4 k) per sampled edge plus
+// 6 L k^2 per (sequence, head) for the straight-through products; padding, recomputation and
+// the dense sampler's P are not counted. Used to report throughput as a fraction of BLAS peak.
+double model_step_flops(const model *m, const kbatch *bt);
+
 // Packs B padded sequences ids [B, n] into bt (buffers allocated by batch_alloc). CLS pooling
 // prepends token cls_id and drops the last position. sample[b] is the global sample index.
 void batch_alloc(kbatch *bt, int max_batch, int n);
