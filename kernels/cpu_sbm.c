@@ -137,9 +137,10 @@ typedef struct {
     int *order;       // raw edges bucketed by column
     int *seen;        // duplicate detection per key
     uint32_t *words;  // Philox output
+    uint8_t *hit;     // dense sampler: edge flags of one row
     float *T1, *P;    // dense sampler: Yq S, a block of probabilities
     size_t n_prob, n_alias, n_stack, n_ei, n_ej, n_tmpcol, n_cnt, n_seen, n_words, n_T1, n_P;
-    size_t n_pair, n_wq, n_wk, n_order;
+    size_t n_pair, n_wq, n_wk, n_order, n_hit;
 } sample_scratch;
 
 static void *grow(void *ptr, size_t *have, size_t need, size_t elem) {
@@ -162,6 +163,7 @@ static void scratch_free(sample_scratch *s) {
     free(s->wq);
     free(s->wk);
     free(s->order);
+    free(s->hit);
     free(s->seen);
     free(s->words);
     free(s->T1);
@@ -401,6 +403,7 @@ static void sample_dense(sbm_graph *g, const float *Yq, const float *Yk, int ld,
     GROW(sc, T1, (size_t)L * kc);
     GROW(sc, P, (size_t)RB * L);
     GROW(sc, words, 4 * ((size_t)L / 4 + 2));
+    GROW(sc, hit, (size_t)L);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, kc, kc, 1.0f, Yq, ld, S, kc, 0.0f,
                 sc->T1, kc);
     // Edges are appended row by row; the capacity grows as needed.
@@ -432,13 +435,20 @@ static void sample_dense(sbm_graph *g, const float *Yq, const float *Yk, int ld,
             philox_blocks(stream, b0, (int)(b1 - b0 + 1), sc->words);
             const float *prow = sc->P + (size_t)r * L;
             const uint32_t *wr = sc->words + (e0 & 3u);
-            // Branch-free compaction: every j is written, the count advances only on an edge.
+            // Pass 1 (vectorised): edge flags by comparing 24-bit uniforms with integer
+            // thresholds. Pass 2: branch-free compaction, the count advancing only on an edge.
+            uint8_t *hit = sc->hit;
+            for (int j = 0; j < L; j++) {
+                float pr = prow[j] + eps;
+                pr = pr < 1.0f ? pr : 1.0f;
+                int32_t thr = (int32_t)(pr * 16777216.0f);
+                hit[j] = (uint8_t)((mask[j] != 0.0f) & ((int32_t)(wr[j] >> 8) < thr));
+            }
             int *col = g->col + nnz;
             int c = 0;
             for (int j = 0; j < L; j++) {
-                int hit = (mask[j] != 0.0f) & (rng_u01(wr[j]) < prow[j] + eps);
                 col[c] = j;
-                c += hit;
+                c += hit[j];
             }
             nnz += c;
         }
@@ -515,7 +525,7 @@ void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const
 // the straight-through products). Below the threshold, every product runs edge by edge. Both
 // give the same result; the choice only follows which is cheaper.
 
-enum { ATT_RB = 64 };
+enum { ATT_RB = 256 };
 
 typedef struct {
     uint32_t *blocks, *words;

@@ -13,8 +13,9 @@ typedef enum { SBM_SAMPLER_FASTRG = 0, SBM_SAMPLER_DENSE = 1, SBM_SAMPLER_AUTO =
 
 // auto picks the dense sampler when the expected edge count exceeds this fraction of the
 // valid (query, key) pairs; such units also run attention in dense row blocks. `bench_sbm
-// sampler` measures the crossover (about 0.1-0.15 on one core of the development machine).
-#define SBM_AUTO_DENSE_FRACTION 0.12
+// sampler` measures the sampler crossover (about 0.05 on one core of the development machine);
+// with the cheaper dense-block attention of such units the overall crossover is about 0.10.
+#define SBM_AUTO_DENSE_FRACTION 0.10
 
 // The sampled graph of one (sequence, head) and what backward needs of it.
 typedef struct {
