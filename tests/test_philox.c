@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "kernels/dropout.h"
+#include "kernels/fastmath.h"
 #include "kernels/philox.h"
 
 static void test_known_answers(void **state) {
@@ -84,12 +85,35 @@ static void test_dropout_rate(void **state) {
     }
 }
 
+// The batched (SIMD) generator equals the scalar one block for block, for consecutive and for
+// gathered counters and for counts that are not a multiple of the vector width.
+static void test_batched_equals_scalar(void **state) {
+    (void)state;
+    rng_stream s = rng_make(0x123456789ULL, RNG_GRAPH, 17, 3, 5, 99);
+    enum { N = 37 };
+    uint32_t out[4 * N], blocks[N];
+    for (int count = 1; count <= N; count += 6) {
+        philox_blocks(s, 1000, count, out);
+        for (int i = 0; i < count; i++) {
+            philox4x32 r = rng_block(s, 1000 + (uint32_t)i);
+            assert_memory_equal(out + 4 * i, r.v, sizeof(r.v));
+        }
+        for (int i = 0; i < count; i++) blocks[i] = (uint32_t)(i * 7919u + 13u);
+        philox_lanes(s, 0, blocks, count, out);
+        for (int i = 0; i < count; i++) {
+            philox4x32 r = rng_block(s, blocks[i]);
+            assert_memory_equal(out + 4 * i, r.v, sizeof(r.v));
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_known_answers),
         cmocka_unit_test(test_streams_differ),
         cmocka_unit_test(test_uniform_moments),
         cmocka_unit_test(test_dropout_rate),
+        cmocka_unit_test(test_batched_equals_scalar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
