@@ -60,6 +60,10 @@ static const key_def KEYS[] = {
     {"train", "eval_every", T_INT, F(eval_every), 0, 1 << 30, NULL, "dev eval period, 0 = end"},
     {"train", "eval_batches", T_INT, F(eval_batches), 0, 1 << 30, NULL, "dev eval batches, 0 = all"},
     {"train", "log_every", T_INT, F(log_every), 1, 1 << 30, NULL, "progress line period"},
+    {"train", "checkpoint_every", T_INT, F(checkpoint_every), 0, 1 << 30, NULL,
+     "checkpoint period, 0 = only at the end"},
+    {"train", "keep_checkpoints", T_INT, F(keep_checkpoints), 1, 1 << 20, NULL,
+     "newest checkpoints kept"},
     {"train", "seed", T_U64, F(seed), 0, 0, NULL, "run seed"},
 };
 #undef F
@@ -100,6 +104,8 @@ void config_defaults(sbmt_config *c) {
     c->eval_every = 500;
     c->eval_batches = 0;
     c->log_every = 10;
+    c->checkpoint_every = 500;
+    c->keep_checkpoints = 3;
     c->seed = 1234;
 }
 

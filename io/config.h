@@ -45,6 +45,8 @@ typedef struct {
     int eval_every;         // dev evaluation period in steps; 0 = only at the end
     int eval_batches;       // batches per dev evaluation; 0 = the whole split
     int log_every;          // progress line period in steps
+    int checkpoint_every;   // checkpoint period in steps; 0 = only at the end
+    int keep_checkpoints;   // newest checkpoints kept in the run directory
     uint64_t seed;
 } sbmt_config;
 

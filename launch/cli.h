@@ -5,6 +5,7 @@
 int cli_data(int argc, char **argv);
 int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
+int cli_inspect(int argc, char **argv);
 int cli_help(const char *cmd);
 
 #endif

@@ -74,9 +74,16 @@ int cli_help(const char *cmd) {
                "                  [--max-len B] [--seq-len L] [--seed S] [--quiet]\n"
                "  LRA ListOps (SPEC.md section 7); defaults: 96000/2000/2000, 500..2000, 2048, 1\n");
     } else if (!strcmp(cmd, "train")) {
-        printf("sbmt train --config C.ini [--data F.h5] [--out DIR] [--threads N] [--set s.k=v ...]\n"
+        printf("sbmt train --config C.ini [--data F.h5] [--out DIR] [--threads N] [--resume auto|F]\n"
+               "           [--set s.k=v ...]\n"
                "  Without a dataset (no --data, no data.path) ListOps is generated under data/.\n"
-               "  Writes DIR/metrics.jsonl (one JSON object per line) and DIR/final.h5.\n");
+               "  Writes DIR/metrics.jsonl (one JSON object per line), DIR/ckpt_<step>.h5 every\n"
+               "  train.checkpoint_every steps (the newest train.keep_checkpoints kept) and\n"
+               "  DIR/final.h5. --resume auto continues from the newest complete checkpoint in\n"
+               "  DIR (a fresh start if there is none). SIGTERM/SIGINT checkpoint and stop.\n");
+    } else if (!strcmp(cmd, "inspect")) {
+        printf("sbmt inspect FILE.h5\n  Format, version, step, config and tensors of a checkpoint,\n"
+               "  or the attributes and splits of a dataset.\n");
     } else if (!strcmp(cmd, "eval")) {
         printf("sbmt eval --ckpt F.h5 --data D.h5 [--split train|dev|test] [--json] [--threads N]\n"
                "          [--batch N]\n"

@@ -7,6 +7,7 @@
 #include "io/ckpt.h"
 #include "io/config.h"
 #include "io/dataset.h"
+#include "io/inspect.h"
 #include "kernels/common.h"
 #include "launch/run.h"
 
@@ -89,4 +90,17 @@ done:
     if (m.params) model_free(&m);
     if (ds.file > 0) ds_close(&ds);
     return rc;
+}
+
+int cli_inspect(int argc, char **argv) {
+    if (argc != 1) {
+        fprintf(stderr, "sbmt inspect: expected one file (sbmt inspect FILE.h5)\n");
+        return 1;
+    }
+    char err[SBMT_ERR_LEN];
+    if (inspect_file(argv[0], stdout, err)) {
+        fprintf(stderr, "sbmt inspect: error: %s\n", err);
+        return 1;
+    }
+    return 0;
 }

@@ -11,8 +11,10 @@ static void usage(FILE *f) {
             "usage: sbmt <command> [options]\n\n"
             "commands:\n"
             "  data listops   generate LRA ListOps into an sbmt HDF5 dataset\n"
-            "  train          train a model (--config C [--data F] [--out DIR] [--set s.k=v ...])\n"
+            "  train          train a model (--config C [--data F] [--out DIR] [--resume auto|F]\n"
+            "                 [--set s.k=v ...])\n"
             "  eval           evaluate a checkpoint (--ckpt F --data D --split S [--json])\n"
+            "  inspect F      summarise an sbmt HDF5 file (checkpoint or dataset)\n"
             "  help [cmd]     this text, or a command's options\n"
             "  --version      print the version\n",
             SBMT_VERSION);
@@ -36,6 +38,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "data")) return cli_data(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return cli_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cli_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "inspect")) return cli_inspect(argc - 2, argv + 2);
     fprintf(stderr, "sbmt: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 1;

@@ -14,13 +14,23 @@
 #include "io/listops.h"
 #include "kernels/common.h"
 #include "kernels/philox.h"
+#include "launch/checkpoints.h"
 #include "launch/run.h"
 #include "model/optim.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+// Set by SIGTERM/SIGINT (Slurm preemption, Ctrl-C): the loop checkpoints and stops. The only
+// state outside the run context, as a signal handler can reach nothing else.
+static volatile sig_atomic_t stop_signal;
+static void on_stop_signal(int sig) { stop_signal = sig; }
 
 // Everything one training run owns (the single mutable context of the program).
 typedef struct {
     sbmt_config cfg;
     char out_dir[4096];
+    const char *resume;     // NULL, "auto" or a checkpoint path
     ds_file ds;
     kctx k;
     model m;
@@ -29,6 +39,7 @@ typedef struct {
     int64_t *rows;          // [B]
     int64_t *perm;          // [N] training order of the current epoch
     int64_t perm_epoch;
+    double *dens_acc;       // [L*H] densities summed since the last progress line
     FILE *metrics;
 } train_run;
 
@@ -166,18 +177,37 @@ static int train_main(train_run *r, char *err) {
            "out %s\n",
            c->task, r->m.nparams, c->attention, r->k.nthreads, c->path,
            (long long)r->ds.rows[SPLIT_TRAIN], r->out_dir);
+    int64_t start = 0;
+    if (r->resume) {
+        char from[4200];
+        if (ckpts_resume(r->resume, r->out_dir, &r->m, c->seed, &start, from, sizeof(from), err))
+            return -1;
+        if (start > c->steps)
+            return sbmt_errf(err, "%s: checkpoint at step %lld is past train.steps = %d", from,
+                             (long long)start, c->steps);
+        if (from[0])
+            printf("resumed from %s at step %lld\n", from, (long long)start);
+        else
+            printf("no checkpoint in %s: starting from step 0\n", r->out_dir);
+    }
+    char *config_text = config_to_string(c);
     fflush(stdout);
 
     onecycle sched = {c->lr, c->steps, c->warmup, c->cycle_momentum, c->beta1};
     double t_start = sbmt_now(), t_log = t_start, loss_acc = 0.0, flops_acc = 0.0;
     int correct_acc = 0, rows_acc = 0, steps_acc = 0;
     const int LH = c->layers * c->heads;
-    double *dens_acc = xcalloc((size_t)LH, sizeof(double));
-    for (int step = 0; step < c->steps; step++) {
+    double *dens_acc = r->dens_acc = xcalloc((size_t)LH, sizeof(double));
+    signal(SIGTERM, on_stop_signal);
+    signal(SIGINT, on_stop_signal);
+    // A file-size limit must fail the write (EFBIG, reported) rather than kill the process.
+    signal(SIGXFSZ, SIG_IGN);
+    int rc = 0;
+    for (int step = (int)start; step < c->steps; step++) {
         batch_rows(r, step);
         if (run_load_batch(&r->ds, SPLIT_TRAIN, r->rows, B, c, r->ids, r->labels, &r->bt, err)) {
-            free(dens_acc);
-            return -1;
+            rc = -1;
+            break;
         }
         k_zero(&r->k, r->m.grads, r->m.nparams);
         int correct = 0;
@@ -186,9 +216,9 @@ static int train_main(train_run *r, char *err) {
         model_backward(&r->m, &r->k, &r->bt, r->labels, 1, c->seed, (uint32_t)step,
                        1.0f / (float)B);
         if (!isfinite(loss)) {
-            free(dens_acc);
-            return sbmt_errf(err, "step %d: loss is %g; lower train.lr or set train.grad_clip",
-                             step + 1, loss);
+            rc = sbmt_errf(err, "step %d: loss is %g; lower train.lr or set train.grad_clip",
+                           step + 1, loss);
+            break;
         }
         optim_clip(&r->k, &r->m, c->grad_clip);
         float lr, beta1;
@@ -204,7 +234,7 @@ static int train_main(train_run *r, char *err) {
         if (done % c->log_every == 0 || done == c->steps) {
             double now = sbmt_now();
             double tps = (double)steps_acc * B * n / (now - t_log);
-            double eta = (now - t_start) / done * (c->steps - done);
+            double eta = (now - t_start) / (done - start) * (c->steps - done);
             char etab[32];
             fmt_eta(eta, etab, sizeof(etab));
             char dens[64] = "";
@@ -236,22 +266,54 @@ static int train_main(train_run *r, char *err) {
             r->ds.rows[SPLIT_DEV] > 0) {
             int64_t max_rows = c->eval_batches > 0 ? (int64_t)c->eval_batches * B : 0;
             if (evaluate_and_log(r, SPLIT_DEV, max_rows, done, err)) {
-                free(dens_acc);
-                return -1;
+                rc = -1;
+                break;
             }
             t_log = sbmt_now();
         }
+        if (c->checkpoint_every > 0 && done % c->checkpoint_every == 0 && done != c->steps) {
+            if (ckpts_save(r->out_dir, &r->m, done, c->seed, config_text, c->keep_checkpoints,
+                           err)) {
+                rc = -1;
+                break;
+            }
+            t_log = sbmt_now();
+        }
+        if (stop_signal && done != c->steps) {
+            if (c->checkpoint_every == 0 || done % c->checkpoint_every != 0)
+                rc = ckpts_save(r->out_dir, &r->m, done, c->seed, config_text,
+                                c->keep_checkpoints, err);
+            if (rc == 0) {
+                printf("stopped by signal %d at step %d; resume with --resume auto\n",
+                       (int)stop_signal, done);
+                rc = sbmt_errf(err, "interrupted at step %d (checkpoint written)", done);
+            }
+            break;
+        }
     }
-    free(dens_acc);
+    if (rc) {
+        free(config_text);
+        return rc;
+    }
     if (r->ds.rows[SPLIT_DEV] > 0 && evaluate_and_log(r, SPLIT_DEV, 0, c->steps, err)) return -1;
     if (r->ds.rows[SPLIT_TEST] > 0 && evaluate_and_log(r, SPLIT_TEST, 0, c->steps, err)) return -1;
 
-    char fpath[4200];
+    // The end-of-run checkpoint, and final.h5 as a second name for it (a hard link, or a copy
+    // where the filesystem has none).
+    char fpath[4200], cpath[4200], tpath[4300];
     snprintf(fpath, sizeof(fpath), "%s/final.h5", r->out_dir);
-    char *text = config_to_string(c);
-    int rc = ckpt_save(fpath, &r->m.table, r->m.params, r->m.adam_m, r->m.adam_v, c->steps,
-                       c->seed, text, err);
-    free(text);
+    ckpts_path(cpath, sizeof(cpath), r->out_dir, c->steps);
+    rc = ckpts_save(r->out_dir, &r->m, c->steps, c->seed, config_text, c->keep_checkpoints, err);
+    if (rc == 0) {
+        snprintf(tpath, sizeof(tpath), "%s.tmp", fpath);
+        unlink(tpath);
+        if (link(cpath, tpath) == 0 && rename(tpath, fpath) == 0)
+            rc = 0;
+        else
+            rc = ckpt_save(fpath, &r->m.table, r->m.params, r->m.adam_m, r->m.adam_v, c->steps,
+                           c->seed, config_text, err);
+    }
+    free(config_text);
     if (rc) return -1;
     printf("wrote %s (%.1f s total)\n", fpath, sbmt_now() - t_start);
     return 0;
@@ -265,6 +327,7 @@ static void train_run_free(train_run *r) {
     free(r->labels);
     free(r->rows);
     free(r->perm);
+    free(r->dens_acc);
     if (r->ds.file > 0) ds_close(&r->ds);
 }
 
@@ -282,6 +345,7 @@ int cli_train(int argc, char **argv) {
         if (!strcmp(a, "--config") && has_val) config_path = argv[++i];
         else if (!strcmp(a, "--data") && has_val) data = argv[++i];
         else if (!strcmp(a, "--out") && has_val) out = argv[++i];
+        else if (!strcmp(a, "--resume") && has_val) r->resume = argv[++i];
         else if (!strcmp(a, "--threads") && has_val) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
