@@ -34,7 +34,9 @@ fi
 
 # Model sizes the torch side must match, read from the config (key = value lines).
 ini() { sed -n -E "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*([0-9]+).*/\1/p" "$CONFIG" | head -n1; }
-SEQ_LEN=$(ini seq_len); SEQ_LEN=${SEQ_LEN:-2048}
+CFG_SEQ_LEN=$(ini seq_len); SEQ_LEN=${SEQ_LEN:-${CFG_SEQ_LEN:-2048}}
+MIN_LEN=${MIN_LEN:-500}; MAX_LEN=${MAX_LEN:-2000}    # ListOps lengths (LRA: 500..2000)
+TORCH_STEPS=${TORCH_STEPS:-$((STEPS - WARMUP))}; TORCH_WARMUP=${TORCH_WARMUP:-$WARMUP}
 VOCAB=$(ini vocab_size); VOCAB=${VOCAB:-32}
 # Numeric values with decimals or exponents (edge_floor = 0.01, sparsity_weight = 1e-4).
 inif() { sed -n -E "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*([-+0-9.eE]+).*/\1/p" "$CONFIG" | head -n1; }
@@ -47,11 +49,11 @@ fi
 
 DATA=$OUT/listops.h5
 [[ -f $DATA ]] || "$SBMT" data listops --out "$DATA" --train 2000 --dev 16 --test 16 \
-    --min-len 500 --max-len 2000 --seq-len "$SEQ_LEN" --seed 1 --quiet
+    --min-len "$MIN_LEN" --max-len "$MAX_LEN" --seq-len "$SEQ_LEN" --seed 1 --quiet
 
 echo "== sbmt: $SBMT train --config $CONFIG attention=$ATTN batch=$BATCH steps=$STEPS threads=$THREADS out=$OUT"
 OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS "$SBMT" train --config "$CONFIG" \
-    --data "$DATA" --threads "$THREADS" --set model.attention="$ATTN" \
+    --data "$DATA" --threads "$THREADS" --set model.attention="$ATTN" --set data.seq_len="$SEQ_LEN" \
     --set train.batch_size="$BATCH" --set train.steps="$STEPS" --set train.warmup=1 \
     --set train.eval_every=0 --set train.log_every=1 \
     --out "$RUN" > "$OUT/sbmt.log" 2>&1 || { tail -n 20 "$OUT/sbmt.log" >&2; exit 1; }
@@ -72,17 +74,27 @@ if len(rows) <= warm:
 print("last train line:", json.dumps(rows[-1]), file=sys.stderr)
 timed = rows[warm:]
 dens = [r["density_mean"] for r in timed if "density_mean" in r]
-print(sum(r["tokens_per_s"] for r in timed) / len(timed),
-      sum(dens) / len(dens) if dens else "null")
+# Steps process the same padded token count, so the overall rate is the harmonic mean of the
+# per-step rates (total tokens / total time); model GFLOP/s is weighted by step time likewise.
+w = [1.0 / r["tokens_per_s"] for r in timed]
+rate = len(timed) / sum(w)
+gf = sum(r.get("model_gflop_per_s", 0.0) * wi for r, wi in zip(timed, w)) / sum(w)
+print(rate, sum(dens) / len(dens) if dens else "null", gf)
 EOF
 )
-read -r SBMT_TOK SBMT_DENS <<< "$SBMT_TOK"
-echo "sbmt tokens/s (mean over steps after the first $WARMUP): $SBMT_TOK" \
+read -r SBMT_TOK SBMT_DENS SBMT_GF <<< "$SBMT_TOK"
+BENCH_SBM=${BENCH_SBM:-$(dirname "$SBMT")/bench_sbm}
+if [[ -x $BENCH_SBM ]]; then
+    PEAK=$(OMP_NUM_THREADS=1 "$BENCH_SBM" sgemm | sed -n -E 's/.*: ([0-9.]+) GFLOP\/s/\1/p')
+    echo "sbmt model GFLOP/s: $SBMT_GF, single-thread sgemm peak: $PEAK GFLOP/s," \
+         "fraction $("$PYTHON" -c "print(f'{$SBMT_GF / $PEAK:.3f}')")"
+fi
+echo "sbmt tokens/s (total tokens / total time over steps after the first $WARMUP): $SBMT_TOK" \
      "$([[ $SBMT_DENS != null ]] && echo "density $SBMT_DENS")"
 
 echo "== pytorch: attention=$ATTN batch=$BATCH seq_len=$SEQ_LEN threads=$THREADS ${TORCH_ATTN_ARGS[*]}"
 "$PYTHON" "$HERE/torch_listops.py" --data "$DATA" --attention "$ATTN" --batch "$BATCH" --seq-len "$SEQ_LEN" --vocab "$VOCAB" \
-    "${TORCH_ATTN_ARGS[@]}" --threads "$THREADS" --steps $((STEPS - WARMUP)) --warmup-steps "$WARMUP" \
+    "${TORCH_ATTN_ARGS[@]}" --threads "$THREADS" --steps "$TORCH_STEPS" --warmup-steps "$TORCH_WARMUP" \
     2> "$OUT/torch.err" | tee "$OUT/torch.out"
 grep -q WARNING "$OUT/torch.err" && cat "$OUT/torch.err" >&2
 TORCH_RES=$("$PYTHON" -c 'import json,sys

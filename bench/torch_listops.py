@@ -74,8 +74,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-# Thread counts must be fixed before torch (and its OpenMP / OpenBLAS) is loaded.
-ARGS = parse_args()
+# Thread counts must be fixed before torch (and its OpenMP / OpenBLAS) is loaded. Imported as a
+# module (tests/torch_crosscheck.py uses the model classes), the defaults apply.
+ARGS = parse_args() if __name__ == "__main__" else parse_args([])
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = str(ARGS.threads)
 
