@@ -264,29 +264,37 @@ static void graph_reserve(sbm_graph *g, int rows, int nnz) {
     }
 }
 
-// Collapses the raw edges (ei, ej) of one unit into CSR without duplicates: a counting sort by
-// query row, then a per-key stamp drops repeats within each row. O(m + L).
+// Collapses the raw edges (ei, ej) of one unit into CSR with each row's keys ascending and
+// duplicates removed: a counting sort by key, then a stable one by query row, then adjacent
+// repeats dropped. O(m + L). Sorted rows let attention walk keys in cache-sized tiles.
 static void edges_to_csr(sbm_graph *g, int L, int64_t m, sample_scratch *sc) {
     GROW(sc, cnt, (size_t)L + 1);
-    GROW(sc, seen, (size_t)L + 1);
-    GROW(sc, tmpcol, (size_t)m + 1);
-    int *cnt = sc->cnt, *seen = sc->seen;
+    GROW(sc, seen, (size_t)m + 1);    // rows of the key-sorted edges
+    GROW(sc, tmpcol, (size_t)m + 1);  // keys of the key-sorted edges, then of the row-sorted
+    int *cnt = sc->cnt;
     memset(cnt, 0, sizeof(int) * ((size_t)L + 1));
-    for (int64_t e = 0; e < m; e++) cnt[sc->ei[e] + 1]++;
+    for (int64_t e = 0; e < m; e++) cnt[sc->ej[e] + 1]++;
+    for (int j = 0; j < L; j++) cnt[j + 1] += cnt[j];
+    for (int64_t e = 0; e < m; e++) {
+        int p = cnt[sc->ej[e]]++;
+        sc->seen[p] = sc->ei[e];
+        sc->tmpcol[p] = sc->ej[e];
+    }
+    memset(cnt, 0, sizeof(int) * ((size_t)L + 1));
+    for (int64_t e = 0; e < m; e++) cnt[sc->seen[e] + 1]++;
     for (int i = 0; i < L; i++) cnt[i + 1] += cnt[i];
-    for (int64_t e = 0; e < m; e++) sc->tmpcol[cnt[sc->ei[e]]++] = sc->ej[e];
-    // cnt[i] is now the end of row i's bucket; it starts where row i-1's ends.
+    // Row-sorted keys go back into ej (no longer needed), stable in key order.
+    for (int64_t e = 0; e < m; e++) sc->ej[cnt[sc->seen[e]]++] = sc->tmpcol[e];
+    // cnt[i] is now the end of row i's run; it starts where row i-1's ends.
     graph_reserve(g, L, (int)m);
-    for (int j = 0; j < L; j++) seen[j] = -1;
     int nnz = 0, start = 0;
     for (int i = 0; i < L; i++) {
         g->rowptr[i] = nnz;
+        int last = -1;
         for (int e = start; e < cnt[i]; e++) {
-            int j = sc->tmpcol[e];
-            if (seen[j] != i) {
-                seen[j] = i;
-                g->col[nnz++] = j;
-            }
+            int j = sc->ej[e];
+            if (j != last) g->col[nnz++] = j;
+            last = j;
         }
         start = cnt[i];
     }
@@ -616,67 +624,98 @@ typedef struct {
     rng_stream s;
 } unit_io;
 
-static void unit_fwd(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
+static void unit_fwd_dense(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
     const int L = g->rows, dh = io->dh, ld = io->ld;
-    if (g->dense && L > 0) attn_scratch_blocks(sc, L);
+    if (L == 0) return;
+    attn_scratch_blocks(sc, L);
     const int RB = att_rows(L);
     for (int i0 = 0; i0 < L; i0 += RB) {
         int R = L - i0 < RB ? L - i0 : RB;
-        if (g->dense)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, L, dh, io->sc,
-                        io->Q + (size_t)i0 * ld, ld, io->K, ld, 0.0f, sc->B1, L);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, L, dh, io->sc,
+                    io->Q + (size_t)i0 * ld, ld, io->K, ld, 0.0f, sc->B1, L);
         for (int r = 0; r < R; r++) {
             int i = i0 + r, e0 = g->rowptr[i], cnt = g->rowptr[i + 1] - e0;
-            float *a = g->a + e0, *y = io->Yo + (size_t)i * io->HD;
+            float *a = g->a + e0, *prow = sc->B1 + (size_t)r * L;
             const int *col = g->col + e0;
             uint8_t *keep = g->keep + e0;
-            if (!g->dense) memset(y, 0, sizeof(float) * dh);
-            if (cnt == 0) {
-                if (g->dense) memset(sc->B1 + (size_t)r * L, 0, sizeof(float) * L);
-                continue;
-            }
-            if (g->dense) {
-                const float *srow = sc->B1 + (size_t)r * L;
-                for (int e = 0; e < cnt; e++) a[e] = srow[col[e]];
-            } else {
-                const float *q = io->Q + (size_t)i * ld;
-                for (int e = 0; e < cnt; e++) {
-                    const float *kk = io->K + (size_t)col[e] * ld;
-                    float s_ = 0.0f;
-                    for (int c = 0; c < dh; c++) s_ += q[c] * kk[c];
-                    a[e] = s_ * io->sc;
-                }
-            }
+            for (int e = 0; e < cnt; e++) a[e] = prow[col[e]];
+            memset(prow, 0, sizeof(float) * L);
+            if (cnt <= 0) continue;
             edge_softmax(a, cnt);
-            if (io->p > 0.0f && g->dense) {
-                // Dense rows: the row's factors in one contiguous pass (one Philox per 8 keys).
+            if (io->p > 0.0f) {
+                // The row's factors in one contiguous pass (one Philox block per 8 keys).
                 float *f = sc->row;
                 dropout_factors(f, (uint32_t)i * (uint32_t)io->n, L, io->s, io->thr, 1.0f,
                                 sc->words_row);
                 for (int e = 0; e < cnt; e++) keep[e] = f[col[e]] != 0.0f;
-            } else if (io->p > 0.0f) {
-                edge_keep(keep, col, cnt, i, io->n, io->s, io->thr, sc);
             } else {
                 memset(keep, 1, (size_t)cnt);
             }
-            if (g->dense) {
-                float *prow = sc->B1 + (size_t)r * L;
-                memset(prow, 0, sizeof(float) * L);
-                for (int e = 0; e < cnt; e++) prow[col[e]] = keep[e] ? a[e] * io->dscale : 0.0f;
-            } else {
-                for (int e = 0; e < cnt; e++) {
-                    if (!keep[e]) continue;
-                    float w = a[e] * io->dscale;
-                    const float *v = io->V + (size_t)col[e] * ld;
-                    for (int c = 0; c < dh; c++) y[c] += w * v[c];
+            for (int e = 0; e < cnt; e++) prow[col[e]] = keep[e] ? a[e] * io->dscale : 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, dh, L, 1.0f, sc->B1, L, io->V,
+                    ld, 0.0f, io->Yo + (size_t)i0 * io->HD, io->HD);
+    }
+}
+
+// Sparse units walk (block of query rows) x (tile of keys): rows' keys are sorted, so each
+// row's edges into a tile are contiguous, and the tile's K, V rows stay in cache while every
+// row of the block uses them.
+enum { SP_ROWS = 128, SP_KEYS = 128 };
+
+static void unit_fwd_sparse(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
+    const int L = g->rows, dh = io->dh, ld = io->ld;
+    int cur[SP_ROWS];
+    for (int i0 = 0; i0 < L; i0 += SP_ROWS) {
+        int R = L - i0 < SP_ROWS ? L - i0 : SP_ROWS;
+        for (int r = 0; r < R; r++) cur[r] = g->rowptr[i0 + r];
+        for (int j0 = 0; j0 < L; j0 += SP_KEYS) {
+            int j1 = j0 + SP_KEYS;
+            for (int r = 0; r < R; r++) {
+                const float *q = io->Q + (size_t)(i0 + r) * ld;
+                int e = cur[r], end = g->rowptr[i0 + r + 1];
+                for (; e < end && g->col[e] < j1; e++) {
+                    const float *kk = io->K + (size_t)g->col[e] * ld;
+                    float s_ = 0.0f;
+                    for (int c = 0; c < dh; c++) s_ += q[c] * kk[c];
+                    g->a[e] = s_ * io->sc;
                 }
+                cur[r] = e;
             }
         }
-        if (g->dense)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, dh, L, 1.0f, sc->B1, L,
-                        io->V, ld, 0.0f, io->Yo + (size_t)i0 * io->HD, io->HD);
+        for (int r = 0; r < R; r++) {
+            int i = i0 + r, e0 = g->rowptr[i], cnt = g->rowptr[i + 1] - e0;
+            memset(io->Yo + (size_t)i * io->HD, 0, sizeof(float) * dh);
+            if (cnt == 0) continue;
+            edge_softmax(g->a + e0, cnt);
+            if (io->p > 0.0f)
+                edge_keep(g->keep + e0, g->col + e0, cnt, i, io->n, io->s, io->thr, sc);
+            else
+                memset(g->keep + e0, 1, (size_t)cnt);
+            cur[r] = e0;
+        }
+        for (int j0 = 0; j0 < L; j0 += SP_KEYS) {
+            int j1 = j0 + SP_KEYS;
+            for (int r = 0; r < R; r++) {
+                float *y = io->Yo + (size_t)(i0 + r) * io->HD;
+                int e = cur[r], end = g->rowptr[i0 + r + 1];
+                for (; e < end && g->col[e] < j1; e++) {
+                    if (!g->keep[e]) continue;
+                    float w = g->a[e] * io->dscale;
+                    const float *v = io->V + (size_t)g->col[e] * ld;
+                    for (int c = 0; c < dh; c++) y[c] += w * v[c];
+                }
+                cur[r] = e;
+            }
+        }
     }
-    if (L == 0) return;
+}
+
+static void unit_fwd(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
+    if (g->dense)
+        unit_fwd_dense(g, io, sc);
+    else
+        unit_fwd_sparse(g, io, sc);
 }
 
 void k_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt,
@@ -716,86 +755,112 @@ typedef struct {
 
 static inline float ste_clip(float x) { return x > 1.0f ? 1.0f : (x < -1.0f ? -1.0f : x); }
 
-static void unit_bwd(const sbm_graph *g, const unit_io *io, const unit_grad *gr,
-                     attn_scratch *sc) {
+static void unit_bwd_dense(const sbm_graph *g, const unit_io *io, const unit_grad *gr,
+                           attn_scratch *sc) {
     const int L = g->rows, dh = io->dh, ld = io->ld, HD = io->HD, kc = gr->kc, Hk = gr->Hk;
-    if (g->dense && L > 0) attn_scratch_blocks(sc, L);
+    if (L == 0) return;
+    attn_scratch_blocks(sc, L);
     const int RB = att_rows(L);
     for (int i0 = 0; i0 < L; i0 += RB) {
         int R = L - i0 < RB ? L - i0 : RB;
-        if (g->dense)  // B1 = dY V^T (the gradient of every weight of the block)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, L, dh, 1.0f,
-                        gr->dout + (size_t)i0 * HD, HD, io->V, ld, 0.0f, sc->B1, L);
+        // B1 = dY V^T: the gradient of every attention weight of the block.
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, L, dh, 1.0f,
+                    gr->dout + (size_t)i0 * HD, HD, io->V, ld, 0.0f, sc->B1, L);
         for (int r = 0; r < R; r++) {
             int i = i0 + r, e0 = g->rowptr[i], cnt = g->rowptr[i + 1] - e0;
-            float *b1 = g->dense ? sc->B1 + (size_t)r * L : NULL;
-            float *b2 = g->dense ? sc->B2 + (size_t)r * L : NULL;
-            float *b3 = g->dense ? sc->B3 + (size_t)r * L : NULL;
+            float *b1 = sc->B1 + (size_t)r * L, *b2 = sc->B2 + (size_t)r * L;
+            float *b3 = sc->B3 + (size_t)r * L;
             const float *dy = gr->dout + (size_t)i * HD, *yo = io->Yo + (size_t)i * HD;
             const int *col = g->col + e0;
             const float *a = g->a + e0;
             const uint8_t *keep = g->keep + e0;
             float Di = 0.0f;
             for (int c = 0; c < dh; c++) Di += dy[c] * yo[c];
-            if (g->dense) {
-                // b1: dA~ gathered, then reused for a~ (dV); b2: ds * scale (dQ, dK); b3: G.
-                float *dadv = sc->row;
-                for (int e = 0; e < cnt; e++) dadv[e] = b1[col[e]];
-                memset(b1, 0, sizeof(float) * L);
-                memset(b2, 0, sizeof(float) * L);
-                memset(b3, 0, sizeof(float) * L);
-                for (int e = 0; e < cnt; e++) {
-                    float kf = keep[e] ? io->dscale : 0.0f;
-                    float ds = a[e] * (dadv[e] * kf - Di);
-                    b1[col[e]] = a[e] * kf;
-                    b2[col[e]] = io->sc * ds;
-                    b3[col[e]] = ste_clip(ds + gr->reg);
-                }
-                continue;
-            }
-            const float *q = io->Q + (size_t)i * ld;
-            float *dq = gr->dQ + (size_t)i * ld;
-            float *gyk = gr->GYk + (size_t)i * kc;
-            const float *yqi = gr->yq + (size_t)i * Hk;
+            // b1: dA~ gathered, then a~ (for dV); b2: ds * scale (dQ, dK); b3: G (STE).
+            float *dadv = sc->row;
+            for (int e = 0; e < cnt; e++) dadv[e] = b1[col[e]];
+            memset(b1, 0, sizeof(float) * L);
+            memset(b2, 0, sizeof(float) * L);
+            memset(b3, 0, sizeof(float) * L);
             for (int e = 0; e < cnt; e++) {
-                int j = col[e];
-                const float *v = io->V + (size_t)j * ld, *kj = io->K + (size_t)j * ld;
-                float *dv = gr->dV + (size_t)j * ld, *dk = gr->dK + (size_t)j * ld;
                 float kf = keep[e] ? io->dscale : 0.0f;
-                float dad = 0.0f;
-                for (int c = 0; c < dh; c++) dad += dy[c] * v[c];
-                float at = a[e] * kf;
-                for (int c = 0; c < dh; c++) dv[c] += at * dy[c];
-                float ds = a[e] * (dad * kf - Di);
-                float s1 = io->sc * ds;
-                for (int c = 0; c < dh; c++) {
-                    dq[c] += s1 * kj[c];
-                    dk[c] += s1 * q[c];
-                }
-                // Straight-through gradient to P_ij (with the density regulariser), clipped.
-                float gp = ste_clip(ds + gr->reg);
-                const float *ykj = gr->yk + (size_t)j * Hk;
-                float *gtyq = gr->GTYq + (size_t)j * kc;
-                for (int c = 0; c < kc; c++) {
-                    gyk[c] += gp * ykj[c];
-                    gtyq[c] += gp * yqi[c];
-                }
+                float ds = a[e] * (dadv[e] * kf - Di);
+                b1[col[e]] = a[e] * kf;
+                b2[col[e]] = io->sc * ds;
+                b3[col[e]] = ste_clip(ds + gr->reg);
             }
         }
-        if (g->dense) {
-            const float *dYb = gr->dout + (size_t)i0 * HD, *Qb = io->Q + (size_t)i0 * ld;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, R, 1.0f, sc->B1, L, dYb,
-                        HD, 1.0f, gr->dV, ld);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, dh, L, 1.0f, sc->B2, L,
-                        io->K, ld, 0.0f, gr->dQ + (size_t)i0 * ld, ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, R, 1.0f, sc->B2, L, Qb, ld,
-                        1.0f, gr->dK, ld);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, kc, L, 1.0f, sc->B3, L,
-                        gr->yk, Hk, 0.0f, gr->GYk + (size_t)i0 * kc, kc);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, kc, R, 1.0f, sc->B3, L,
-                        gr->yq + (size_t)i0 * Hk, Hk, 1.0f, gr->GTYq, kc);
+        const float *dYb = gr->dout + (size_t)i0 * HD, *Qb = io->Q + (size_t)i0 * ld;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, R, 1.0f, sc->B1, L, dYb, HD,
+                    1.0f, gr->dV, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, dh, L, 1.0f, sc->B2, L, io->K,
+                    ld, 0.0f, gr->dQ + (size_t)i0 * ld, ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, R, 1.0f, sc->B2, L, Qb, ld,
+                    1.0f, gr->dK, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, kc, L, 1.0f, sc->B3, L, gr->yk,
+                    Hk, 0.0f, gr->GYk + (size_t)i0 * kc, kc);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, kc, R, 1.0f, sc->B3, L,
+                    gr->yq + (size_t)i0 * Hk, Hk, 1.0f, gr->GTYq, kc);
+    }
+}
+
+static void unit_bwd_sparse(const sbm_graph *g, const unit_io *io, const unit_grad *gr) {
+    const int L = g->rows, dh = io->dh, ld = io->ld, HD = io->HD, kc = gr->kc, Hk = gr->Hk;
+    int cur[SP_ROWS];
+    float Di[SP_ROWS];
+    for (int i0 = 0; i0 < L; i0 += SP_ROWS) {
+        int R = L - i0 < SP_ROWS ? L - i0 : SP_ROWS;
+        for (int r = 0; r < R; r++) {
+            const float *dy = gr->dout + (size_t)(i0 + r) * HD, *yo = io->Yo + (size_t)(i0 + r) * HD;
+            float acc = 0.0f;
+            for (int c = 0; c < dh; c++) acc += dy[c] * yo[c];
+            Di[r] = acc;
+            cur[r] = g->rowptr[i0 + r];
+        }
+        for (int j0 = 0; j0 < L; j0 += SP_KEYS) {
+            int j1 = j0 + SP_KEYS;
+            for (int r = 0; r < R; r++) {
+                int i = i0 + r, e = cur[r], end = g->rowptr[i + 1];
+                if (e >= end || g->col[e] >= j1) continue;
+                const float *q = io->Q + (size_t)i * ld, *dy = gr->dout + (size_t)i * HD;
+                float *dq = gr->dQ + (size_t)i * ld, *gyk = gr->GYk + (size_t)i * kc;
+                const float *yqi = gr->yq + (size_t)i * Hk;
+                for (; e < end && g->col[e] < j1; e++) {
+                    int j = g->col[e];
+                    const float *v = io->V + (size_t)j * ld, *kj = io->K + (size_t)j * ld;
+                    float *dv = gr->dV + (size_t)j * ld, *dk = gr->dK + (size_t)j * ld;
+                    float kf = g->keep[e] ? io->dscale : 0.0f, a = g->a[e];
+                    float dad = 0.0f;
+                    for (int c = 0; c < dh; c++) dad += dy[c] * v[c];
+                    float at = a * kf;
+                    for (int c = 0; c < dh; c++) dv[c] += at * dy[c];
+                    float ds = a * (dad * kf - Di[r]);
+                    float s1 = io->sc * ds;
+                    for (int c = 0; c < dh; c++) {
+                        dq[c] += s1 * kj[c];
+                        dk[c] += s1 * q[c];
+                    }
+                    // Straight-through gradient to P_ij (with the density regulariser), clipped.
+                    float gp = ste_clip(ds + gr->reg);
+                    const float *ykj = gr->yk + (size_t)j * Hk;
+                    float *gtyq = gr->GTYq + (size_t)j * kc;
+                    for (int c = 0; c < kc; c++) {
+                        gyk[c] += gp * ykj[c];
+                        gtyq[c] += gp * yqi[c];
+                    }
+                }
+                cur[r] = e;
+            }
         }
     }
+}
+
+static void unit_bwd(const sbm_graph *g, const unit_io *io, const unit_grad *gr,
+                     attn_scratch *sc) {
+    if (g->dense)
+        unit_bwd_dense(g, io, gr, sc);
+    else
+        unit_bwd_sparse(g, io, gr);
 }
 
 void k_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dout,
