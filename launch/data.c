@@ -5,6 +5,7 @@
 
 #include "io/listops.h"
 #include "kernels/common.h"
+#include "launch/cli.h"
 
 static int parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
@@ -19,9 +20,18 @@ static int parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, in
 }
 
 int cli_data(int argc, char **argv) {
+    if (argc >= 1) {
+        const char *k = argv[0];
+        if (!strcmp(k, "import-listops")) return cli_import_listops(argc - 1, argv + 1);
+        if (!strcmp(k, "import-text")) return cli_import_text(argc - 1, argv + 1);
+        if (!strcmp(k, "import-retrieval")) return cli_import_retrieval(argc - 1, argv + 1);
+        if (!strcmp(k, "import-image")) return cli_import_image(argc - 1, argv + 1);
+        if (!strcmp(k, "import-pathfinder")) return cli_import_pathfinder(argc - 1, argv + 1);
+    }
     if (argc < 1 || strcmp(argv[0], "listops") != 0) {
-        fprintf(stderr, "sbmt data: expected 'listops' (the converters for the LRA release files "
-                        "come with sbmt data import-*)\n");
+        fprintf(stderr, "sbmt data: expected listops (the generator) or import-listops, "
+                        "import-text, import-retrieval, import-image, import-pathfinder "
+                        "(converters of the LRA release files; see sbmt help data)\n");
         return 1;
     }
     listops_params p = {96000, 2000, 2000, 500, 2000, 2048, 1};

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
-      hdf5-tools libcmocka-dev libopenblas-dev libopenblas0-pthread)
+      hdf5-tools libcmocka-dev libopenblas-dev libopenblas0-pthread libpng-dev)
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(python3-torch python3-numpy python3-h5py)
 fi

@@ -180,13 +180,15 @@ static int train_main(train_run *r, char *err) {
     int64_t start = 0;
     if (r->resume) {
         char from[4200];
+        double t0 = sbmt_now();
         if (ckpts_resume(r->resume, r->out_dir, &r->m, c->seed, &start, from, sizeof(from), err))
             return -1;
         if (start > c->steps)
             return sbmt_errf(err, "%s: checkpoint at step %lld is past train.steps = %d", from,
                              (long long)start, c->steps);
         if (from[0])
-            printf("resumed from %s at step %lld\n", from, (long long)start);
+            printf("resumed from %s at step %lld (loaded in %.3f s)\n", from, (long long)start,
+                   sbmt_now() - t0);
         else
             printf("no checkpoint in %s: starting from step 0\n", r->out_dir);
     }
@@ -272,11 +274,14 @@ static int train_main(train_run *r, char *err) {
             t_log = sbmt_now();
         }
         if (c->checkpoint_every > 0 && done % c->checkpoint_every == 0 && done != c->steps) {
+            double t0 = sbmt_now();
             if (ckpts_save(r->out_dir, &r->m, done, c->seed, config_text, c->keep_checkpoints,
                            err)) {
                 rc = -1;
                 break;
             }
+            if (done % c->log_every == 0)
+                printf("checkpoint step %d written in %.3f s\n", done, sbmt_now() - t0);
             t_log = sbmt_now();
         }
         if (stop_signal && done != c->steps) {
@@ -303,7 +308,9 @@ static int train_main(train_run *r, char *err) {
     char fpath[4200], cpath[4200], tpath[4300];
     snprintf(fpath, sizeof(fpath), "%s/final.h5", r->out_dir);
     ckpts_path(cpath, sizeof(cpath), r->out_dir, c->steps);
+    double t_ck = sbmt_now();
     rc = ckpts_save(r->out_dir, &r->m, c->steps, c->seed, config_text, c->keep_checkpoints, err);
+    t_ck = sbmt_now() - t_ck;
     if (rc == 0) {
         snprintf(tpath, sizeof(tpath), "%s.tmp", fpath);
         unlink(tpath);
@@ -315,7 +322,8 @@ static int train_main(train_run *r, char *err) {
     }
     free(config_text);
     if (rc) return -1;
-    printf("wrote %s (%.1f s total)\n", fpath, sbmt_now() - t_start);
+    printf("wrote %s (checkpoint written in %.3f s; %.1f s total)\n", fpath, t_ck,
+           sbmt_now() - t_start);
     return 0;
 }
 
