@@ -13,6 +13,10 @@
 #include "kernels/philox.h"
 #include "kernels/sbm.h"
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the dense sampler packs edge flags assuming little-endian byte order"
+#endif
+
 void sbm_graphs_free(sbm_graphs *gs) {
     for (int u = 0; u < gs->units_cap; u++) {
         free(gs->g[u].rowptr);
@@ -411,7 +415,7 @@ static void sample_dense(sbm_graph *g, const float *Yq, const float *Yk, int ld,
     GROW(sc, T1, (size_t)L * kc);
     GROW(sc, P, (size_t)RB * L);
     GROW(sc, words, 4 * ((size_t)L / 4 + 2));
-    GROW(sc, hit, (size_t)L);
+    GROW(sc, hit, (size_t)L + 64);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, kc, kc, 1.0f, Yq, ld, S, kc, 0.0f,
                 sc->T1, kc);
     // Edges are appended row by row; the capacity grows as needed.
@@ -444,7 +448,8 @@ static void sample_dense(sbm_graph *g, const float *Yq, const float *Yk, int ld,
             const float *prow = sc->P + (size_t)r * L;
             const uint32_t *wr = sc->words + (e0 & 3u);
             // Pass 1 (vectorised): edge flags by comparing 24-bit uniforms with integer
-            // thresholds. Pass 2: branch-free compaction, the count advancing only on an edge.
+            // thresholds. Pass 2: flags packed 8 at a time into bit masks (a multiply gathers the
+            // low bit of each byte), then set bits are walked, so work follows the edges.
             uint8_t *hit = sc->hit;
             for (int j = 0; j < L; j++) {
                 float pr = prow[j] + eps;
@@ -452,11 +457,21 @@ static void sample_dense(sbm_graph *g, const float *Yq, const float *Yk, int ld,
                 int32_t thr = (int32_t)(pr * 16777216.0f);
                 hit[j] = (uint8_t)((mask[j] != 0.0f) & ((int32_t)(wr[j] >> 8) < thr));
             }
+            int Lp = (L + 63) & ~63;
+            for (int j = L; j < Lp; j++) hit[j] = 0;
             int *col = g->col + nnz;
             int c = 0;
-            for (int j = 0; j < L; j++) {
-                col[c] = j;
-                c += hit[j];
+            for (int j0 = 0; j0 < Lp; j0 += 64) {
+                uint64_t bits = 0;
+                for (int b = 0; b < 8; b++) {
+                    uint64_t x;
+                    memcpy(&x, hit + j0 + 8 * b, 8);
+                    bits |= ((x * 0x0102040810204080ULL) >> 56) << (8 * b);
+                }
+                while (bits) {
+                    col[c++] = j0 + __builtin_ctzll(bits);
+                    bits &= bits - 1;
+                }
             }
             nnz += c;
         }

@@ -31,8 +31,9 @@ static inline float fast_expf(float x) {
 #if defined(__AVX2__)
 #include <immintrin.h>
 
-// Eight Philox4x32-10 blocks at once: counters c0 (per lane) and the stream's c1..c3, key.
-static inline void philox8_avx2(const uint32_t *c0in, rng_stream s, uint32_t out[4][8]) {
+// Eight Philox4x32-10 blocks at once: counters c0 (per lane) and the stream's c1..c3, key;
+// out receives the blocks one after another (out[4*l + w]), transposed in registers.
+static inline void philox8_avx2(const uint32_t *c0in, rng_stream s, uint32_t *out) {
     const __m256i M0 = _mm256_set1_epi32((int)0xD2511F53u), M1 = _mm256_set1_epi32((int)0xCD9E8D57u);
     __m256i c0 = _mm256_loadu_si256((const __m256i *)c0in);
     __m256i c1 = _mm256_set1_epi32((int)s.c1), c2 = _mm256_set1_epi32((int)s.c2);
@@ -53,10 +54,15 @@ static inline void philox8_avx2(const uint32_t *c0in, rng_stream s, uint32_t out
         k0 += 0x9E3779B9u;
         k1 += 0xBB67AE85u;
     }
-    _mm256_storeu_si256((__m256i *)out[0], c0);
-    _mm256_storeu_si256((__m256i *)out[1], c1);
-    _mm256_storeu_si256((__m256i *)out[2], c2);
-    _mm256_storeu_si256((__m256i *)out[3], c3);
+    // 4 x 8 words -> 8 blocks of 4: interleave words, then blocks, then 128-bit halves.
+    __m256i t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
+    __m256i t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
+    __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    _mm256_storeu_si256((__m256i *)out, _mm256_permute2x128_si256(u0, u1, 0x20));
+    _mm256_storeu_si256((__m256i *)(out + 8), _mm256_permute2x128_si256(u2, u3, 0x20));
+    _mm256_storeu_si256((__m256i *)(out + 16), _mm256_permute2x128_si256(u0, u1, 0x31));
+    _mm256_storeu_si256((__m256i *)(out + 24), _mm256_permute2x128_si256(u2, u3, 0x31));
 }
 #endif
 
@@ -69,11 +75,9 @@ static inline void philox_lanes(rng_stream s, uint32_t first, const uint32_t *bl
     int base = 0;
 #if defined(__AVX2__)
     for (; base + 8 <= count; base += 8) {
-        uint32_t c[8], o[4][8];
+        uint32_t c[8];
         for (int l = 0; l < 8; l++) c[l] = blocks ? blocks[base + l] : first + (uint32_t)(base + l);
-        philox8_avx2(c, s, o);
-        for (int l = 0; l < 8; l++)
-            for (int w = 0; w < 4; w++) out[4 * (base + l) + w] = o[w][l];
+        philox8_avx2(c, s, out + 4 * base);
     }
 #endif
     enum { W = 16 };
