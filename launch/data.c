@@ -82,7 +82,13 @@ int cli_help(const char *cmd) {
     if (!strcmp(cmd, "data")) {
         printf("sbmt data listops --out F.h5 [--train N] [--dev N] [--test N] [--min-len A]\n"
                "                  [--max-len B] [--seq-len L] [--seed S] [--quiet]\n"
-               "  LRA ListOps (SPEC.md section 7); defaults: 96000/2000/2000, 500..2000, 2048, 1\n");
+               "  LRA ListOps (SPEC.md section 7); defaults: 96000/2000/2000, 500..2000, 2048, 1\n"
+               "Converters of the LRA release files (each takes --help):\n"
+               "sbmt data import-listops    --in DIR --out F.h5 [--seq-len N] [--truncate]\n"
+               "sbmt data import-text       --in aclImdb --out F.h5 [--seq-len N] [--dev-from-train N]\n"
+               "sbmt data import-retrieval  --in DIR --out F.h5 [--seq-len N]\n"
+               "sbmt data import-image      --in cifar-10-batches-bin --out F.h5 [--dev N]\n"
+               "sbmt data import-pathfinder --in pathfinder32 --out F.h5 [--difficulty easy|medium|hard]\n");
     } else if (!strcmp(cmd, "train")) {
         printf("sbmt train --config C.ini [--data F.h5] [--out DIR] [--threads N] [--resume auto|F]\n"
                "           [--set s.k=v ...]\n"
