@@ -24,7 +24,7 @@
 //  7. Edge cases: a sequence with a single valid position, a fully padded sequence, the AUTO
 //     sampler's choice at SBM_AUTO_DENSE_FRACTION.
 //
-// Finite-difference method and tolerances are those of test_kernels.c (see its header):
+// Finite-difference method and tolerances are those of testlib.h (see its header):
 // L(x) = sum(R * f(x)) in double, central differences with the float32 step actually taken,
 // per-entry |a - n| <= atol + rtol * max(|a|, |n|) and an aggregate relative L2 bound.
 // Dense references are compared with an error budget relative to the sum of the absolute values
@@ -58,63 +58,16 @@
 #include "kernels/philox.h"
 #include "kernels/sbm.h"
 
-// ---------------------------------------------------------------- random numbers, buffers
+#define TESTLIB_GRAD_NAME_WIDTH 40
+#include "testlib.h"
 
-static uint64_t g_rng = 1;
-static void seed_rng(uint64_t s) { g_rng = s * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL; }
-static uint64_t next_u64(void) {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
-static double urand(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
-static float randn(void) {
-    double u1 = urand(), u2 = urand();
-    if (u1 < 1e-300) u1 = 1e-300;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-static int randint(int n) { return (int)(next_u64() % (uint64_t)n); }
+// ---------------------------------------------------------------- buffers, dense references
 
-static float *randn_buf(size_t n, float scale) {
-    float *p = xmalloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) p[i] = scale * randn();
-    return p;
-}
-static float *fill_buf(size_t n, float v) {
-    float *p = xmalloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) p[i] = v;
-    return p;
-}
-static float *copy_buf(const float *x, size_t n) {
-    float *p = xmalloc((n ? n : 1) * sizeof(float));
-    memcpy(p, x, n * sizeof(float));
-    return p;
-}
 static double *dzeros(size_t n) { return xcalloc(n ? n : 1, sizeof(double)); }
-static double dot_rd(const float *R, const float *y, size_t n) {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) s += (double)R[i] * (double)y[i];
-    return s;
-}
 static bool all_finite(const float *x, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return false;
     return true;
-}
-// |x - y| <= tol * (1 + |y|) elementwise; returns the index of the first failure or -1.
-static long first_mismatch(const float *x, const float *y, size_t n, double tol) {
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)x[i] - (double)y[i]);
-        if (!(d <= tol * (1.0 + fabs((double)y[i])))) return (long)i;
-    }
-    return -1;
-}
-static void assert_close(const char *what, const float *x, const float *y, size_t n, double tol) {
-    long i = first_mismatch(x, y, n, tol);
-    if (i >= 0)
-        print_error("%s: entry %ld: got %.9g, expected %.9g (tol %.1e)\n", what, i, x[i], y[i], tol);
-    assert_true(i < 0);
 }
 // Kernel values x against double references r, entry-wise |x - r| <= rel * mag + abs; returns
 // the worst ratio |x - r| / bound (NaN counts as infinite) and prints the first failure.
@@ -133,169 +86,6 @@ static double compare_ref(const char *what, const float *x, const double *r, con
         }
     }
     return worst;
-}
-
-// ---------------------------------------------------------------- packed batches
-
-typedef struct {
-    kbatch bt;
-} tbatch;
-
-// B sequences of the given lengths (padded length n), random ids in 1..V-1 (mask 1).
-static void tb_make(tbatch *tb, int B, int n, const int *lens, const uint32_t *samples, int V) {
-    kbatch *bt = &tb->bt;
-    bt->B = B;
-    bt->n = n;
-    bt->len = xmalloc(sizeof(int) * (size_t)B);
-    bt->off = xmalloc(sizeof(int) * (size_t)(B + 1));
-    bt->sample = xmalloc(sizeof(uint32_t) * (size_t)B);
-    bt->off[0] = 0;
-    for (int b = 0; b < B; b++) {
-        bt->len[b] = lens[b];
-        bt->off[b + 1] = bt->off[b] + lens[b];
-        bt->sample[b] = samples[b];
-    }
-    bt->T = bt->off[B];
-    bt->ids = xmalloc(sizeof(int32_t) * (size_t)(bt->T > 0 ? bt->T : 1));
-    bt->mask = xmalloc(sizeof(float) * (size_t)(bt->T > 0 ? bt->T : 1));
-    for (int r = 0; r < bt->T; r++) {
-        bt->ids[r] = 1 + randint(V - 1);
-        bt->mask[r] = 1.0f;
-    }
-}
-// Position t of sequence b becomes padding (id 0, mask 0).
-static void tb_pad(tbatch *tb, int b, int t) {
-    int r = tb->bt.off[b] + t;
-    tb->bt.ids[r] = 0;
-    tb->bt.mask[r] = 0.0f;
-}
-static void tb_free(tbatch *tb) {
-    free(tb->bt.len);
-    free(tb->bt.off);
-    free(tb->bt.sample);
-    free(tb->bt.ids);
-    free(tb->bt.mask);
-}
-
-// ---------------------------------------------------------------- gradient checking
-
-typedef double (*loss_fn)(void *ctx);
-
-typedef struct {
-    double h, atol, rtol, l2tol;
-} gtol;
-
-static const gtol TOL_DENSE = {1e-2, 5e-4, 5e-3, 1e-3};
-static const gtol TOL_ATTN = {1e-2, 2e-3, 5e-3, 1e-3};
-
-typedef struct {
-    size_t k;
-    size_t *idx;
-    double *a, *num;
-} gsample;
-
-static void gsample_free(gsample *g) {
-    free(g->idx);
-    free(g->a);
-    free(g->num);
-}
-
-// Numerical gradient of f w.r.t. x[0..n) at all coordinates (n <= maxk) or a random sample of
-// maxk distinct ones, paired with the analytical gradient ga at the same coordinates.
-static gsample fd_sample(loss_fn f, void *ctx, float *x, size_t n, const float *ga, size_t maxk,
-                         double h) {
-    gsample g;
-    size_t *perm = xmalloc(sizeof(size_t) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) perm[i] = i;
-    g.k = n <= maxk ? n : maxk;
-    if (g.k < n)
-        for (size_t i = 0; i < g.k; i++) {  // partial Fisher-Yates
-            size_t j = i + (size_t)(next_u64() % (uint64_t)(n - i));
-            size_t t = perm[i];
-            perm[i] = perm[j];
-            perm[j] = t;
-        }
-    g.idx = perm;
-    g.a = xmalloc(sizeof(double) * (g.k ? g.k : 1));
-    g.num = xmalloc(sizeof(double) * (g.k ? g.k : 1));
-    for (size_t s = 0; s < g.k; s++) {
-        size_t i = perm[s];
-        float x0 = x[i];
-        float xp = (float)((double)x0 + h), xm = (float)((double)x0 - h);
-        x[i] = xp;
-        double lp = f(ctx);
-        x[i] = xm;
-        double lm = f(ctx);
-        x[i] = x0;
-        g.num[s] = (lp - lm) / ((double)xp - (double)xm);
-        g.a[s] = ga[i];
-    }
-    return g;
-}
-
-typedef struct {
-    size_t nbad, worst;
-    double worst_ratio;  // max over entries of |a - n| / (atol + rtol * max(|a|, |n|))
-    double max_err, rel_l2, max_a, max_n;
-} gstats;
-
-static gstats grad_stats(const double *a, const double *num, size_t k, gtol t) {
-    gstats s = {0, 0, 0.0, 0.0, 0.0, 0.0, 0.0};
-    double se = 0.0, sn = 0.0;
-    for (size_t i = 0; i < k; i++) {
-        double err = fabs(a[i] - num[i]);
-        double bound = t.atol + t.rtol * fmax(fabs(a[i]), fabs(num[i]));
-        double ratio = err / bound;
-        if (!(err <= bound)) s.nbad++;
-        if (!(ratio <= s.worst_ratio)) {  // NaN becomes the worst
-            s.worst_ratio = ratio;
-            s.worst = i;
-        }
-        if (err > s.max_err) s.max_err = err;
-        s.max_a = fmax(s.max_a, fabs(a[i]));
-        s.max_n = fmax(s.max_n, fabs(num[i]));
-        se += (a[i] - num[i]) * (a[i] - num[i]);
-        sn += num[i] * num[i];
-    }
-    s.rel_l2 = sqrt(se) / fmax(sqrt(sn), 1e-300);
-    if (isnan(se)) s.rel_l2 = NAN;
-    return s;
-}
-
-static bool grad_match(const double *a, const double *num, size_t k, gtol t) {
-    gstats s = grad_stats(a, num, k, t);
-    return s.nbad == 0 && s.rel_l2 <= t.l2tol;
-}
-
-// Not vacuous: at least min(k, 3) numerical entries and the analytical maximum clearly above
-// the noise floor atol.
-static bool nonvacuous(const gsample *g, gtol t) {
-    size_t big = 0;
-    double maxa = 0.0;
-    for (size_t i = 0; i < g->k; i++) {
-        if (fabs(g->num[i]) > 10.0 * t.atol) big++;
-        maxa = fmax(maxa, fabs(g->a[i]));
-    }
-    size_t need = g->k < 3 ? g->k : 3;
-    return g->k > 0 && big >= need && maxa > 10.0 * t.atol;
-}
-
-static void check_grad(const char *what, loss_fn f, void *ctx, float *x, size_t n,
-                       const float *ga, size_t maxk, gtol t) {
-    gsample g = fd_sample(f, ctx, x, n, ga, maxk, t.h);
-    gstats s = grad_stats(g.a, g.num, g.k, t);
-    bool ok = grad_match(g.a, g.num, g.k, t), nv = nonvacuous(&g, t);
-    printf("    %-40s k=%5zu max|g|=%8.3g max|a-n|=%8.2e worst err/bound=%5.3f relL2=%8.2e\n",
-           what, g.k, s.max_n, s.max_err, s.worst_ratio, s.rel_l2);
-    if (!ok)
-        print_error("%s: %zu of %zu entries out of tolerance, relL2 %.3e (limit %.1e); worst at "
-                    "index %zu: analytical %.8g numerical %.8g\n",
-                    what, s.nbad, g.k, s.rel_l2, t.l2tol, g.k ? g.idx[s.worst] : 0,
-                    g.k ? g.a[s.worst] : 0.0, g.k ? g.num[s.worst] : 0.0);
-    if (!nv) print_error("%s: vacuous check: gradients are ~0\n", what);
-    gsample_free(&g);
-    assert_true(ok);
-    assert_true(nv);
 }
 
 // ---------------------------------------------------------------- SBM helpers
