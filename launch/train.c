@@ -24,7 +24,38 @@
 // Set by SIGTERM/SIGINT (Slurm preemption, Ctrl-C): the loop checkpoints and stops. The only
 // state outside the run context, as a signal handler can reach nothing else.
 static volatile sig_atomic_t stop_signal;
-static void on_stop_signal(int sig) { stop_signal = sig; }
+static void on_stop_signal(int sig) {
+    stop_signal = sig;
+    signal(sig, SIG_DFL);  // a second Ctrl-C stops at once
+}
+
+// After resuming at `step`, drops the metrics lines of steps past it (written by the run that
+// was interrupted), so the file reads as one uninterrupted run. Rewritten atomically.
+static int metrics_truncate(const char *path, int64_t step, char *err) {
+    FILE *in = fopen(path, "r");
+    if (!in) return 0;  // no metrics yet
+    char tmp[4300];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        fclose(in);
+        return sbmt_errf(err, "%s: cannot write: %s", tmp, strerror(errno));
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, in) > 0) {
+        const char *p = strstr(line, "\"step\":");
+        if (p && atoll(p + 7) > step) continue;
+        fputs(line, out);
+    }
+    free(line);
+    fclose(in);
+    if (fclose(out) || rename(tmp, path)) {
+        remove(tmp);
+        return sbmt_errf(err, "%s: cannot rewrite: %s", path, strerror(errno));
+    }
+    return 0;
+}
 
 // Everything one training run owns (the single mutable context of the program).
 typedef struct {
@@ -158,10 +189,6 @@ static int train_main(train_run *r, char *err) {
     if (r->ds.rows[SPLIT_TRAIN] <= 0)
         return sbmt_errf(err, "%s: the dataset has no training rows", c->path);
     if (mkdir_p(r->out_dir, err)) return -1;
-    char mpath[4200];
-    snprintf(mpath, sizeof(mpath), "%s/metrics.jsonl", r->out_dir);
-    r->metrics = fopen(mpath, "a");
-    if (!r->metrics) return sbmt_errf(err, "%s: cannot open for writing: %s", mpath, strerror(errno));
 
     model_dims dims = run_model_dims(c);
     const int B = c->batch_size, n = c->seq_len;
@@ -192,6 +219,11 @@ static int train_main(train_run *r, char *err) {
         else
             printf("no checkpoint in %s: starting from step 0\n", r->out_dir);
     }
+    char mpath[4200];
+    snprintf(mpath, sizeof(mpath), "%s/metrics.jsonl", r->out_dir);
+    if (r->resume && metrics_truncate(mpath, start, err)) return -1;
+    r->metrics = fopen(mpath, "a");
+    if (!r->metrics) return sbmt_errf(err, "%s: cannot open for writing: %s", mpath, strerror(errno));
     char *config_text = config_to_string(c);
     fflush(stdout);
 

@@ -172,6 +172,12 @@ static void test_kill_and_resume(void **state) {
                   attempts);
     assert_true(kills >= 15);
     assert_same_checkpoint("ref/final.h5", "killed/final.h5");
+    // metrics.jsonl reads as one run: train steps strictly increasing, ending at the last step
+    // (lines of steps past a resume point are dropped on resume).
+    assert_int_equal(sh("grep '\"split\":\"train\"' killed/metrics.jsonl | "
+                        "sed 's/.*\"step\":\\([0-9]*\\).*/\\1/' > steps.txt && "
+                        "sort -n -u steps.txt | cmp -s - steps.txt && test $(tail -1 steps.txt) -eq 200"),
+                     0);
 }
 
 static void test_sigterm_checkpoints(void **state) {
