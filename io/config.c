@@ -42,6 +42,7 @@ static const key_def KEYS[] = {
     {"data", "seq_len", T_INT, F(seq_len), 2, 1 << 24, NULL, "sequence length n"},
     {"data", "vocab_size", T_INT, F(vocab_size), 0, 1 << 24, NULL, "0: from the dataset"},
     {"data", "num_classes", T_INT, F(num_classes), 0, 1 << 20, NULL, "0: from the dataset"},
+    {"data", "dual", T_BOOL, F(dual), 0, 1, NULL, "dual encoder: set from the dataset"},
     {"data", "gen_train", T_INT, F(gen_train), 1, 1 << 30, NULL, "generated train rows"},
     {"data", "gen_dev", T_INT, F(gen_dev), 1, 1 << 30, NULL, "generated dev rows"},
     {"data", "gen_test", T_INT, F(gen_test), 1, 1 << 30, NULL, "generated test rows"},

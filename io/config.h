@@ -31,6 +31,7 @@ typedef struct {
     int seq_len;            // n (must match the dataset)
     int vocab_size;         // 0: take from the dataset
     int num_classes;        // 0: take from the dataset
+    int dual;               // dual encoder (pairs of documents): set from the dataset
     int gen_train, gen_dev, gen_test;  // sizes when the dataset is generated
     int gen_min_len, gen_max_len;      // ListOps length bounds when generated
     // [train]

@@ -239,6 +239,32 @@ void k_mask_pool_bwd(kctx *k, float *dx, const float *dpooled, const kbatch *bt,
     }
 }
 
+void k_dual_combine_fwd(kctx *k, float *out, const float *pooled, int B, int D) {
+    for (int b = 0; b < B; b++) {
+        const float *x0 = pooled + (size_t)2 * b * D, *x1 = x0 + D;
+        float *o = out + (size_t)4 * b * D;
+        for (int c = 0; c < D; c++) {
+            o[c] = x0[c];
+            o[D + c] = x1[c];
+            o[2 * D + c] = x0[c] * x1[c];
+            o[3 * D + c] = x0[c] - x1[c];
+        }
+    }
+}
+
+void k_dual_combine_bwd(kctx *k, float *dpooled, const float *dout, const float *pooled, int B,
+                        int D) {
+    for (int b = 0; b < B; b++) {
+        const float *x0 = pooled + (size_t)2 * b * D, *x1 = x0 + D;
+        const float *g = dout + (size_t)4 * b * D;
+        float *d0 = dpooled + (size_t)2 * b * D, *d1 = d0 + D;
+        for (int c = 0; c < D; c++) {
+            d0[c] = g[c] + g[2 * D + c] * x1[c] + g[3 * D + c];
+            d1[c] = g[D + c] + g[2 * D + c] * x0[c] - g[3 * D + c];
+        }
+    }
+}
+
 double k_xent_fwd(kctx *k, float *probs, const float *logits, const int32_t *labels, int B, int C,
                   int *correct) {
     double loss = 0.0;

@@ -96,6 +96,13 @@ void k_mask_pool_fwd(kctx *k, float *pooled, float *x, const kbatch *bt, int D, 
 // dx[T, D] = (pooling gradient) * mask
 void k_mask_pool_bwd(kctx *k, float *dx, const float *dpooled, const kbatch *bt, int D, int cls);
 
+// Dual encoder (LRA retrieval): pooled [2B, D] holds document 0 and 1 of pair b in rows 2b and
+// 2b+1; out [B, 4D] = [x0, x1, x0 * x1, x0 - x1].
+void k_dual_combine_fwd(kctx *k, float *out, const float *pooled, int B, int D);
+// dpooled [2B, D] (overwritten) from dout [B, 4D].
+void k_dual_combine_bwd(kctx *k, float *dpooled, const float *dout, const float *pooled, int B,
+                        int D);
+
 // Softmax cross-entropy: probs[B,C]; returns the summed loss; *correct += argmax hits.
 double k_xent_fwd(kctx *k, float *probs, const float *logits, const int32_t *labels, int B, int C,
                   int *correct);

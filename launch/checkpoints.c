@@ -64,6 +64,7 @@ int ckpts_save(const char *dir, const model *m, int64_t step, uint64_t seed,
 // Names the first model setting that differs between two configurations, or returns NULL.
 static const char *model_mismatch(const model_dims *a, const model_dims *b) {
     if (a->sbm != b->sbm) return "model.attention";
+    if (a->dual != b->dual) return "data.dual";
     if (a->d_model != b->d_model) return "model.d_model";
     if (a->d_ff != b->d_ff) return "model.d_ff";
     if (a->heads != b->heads) return "model.heads";

@@ -6,6 +6,9 @@
 #include "kernels/common.h"
 
 int run_resolve_config(sbmt_config *cfg, const ds_file *ds, char *err) {
+    if (cfg->dual && !ds->dual)
+        return sbmt_errf(err, "%s: the model is a dual encoder (data.dual) but the dataset has "
+                              "single sequences", ds->path);
     if (cfg->seq_len != ds->seq_len)
         return sbmt_errf(err, "%s: seq_len is %d but the configuration has data.seq_len = %d",
                          ds->path, ds->seq_len, cfg->seq_len);
@@ -18,9 +21,7 @@ int run_resolve_config(sbmt_config *cfg, const ds_file *ds, char *err) {
         return sbmt_errf(err,
                          "%s: num_classes is %d but the configuration has data.num_classes = %d",
                          ds->path, ds->num_classes, cfg->num_classes);
-    if (ds->dual)
-        return sbmt_errf(err, "%s: dual-encoder datasets (task %s) are not supported yet",
-                         ds->path, ds->task);
+    cfg->dual = ds->dual;
     if (!cfg->vocab_size) cfg->vocab_size = ds->vocab_size;
     cfg->num_classes = ds->num_classes;
     if (strcmp(cfg->pooling, "cls") == 0 && cfg->vocab_size < 3)
@@ -41,6 +42,7 @@ model_dims run_model_dims(const sbmt_config *cfg) {
     d.layers = cfg->layers;
     d.classes = cfg->num_classes;
     d.cls = strcmp(cfg->pooling, "cls") == 0;
+    d.dual = cfg->dual;
     d.dropout = cfg->dropout;
     d.attn_dropout = cfg->attn_dropout;
     d.sbm = strcmp(cfg->attention, "sbm") == 0;
@@ -55,11 +57,29 @@ model_dims run_model_dims(const sbmt_config *cfg) {
 
 int run_load_batch(ds_file *ds, int split, const int64_t *rows, int count, const sbmt_config *cfg,
                    int32_t *ids_buf, int32_t *labels, kbatch *bt, char *err) {
-    if (ds_read_rows(ds, split, rows, count, ids_buf, NULL, labels, err)) return -1;
-    uint32_t sample[count > 0 ? count : 1];
-    for (int i = 0; i < count; i++) sample[i] = (uint32_t)rows[i];
+    const int n = cfg->seq_len, S = ds->dual ? 2 * count : count;
+    int32_t *ids1 = ds->dual ? ids_buf + (size_t)count * n : NULL;
+    if (ds_read_rows(ds, split, rows, count, ids_buf, ids1, labels, err)) return -1;
+    uint32_t *sample = xmalloc(sizeof(uint32_t) * (size_t)(S > 0 ? S : 1));
+    const int32_t *packed = ids_buf;
+    int32_t *inter = NULL;
+    if (ds->dual) {
+        // Documents 0 and 1 of row r become sequences 2i and 2i+1, keyed by 2r and 2r+1.
+        inter = xmalloc(sizeof(int32_t) * (size_t)S * n);
+        for (int i = 0; i < count; i++) {
+            memcpy(inter + (size_t)(2 * i) * n, ids_buf + (size_t)i * n, sizeof(int32_t) * n);
+            memcpy(inter + (size_t)(2 * i + 1) * n, ids1 + (size_t)i * n, sizeof(int32_t) * n);
+            sample[2 * i] = (uint32_t)(2 * rows[i]);
+            sample[2 * i + 1] = (uint32_t)(2 * rows[i] + 1);
+        }
+        packed = inter;
+    } else {
+        for (int i = 0; i < count; i++) sample[i] = (uint32_t)rows[i];
+    }
     int cls = strcmp(cfg->pooling, "cls") == 0;
-    batch_pack(bt, ids_buf, count, cfg->seq_len, sample, cls, cfg->vocab_size - 1);
+    batch_pack(bt, packed, S, n, sample, cls, cfg->vocab_size - 1);
+    free(inter);
+    free(sample);
     return 0;
 }
 
@@ -69,12 +89,12 @@ int run_evaluate(model *m, kctx *k, ds_file *ds, int split, int64_t max_rows, co
     if (N < 0)
         return sbmt_errf(err, "%s: the dataset has no '%s' split", ds->path, split_names[split]);
     if (max_rows > 0 && max_rows < N) N = max_rows;
-    int bs = m->max_batch;
-    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)bs * cfg->seq_len);
+    int bs = m->max_batch, spe = ds->dual ? 2 : 1;  // sequences per example
+    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)bs * spe * cfg->seq_len);
     int32_t *labels = xmalloc(sizeof(int32_t) * (size_t)bs);
     int64_t *rows = xmalloc(sizeof(int64_t) * (size_t)bs);
     kbatch bt;
-    batch_alloc(&bt, bs, cfg->seq_len);
+    batch_alloc(&bt, bs * spe, cfg->seq_len);
     double loss = 0.0, reg = 0.0;
     int correct = 0, batches = 0;
     int rc = 0;
@@ -97,7 +117,8 @@ int run_evaluate(model *m, kctx *k, ds_file *ds, int split, int64_t max_rows, co
     res->accuracy = N ? (double)correct / (double)N : 0.0;
     res->nd = m->dim.sbm ? LH : 0;
     for (int i = 0; i < res->nd && i < EVAL_MAX_DENS; i++)
-        res->density[i] = N ? (double)edges[i] / ((double)N * cfg->seq_len * cfg->seq_len) : 0.0;
+        res->density[i] =
+            N ? (double)edges[i] / ((double)N * spe * cfg->seq_len * cfg->seq_len) : 0.0;
     free(edges);
     batch_free(&bt);
     free(ids);

@@ -35,6 +35,8 @@ int run_evaluate(model *m, kctx *k, ds_file *ds, int split, int64_t max_rows, co
                  eval_result *res, char *err);
 
 // Reads the rows `rows[0..count)` of a split and packs them into bt (labels into `labels`).
+// ids_buf holds count * seq_len ids (twice that for a dual dataset, whose documents become
+// sequences 2i and 2i+1 of bt).
 int run_load_batch(ds_file *ds, int split, const int64_t *rows, int count, const sbmt_config *cfg,
                    int32_t *ids_buf, int32_t *labels, kbatch *bt, char *err);
 

@@ -192,10 +192,11 @@ static int train_main(train_run *r, char *err) {
 
     model_dims dims = run_model_dims(c);
     const int B = c->batch_size, n = c->seq_len;
+    const int spe = c->dual ? 2 : 1;  // sequences per example
     model_init(&r->m, &dims, B, c->seed);
-    r->m.reg_batch = B;
-    batch_alloc(&r->bt, B, n);
-    r->ids = xmalloc(sizeof(int32_t) * (size_t)B * n);
+    r->m.reg_batch = B * spe;
+    batch_alloc(&r->bt, B * spe, n);
+    r->ids = xmalloc(sizeof(int32_t) * (size_t)B * spe * n);
     r->labels = xmalloc(sizeof(int32_t) * (size_t)B);
     r->rows = xmalloc(sizeof(int64_t) * (size_t)B);
     r->perm = xmalloc(sizeof(int64_t) * (size_t)r->ds.rows[SPLIT_TRAIN]);
@@ -267,7 +268,7 @@ static int train_main(train_run *r, char *err) {
         int done = step + 1;
         if (done % c->log_every == 0 || done == c->steps) {
             double now = sbmt_now();
-            double tps = (double)steps_acc * B * n / (now - t_log);
+            double tps = (double)steps_acc * B * spe * n / (now - t_log);
             double eta = (now - t_start) / (done - start) * (c->steps - done);
             char etab[32];
             fmt_eta(eta, etab, sizeof(etab));

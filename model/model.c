@@ -56,7 +56,7 @@ static void build_table(model *m) {
     }
     m->lnf_w = add(t, "final_ln/weight", 1, D, 0, 0, 0);
     m->lnf_b = add(t, "final_ln/bias", 1, D, 0, 0, 0);
-    m->head1_w = add(t, "head/fc1/weight", 2, Dh, D, 0, 1);
+    m->head1_w = add(t, "head/fc1/weight", 2, Dh, d->dual ? 4 * D : D, 0, 1);
     m->head1_b = add(t, "head/fc1/bias", 1, Dh, 0, 0, 0);
     m->head2_w = add(t, "head/fc2/weight", 2, d->classes, Dh, 0, 1);
     m->head2_b = add(t, "head/fc2/bias", 1, d->classes, 0, 0, 0);
@@ -120,7 +120,8 @@ void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed) {
 
     const int D = dim->d_model, Dh = dim->d_ff, HD = dim->heads * dim->head_dim, H = dim->heads;
     const int C = dim->classes;
-    size_t T = (size_t)max_batch * dim->seq_len;
+    size_t S = (size_t)max_batch * (dim->dual ? 2 : 1);  // sequences
+    size_t T = S * dim->seq_len;
     m->max_batch = max_batch;
     m->max_tokens = (int)T;
     m->la = xcalloc((size_t)dim->layers, sizeof(layer_acts));
@@ -165,7 +166,8 @@ void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed) {
     m->lnf = xmalloc(T * D * sizeof(float));
     m->lnf_mean = xmalloc(T * sizeof(float));
     m->lnf_rstd = xmalloc(T * sizeof(float));
-    m->pooled = xmalloc(B * D * sizeof(float));
+    m->pooled = xmalloc(S * D * sizeof(float));
+    m->head_in = xmalloc(B * 4 * D * sizeof(float));
     m->head_pre = xmalloc(B * Dh * sizeof(float));
     m->head_act = xmalloc(B * Dh * sizeof(float));
     m->logits = xmalloc(B * C * sizeof(float));
@@ -176,7 +178,8 @@ void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed) {
     m->d_qkv = xmalloc(T * 3 * HD * sizeof(float));
     m->d_att = xmalloc(T * HD * sizeof(float));
     m->d_ffn = xmalloc(T * Dh * sizeof(float));
-    m->d_pooled = xmalloc(B * D * sizeof(float));
+    m->d_pooled = xmalloc(S * D * sizeof(float));
+    m->d_head_in = xmalloc(B * 4 * D * sizeof(float));
     m->d_head = xmalloc(B * Dh * sizeof(float));
     m->d_logits = xmalloc(B * C * sizeof(float));
     m->tmp = xmalloc(T * D * sizeof(float));
@@ -203,7 +206,7 @@ void model_free(model *m) {
                      m->lnf_rstd, m->pooled, m->head_pre, m->head_act, m->logits, m->probs,
                      m->d_res, m->d_tmp, m->d_ln, m->d_qkv, m->d_att, m->d_ffn, m->d_pooled,
                      m->d_head, m->d_logits, m->tmp, m->d_qk, m->d_phi, m->d_phi_hid,
-                     m->d_Y, m->d_S, m->density};
+                     m->d_Y, m->d_S, m->density, m->head_in, m->d_head_in};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(m->la);
     free(m->lo);
@@ -281,7 +284,9 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
     const int HD = H * dh;
     const float p = train ? d->dropout : 0.0f, pa = train ? d->attn_dropout : 0.0f;
     const float *P = m->params;
-    CHECK(B <= m->max_batch && T <= m->max_tokens);
+    CHECK(T <= m->max_tokens && (!d->dual || B % 2 == 0));
+    const int NB = d->dual ? B / 2 : B;  // examples
+    CHECK(NB <= m->max_batch);
 
     float *x = d->layers ? m->la[0].res_in : m->res_out;
     k_embed_fwd(k, x, bt, P + m->tok, P + m->pos, D);
@@ -324,10 +329,17 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
     k_layernorm_fwd(k, m->lnf, m->lnf_mean, m->lnf_rstd, m->res_out, P + m->lnf_w, P + m->lnf_b,
                     T, D);
     k_mask_pool_fwd(k, m->pooled, m->lnf, bt, D, d->cls);
-    k_linear_fwd(k, m->head_pre, m->pooled, P + m->head1_w, P + m->head1_b, B, D, Dh);
-    k_relu_fwd(k, m->head_act, m->head_pre, (size_t)B * Dh);
-    k_linear_fwd(k, m->logits, m->head_act, P + m->head2_w, P + m->head2_b, B, Dh, d->classes);
-    return k_xent_fwd(k, m->probs, m->logits, labels, B, d->classes, correct);
+    const float *hin = m->pooled;
+    int Din = D;
+    if (d->dual) {
+        k_dual_combine_fwd(k, m->head_in, m->pooled, NB, D);
+        hin = m->head_in;
+        Din = 4 * D;
+    }
+    k_linear_fwd(k, m->head_pre, hin, P + m->head1_w, P + m->head1_b, NB, Din, Dh);
+    k_relu_fwd(k, m->head_act, m->head_pre, (size_t)NB * Dh);
+    k_linear_fwd(k, m->logits, m->head_act, P + m->head2_w, P + m->head2_b, NB, Dh, d->classes);
+    return k_xent_fwd(k, m->probs, m->logits, labels, NB, d->classes, correct);
 }
 
 void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, int train,
@@ -339,12 +351,19 @@ void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, 
     const float *P = m->params;
     float *G = m->grads;
 
-    k_xent_bwd(k, m->d_logits, m->probs, labels, B, C, loss_scale);
+    const int NB = d->dual ? B / 2 : B;
+    k_xent_bwd(k, m->d_logits, m->probs, labels, NB, C, loss_scale);
     k_linear_bwd(k, m->d_head, G + m->head2_w, G + m->head2_b, m->d_logits, m->head_act,
-                 P + m->head2_w, B, Dh, C, 0);
-    k_relu_bwd(k, m->d_head, m->d_head, m->head_pre, (size_t)B * Dh);
-    k_linear_bwd(k, m->d_pooled, G + m->head1_w, G + m->head1_b, m->d_head, m->pooled,
-                 P + m->head1_w, B, D, Dh, 0);
+                 P + m->head2_w, NB, Dh, C, 0);
+    k_relu_bwd(k, m->d_head, m->d_head, m->head_pre, (size_t)NB * Dh);
+    if (d->dual) {
+        k_linear_bwd(k, m->d_head_in, G + m->head1_w, G + m->head1_b, m->d_head, m->head_in,
+                     P + m->head1_w, NB, 4 * D, Dh, 0);
+        k_dual_combine_bwd(k, m->d_pooled, m->d_head_in, m->pooled, NB, D);
+    } else {
+        k_linear_bwd(k, m->d_pooled, G + m->head1_w, G + m->head1_b, m->d_head, m->pooled,
+                     P + m->head1_w, B, D, Dh, 0);
+    }
     k_mask_pool_bwd(k, m->d_ln, m->d_pooled, bt, D, d->cls);
     k_zero(k, m->d_res, (size_t)T * D);
     k_layernorm_bwd(k, m->d_res, G + m->lnf_w, G + m->lnf_b, m->d_ln, m->res_out, m->lnf_mean,

@@ -20,6 +20,7 @@ typedef struct {
     int layers;    // L
     int classes;   // C
     int cls;       // 1: CLS pooling, 0: MEAN pooling
+    int dual;      // 1: dual encoder (pairs of documents, head input [x0, x1, x0*x1, x0-x1])
     float dropout, attn_dropout;
     int sbm;                 // 1: SBM attention, 0: full softmax attention
     int clusters;            // k (sbm)
@@ -73,13 +74,14 @@ typedef struct {
     layer_offsets *lo;                        // [L]
     size_t lnf_w, lnf_b;                      // [D]
     size_t head1_w, head1_b, head2_w, head2_b;  // [Dh, D], [Dh], [C, Dh], [C]
-    int max_tokens, max_batch;
+    int max_tokens, max_batch;  // max_batch: examples (a dual example is two sequences)
     // activations
     layer_acts *la;      // [L]
     float *res_out;      // [T, D] residual stream after the last layer
     float *lnf;          // [T, D] final LayerNorm output, masked in place
     float *lnf_mean, *lnf_rstd;  // [T]
-    float *pooled;       // [B, D]
+    float *pooled;       // [S, D] per sequence (S = B, or 2B for a dual encoder)
+    float *head_in;      // [B, 4D] dual encoder: [x0, x1, x0*x1, x0-x1]
     float *head_pre;     // [B, Dh]
     float *head_act;     // [B, Dh]
     float *logits;       // [B, C]
@@ -91,7 +93,8 @@ typedef struct {
     float *d_qkv;        // [T, 3*H*d]
     float *d_att;        // [T, H*d]
     float *d_ffn;        // [T, Dh]
-    float *d_pooled;     // [B, D]
+    float *d_pooled;     // [S, D]
+    float *d_head_in;    // [B, 4D] dual encoder
     float *d_head;       // [B, Dh]
     float *d_logits;     // [B, C]
     float *tmp;          // [T, D] forward scratch (sub-layer output before dropout/residual)
@@ -104,13 +107,14 @@ typedef struct {
     double *expected;    // [L, H] expected edges over the batch
     float *density;      // [L, H] edges / (B * n * n)
     double reg_loss;     // sparsity_weight * mean density
-    int reg_batch;       // global batch size for densities and the regulariser (0: local B)
+    int reg_batch;       // global sequences per batch for densities and the regulariser
+                         // (0: the local bt->B)
     // Test switches: reuse the last sampled graphs instead of sampling (same batch), and drop
     // the straight-through path, so finite differences see exactly the analytical gradient.
     int freeze_graphs, no_ste;
 } model;
 
-// Builds the parameter table, allocates buffers for batches of up to max_batch sequences,
+// Builds the parameter table, allocates buffers for batches of up to max_batch examples,
 // and initialises parameters (PyTorch defaults, SPEC.md section 1) from the seed.
 void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed);
 void model_free(model *m);
@@ -118,7 +122,8 @@ void model_free(model *m);
 void model_reset(model *m, uint64_t seed);
 
 // Forward pass; returns the summed cross-entropy over the batch and adds argmax hits to
-// *correct. train != 0 enables dropout keyed by (seed, step).
+// *correct. train != 0 enables dropout keyed by (seed, step). For a dual encoder bt holds the
+// two documents of example b as sequences 2b and 2b+1, and labels has bt->B / 2 entries.
 double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, int train,
                      uint64_t seed, uint32_t step, int *correct);
 // The summed cross-entropy excludes the density regulariser; the loss of a batch is

@@ -25,12 +25,14 @@ static const int32_t IDS[B * N] = {
 static const int32_t LABELS[B] = {0, 2, 1};
 static const uint32_t SAMPLE[B] = {11, 5, 42};
 
-static int use_sbm;  // set per test: SBM attention instead of softmax
+static int use_sbm;   // set per test: SBM attention instead of softmax
+static int use_dual;  // set per test: dual encoder, sequences 2b and 2b+1 form example b
 static sbm_sampler sampler = SBM_SAMPLER_FASTRG;
 
 static model_dims small_dims(int cls) {
     model_dims d = {.vocab = 8, .seq_len = N, .d_model = 8, .d_ff = 12, .heads = 2, .head_dim = 4,
-                    .layers = 2, .classes = 3, .cls = cls, .dropout = 0.2f, .attn_dropout = 0.25f,
+                    .layers = 2, .classes = 3, .cls = cls, .dual = use_dual, .dropout = 0.2f,
+                    .attn_dropout = 0.25f,
                     .sbm = use_sbm, .clusters = 3, .edge_floor = 0.05f, .sparsity_weight = 0.01f,
                     .sampler = sampler};
     return d;
@@ -55,7 +57,8 @@ static void gradcheck(int train, int cls) {
     kctx_init(&k, KB_CPU, 1);
     kbatch bt;
     batch_alloc(&bt, B, N);
-    batch_pack(&bt, IDS, B, N, SAMPLE, cls, d.vocab - 1);
+    // Dual: the first two sequences form one example (one label); a third would be unpaired.
+    batch_pack(&bt, IDS, use_dual ? 2 : B, N, SAMPLE, cls, d.vocab - 1);
     // Larger than default weights so every path carries a gradient well above the noise.
     for (size_t i = 0; i < m.nparams; i++) m.params[i] *= 1.5f;
     k_zero(&k, m.grads, m.nparams);
@@ -103,6 +106,14 @@ static void test_gradcheck_cls(void **s) { (void)s; use_sbm = 0; gradcheck(1, 1)
 static void test_gradcheck_sbm(void **s) { (void)s; use_sbm = 1; gradcheck(0, 0); use_sbm = 0; }
 static void test_gradcheck_sbm_dropout(void **s) { (void)s; use_sbm = 1; gradcheck(1, 0); use_sbm = 0; }
 // Dense-sampled units run attention in row blocks with GEMMs: the same checks apply.
+static void test_gradcheck_dual(void **s) {
+    (void)s;
+    use_dual = 1;
+    gradcheck(1, 0);
+    use_sbm = 1;
+    gradcheck(1, 0);
+    use_sbm = use_dual = 0;
+}
 static void test_gradcheck_sbm_dense(void **s) {
     (void)s;
     use_sbm = 1;
@@ -214,6 +225,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_sbm),
         cmocka_unit_test(test_gradcheck_sbm_dropout),
         cmocka_unit_test(test_gradcheck_sbm_dense),
+        cmocka_unit_test(test_gradcheck_dual),
         cmocka_unit_test(test_packing_exact),
         cmocka_unit_test(test_batch_independence),
     };

@@ -146,6 +146,65 @@ static void test_train_learns(void **state) {
     free(out);
 }
 
+static void expect_fail(const char *args, const char *needle);
+
+// Dual encoder end to end: pairs whose label says whether the two documents are identical (the
+// [x0, x1, x0*x1, x0-x1] head input makes that easy to learn).
+static void test_train_dual(void **state) {
+    (void)state;
+    enum { NT = 1200, ND = 200, L = 32, V = 20 };
+    char path[512], err[SBMT_ERR_LEN];
+    snprintf(path, sizeof(path), "%s/pairs.h5", dir);
+    ds_writer w;
+    assert_int_equal(ds_writer_create(&w, path, "retrieval", V, 2, L, 1, NULL, err), 0);
+    uint32_t st = 7;
+    for (int split = 0; split < 3; split++) {
+        int rows = split == 0 ? NT : ND;
+        int32_t *a = xcalloc((size_t)rows * L, sizeof(int32_t)), *b = xcalloc((size_t)rows * L, 4);
+        int32_t *lab = xmalloc(sizeof(int32_t) * rows);
+        for (int r = 0; r < rows; r++) {
+            int len = 8 + (int)((st = st * 1664525u + 1013904223u) >> 28);
+            lab[r] = (int)((st = st * 1664525u + 1013904223u) >> 31);
+            for (int t = 0; t < len; t++) {
+                a[r * L + t] = 1 + (int)((st = st * 1664525u + 1013904223u) % (V - 2));
+                b[r * L + t] = lab[r] ? a[r * L + t]
+                                      : 1 + (int)((st = st * 1664525u + 1013904223u) % (V - 2));
+            }
+        }
+        assert_int_equal(ds_writer_split(&w, split, rows, a, b, lab, err), 0);
+        free(a), free(b), free(lab);
+    }
+    assert_int_equal(ds_writer_close(&w, err), 0);
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof(cmd),
+             "%s train --data pairs.h5 --out dual --threads 2 --set data.seq_len=32 "
+             "--set model.d_model=32 --set model.d_ff=64 --set model.head_dim=16 "
+             "--set model.clusters=8 --set train.batch_size=16 --set train.steps=300 "
+             "--set train.warmup=30 --set train.lr=3e-3 --set train.eval_every=0 "
+             "--set train.log_every=100 --set train.seed=3",
+             bin);
+    int rc = run(cmd, &out);
+    if (rc) fail_msg("dual train failed (%d):\n%s", rc, out);
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s eval --ckpt dual/final.h5 --data pairs.h5 --split test --json",
+             bin);
+    rc = run(cmd, &out);
+    if (rc) fail_msg("dual eval failed:\n%s", out);
+    char *last = strrchr(out, '{');
+    double acc = json_num(last, "accuracy");
+    print_message("dual encoder test accuracy %.3f (chance 0.5)\n", acc);
+    assert_true(acc > 0.8);
+    assert_non_null(strstr(last, "\"density\""));
+    free(out);
+    // A dual checkpoint on single-sequence data is refused.
+    snprintf(cmd, sizeof(cmd),
+             "%s data listops --out lo32.h5 --train 20 --dev 5 --test 5 --min-len 5 --max-len 30 "
+             "--seq-len 32 --quiet",
+             bin);
+    assert_int_equal(run(cmd, NULL), 0);
+    expect_fail("eval --ckpt dual/final.h5 --data lo32.h5 --split test", "dual encoder");
+}
+
 static void expect_fail(const char *args, const char *needle) {
     char cmd[4096], *out = NULL;
     snprintf(cmd, sizeof(cmd), "%s %s", bin, args);
@@ -180,6 +239,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_learns),
         cmocka_unit_test(test_cli_errors),
+        cmocka_unit_test(test_train_dual),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
