@@ -427,7 +427,7 @@ def load_batches(a, count):
 
 def main(a):
     if a.attention not in ATTENTION_CORES:
-        sys.exit(f"--attention {a.attention}: not implemented in this script "
+        sys.exit(f"--attention {a.attention}: unknown attention kind "
                  f"(registered: {', '.join(ATTENTION_CORES)})")
     if a.sdpa and not HAVE_SDPA:
         sys.exit(f"--sdpa: torch {torch.__version__} has no "
