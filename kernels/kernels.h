@@ -38,7 +38,8 @@ typedef struct {
     uint64_t seed;
     uint32_t step;
     uint32_t layer;
-    uint32_t slot;  // attention probabilities: head index; others: KSLOT_* below
+    uint32_t slot;  // attention probabilities: global index of the first local head (head h
+                    // of a call draws from slot + h); others: KSLOT_* below
 } kdrop;
 enum { KSLOT_EMBED = 0x8000, KSLOT_ATTN_OUT = 0x8001, KSLOT_FFN_HID = 0x8002,
        KSLOT_FFN_OUT = 0x8003 };
@@ -82,7 +83,7 @@ void k_embed_bwd(kctx *k, float *dtok, float *dpos, const float *dout, const kba
 // ---- full softmax attention with key padding mask (the baseline) ----
 // qkv [T, 3*H*d] holds Q | K | V per row, heads contiguous inside each; out [T, H*d];
 // lse [T, H] log-sum-exp of each query row's (scaled, masked) scores, kept for backward.
-// Attention-probability dropout p keyed by d (slot = head). A query with no valid key outputs 0.
+// Attention-probability dropout p keyed by d (head h: slot + h). A query with no valid key outputs 0.
 void k_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const kbatch *bt, int H,
                         int dh, float p, kdrop d);
 // dqkv [T, 3*H*d] is overwritten.
