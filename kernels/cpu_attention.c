@@ -54,7 +54,8 @@ void k_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const
             const float *K = qkv + (size_t)base * ld + HD + h * dh;
             const float *V = K + HD;
             const float *mask = bt->mask + base;
-            rng_stream s = rng_make(d.seed, RNG_DROPOUT, d.step, d.layer, d.slot + (uint32_t)h, bt->sample[b]);
+            rng_stream s = rng_make(d.seed, RNG_DROPOUT, d.step, d.layer, d.slot + (uint32_t)h,
+                                    bt->sample[b]);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, L, dh, sc, Q, ld, K, ld, 0.0f,
                         S, L);
             for (int r = 0; r < R; r++) {
@@ -123,7 +124,8 @@ void k_attn_softmax_bwd(kctx *k, float *dqkv, const float *dout, const float *qk
             float *dK = dqkv + (size_t)base * ld + HD + h * dh;
             float *dV = dK + HD;
             const float *mask = bt->mask + base;
-            rng_stream s = rng_make(d.seed, RNG_DROPOUT, d.step, d.layer, d.slot + (uint32_t)h, bt->sample[b]);
+            rng_stream s = rng_make(d.seed, RNG_DROPOUT, d.step, d.layer, d.slot + (uint32_t)h,
+                                    bt->sample[b]);
             for (int i0 = 0; i0 < L; i0 += ATT_ROWS) {
                 int R = L - i0 < ATT_ROWS ? L - i0 : ATT_ROWS;
                 const float *Q = qkv + (size_t)(base + i0) * ld + h * dh;

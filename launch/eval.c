@@ -9,9 +9,12 @@
 #include "io/dataset.h"
 #include "io/inspect.h"
 #include "kernels/common.h"
+#include "launch/cli.h"
 #include "launch/run.h"
 
 int cli_eval(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return cli_help("eval");
     const char *ckpt = NULL, *data = NULL, *split_name = "test";
     int json = 0, threads = 0, batch = 0;
     for (int i = 0; i < argc; i++) {

@@ -15,6 +15,7 @@
 #include "kernels/common.h"
 #include "kernels/philox.h"
 #include "launch/checkpoints.h"
+#include "launch/cli.h"
 #include "launch/run.h"
 #include "model/optim.h"
 
@@ -373,6 +374,8 @@ static void train_run_free(train_run *r) {
 }
 
 int cli_train(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return cli_help("train");
     static train_run run;  // large and zero-initialised; the one run context of the process
     train_run *r = &run;
     char err[SBMT_ERR_LEN];
