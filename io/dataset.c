@@ -59,9 +59,8 @@ static const char *type_class_name(H5T_class_t c) {
 // ---------------------------------------------------------------------------------------------
 // Root attributes
 
-// Reads a scalar string attribute (fixed- or variable-length) of the root group into out.
-static int read_str_attr(const char *path, hid_t obj, const char *name, char *out, size_t outlen,
-                         char *err) {
+int ds_read_str_attr(const char *path, hid_t obj, const char *name, char *out, size_t outlen,
+                     char *err) {
     if (H5Aexists(obj, name) <= 0)
         return sbmt_errf(err, "%s: / attribute '%s': missing", path, name);
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
@@ -279,7 +278,7 @@ int ds_open(ds_file *ds, const char *path, char *err) {
         sbmt_errf(err, "%s: not an sbmt dataset: / attribute 'sbmt_format' is missing", path);
         goto fail;
     }
-    if (read_str_attr(path, ds->file, "sbmt_format", fmt, sizeof fmt, err)) goto fail;
+    if (ds_read_str_attr(path, ds->file, "sbmt_format", fmt, sizeof fmt, err)) goto fail;
     if (strcmp(fmt, "dataset") != 0) {
         sbmt_errf(err, "%s: / attribute 'sbmt_format' is '%s', expected 'dataset'", path, fmt);
         goto fail;
@@ -290,7 +289,7 @@ int ds_open(ds_file *ds, const char *path, char *err) {
                   (long long)version);
         goto fail;
     }
-    if (read_str_attr(path, ds->file, "task", ds->task, sizeof ds->task, err)) goto fail;
+    if (ds_read_str_attr(path, ds->file, "task", ds->task, sizeof ds->task, err)) goto fail;
     if (read_int_attr_range(path, ds->file, "vocab_size", 1, INT_MAX, &ds->vocab_size, err) ||
         read_int_attr_range(path, ds->file, "num_classes", 1, INT_MAX, &ds->num_classes, err) ||
         read_int_attr_range(path, ds->file, "seq_len", 1, INT_MAX, &ds->seq_len, err) ||

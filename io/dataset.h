@@ -68,4 +68,9 @@ int ds_writer_attr_str(ds_writer *w, const char *name, const char *value, char *
 // ds_writer_create leaves nothing to close.
 int ds_writer_close(ds_writer *w, char *err);
 
+// Reads a scalar string attribute (fixed- or variable-length, ASCII or UTF-8) of obj into out;
+// -1 with err naming path and attribute when it is missing or not a string.
+int ds_read_str_attr(const char *path, hid_t obj, const char *name, char *out, size_t outlen,
+                     char *err);
+
 #endif

@@ -6,45 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/dataset.h"
 #include "kernels/common.h"
 
-// A string attribute (fixed or variable length) into buf; 0 on success.
+// A string attribute into buf; 0 on success (absence is not an error here).
 static int attr_str(hid_t loc, const char *name, char *buf, size_t len) {
     buf[0] = '\0';
-    if (H5Aexists(loc, name) <= 0) return -1;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return -1;
-    hid_t t = H5Aget_type(a);
-    int rc = -1;
-    if (H5Tget_class(t) == H5T_STRING) {
-        if (H5Tis_variable_str(t) > 0) {
-            char *v = NULL;
-            hid_t mt = H5Tcopy(H5T_C_S1);
-            H5Tset_size(mt, H5T_VARIABLE);
-            H5Tset_cset(mt, H5Tget_cset(t));  // no ASCII <-> UTF-8 conversion exists
-            if (H5Aread(a, mt, &v) >= 0 && v) {
-                snprintf(buf, len, "%s", v);
-                H5free_memory(v);
-                rc = 0;
-            }
-            H5Tclose(mt);
-        } else {
-            size_t n = H5Tget_size(t);
-            char *v = xcalloc(n + 1, 1);
-            hid_t mt = H5Tcopy(H5T_C_S1);
-            H5Tset_size(mt, n + 1);
-            H5Tset_cset(mt, H5Tget_cset(t));
-            if (H5Aread(a, mt, v) >= 0) {
-                snprintf(buf, len, "%s", v);
-                rc = 0;
-            }
-            H5Tclose(mt);
-            free(v);
-        }
-    }
-    H5Tclose(t);
-    H5Aclose(a);
-    return rc;
+    return ds_read_str_attr("", loc, name, buf, len, NULL);
 }
 
 static int attr_i64(hid_t loc, const char *name, long long *v) {
