@@ -12,6 +12,8 @@
 #include "kernels/fastmath.h"
 #include "kernels/philox.h"
 #include "kernels/sbm.h"
+#include "kernels/sbm_edges.h"
+#include "kernels/spmm.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the dense sampler packs edge flags assuming little-endian byte order"
@@ -542,11 +544,12 @@ void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const
 
 // ---------------------------------------------------------------- sparse attention
 //
-// A unit whose graph came from the dense sampler (expected density above the auto threshold)
-// is computed a block of query rows at a time with GEMMs: scores are gathered from Q K^T on
-// the edges and the edge weights scattered into a block before multiplying by V (and Yk, Yq for
-// the straight-through products). Below the threshold, every product runs edge by edge. Both
-// give the same result; the choice only follows which is cheaper.
+// Attention runs edge by edge (sbm_edges.h), or, for a dense-sampled unit whose density reaches
+// SBM_BLOCKS_FRACTION, a block of query rows at a time with GEMMs: scores are gathered from
+// Q K^T on the edges and the edge weights scattered into a block before multiplying by V. The
+// straight-through products G Yk and G^T Yq always go edge by edge (spmm.h): per edge they cost
+// 2k multiply-adds each, where a GEMM on the block would pay for every pair. Both paths give
+// the same result; the choice only follows which is cheaper.
 
 // Query rows per block of a dense unit (256 measured best of 64..1024 at L ~ 1000-2000 on one
 // core: larger blocks leave the cache, smaller ones repack the key-side operands more often).
@@ -558,11 +561,15 @@ static int att_rows(int L) {
 typedef struct {
     uint32_t *blocks, *words;
     int cap;
-    float *B1, *B2, *B3;  // att_rows(L) x L blocks (dense units)
+    float *B1, *B2;       // att_rows(L) x L blocks (dense units)
     float *row;           // [L] gathered edge values of one row
     uint32_t *words_row;  // Philox words for one row's dropout factors
-    size_t bcap;
-    int rowcap;
+    float *gv;            // [nnz] straight-through gradient per edge
+    float *spmm;          // spmm_scratch_floats(L, kc)
+    float *Kp, *Vp;       // [L, dh] the unit's keys and values, packed (sparse units)
+    float *dKp, *dVp;     // [L, dh] their gradients
+    size_t bcap, spmm_cap, kvcap;
+    int rowcap, ecap;
 } attn_scratch;
 
 static void attn_scratch_free(attn_scratch *s) {
@@ -570,9 +577,45 @@ static void attn_scratch_free(attn_scratch *s) {
     free(s->words);
     free(s->B1);
     free(s->B2);
-    free(s->B3);
     free(s->row);
     free(s->words_row);
+    free(s->gv);
+    free(s->spmm);
+    free(s->Kp);
+    free(s->Vp);
+    free(s->dKp);
+    free(s->dVp);
+}
+
+static void attn_scratch_kv(attn_scratch *s, int L, int dh) {
+    size_t need = (size_t)L * dh;
+    if (s->kvcap < need || s->Kp == NULL) {
+        free(s->Kp);
+        free(s->Vp);
+        free(s->dKp);
+        free(s->dVp);
+        s->kvcap = need > 0 ? need : 1;
+        s->Kp = xmalloc(sizeof(float) * s->kvcap);
+        s->Vp = xmalloc(sizeof(float) * s->kvcap);
+        s->dKp = xmalloc(sizeof(float) * s->kvcap);
+        s->dVp = xmalloc(sizeof(float) * s->kvcap);
+    }
+}
+
+// dst [L, dh] <- rows of src (row stride ld).
+static void pack_rows(float *dst, const float *src, int ld, int L, int dh) {
+    for (int i = 0; i < L; i++)
+        memcpy(dst + (size_t)i * dh, src + (size_t)i * ld, sizeof(float) * (size_t)dh);
+}
+
+static void attn_scratch_rows(attn_scratch *s, int L) {
+    if (s->rowcap < L || s->row == NULL) {
+        free(s->row);
+        free(s->words_row);
+        s->rowcap = L;
+        s->row = xmalloc(sizeof(float) * ((size_t)L + 1));
+        s->words_row = xmalloc(sizeof(uint32_t) * 4 * ((size_t)L / 8 + 2));
+    }
 }
 
 static void attn_scratch_blocks(attn_scratch *s, int L) {
@@ -580,19 +623,27 @@ static void attn_scratch_blocks(attn_scratch *s, int L) {
     if (s->bcap < need) {
         free(s->B1);
         free(s->B2);
-        free(s->B3);
         s->bcap = need;
         s->B1 = xmalloc(sizeof(float) * need);
         s->B2 = xmalloc(sizeof(float) * need);
-        s->B3 = xmalloc(sizeof(float) * need);
     }
-    if (s->rowcap < L) {
-        free(s->row);
-        free(s->words_row);
-        s->rowcap = L;
-        s->row = xmalloc(sizeof(float) * (size_t)L);
-        s->words_row = xmalloc(sizeof(uint32_t) * 4 * ((size_t)L / 8 + 2));
+    attn_scratch_rows(s, L);
+}
+
+// Room for the straight-through gradients of a unit with L rows and nnz edges.
+static void attn_scratch_edges(attn_scratch *s, int L, int nnz, int kc) {
+    if (s->ecap < nnz || s->ecap == 0) {
+        free(s->gv);
+        s->ecap = nnz > 0 ? nnz + nnz / 4 : 1;
+        s->gv = xmalloc(sizeof(float) * (size_t)s->ecap);
     }
+    size_t need = spmm_scratch_floats(L, kc);
+    if (s->spmm_cap < need) {
+        free(s->spmm);
+        s->spmm_cap = need;
+        s->spmm = xmalloc(sizeof(float) * need);
+    }
+    attn_scratch_rows(s, L);
 }
 
 // Dropout flags of the r edges of query row i (element i*n + j of the head's n x n grid, as in
@@ -673,61 +724,54 @@ static void unit_fwd_dense(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
     }
 }
 
-// Sparse units walk (block of query rows) x (tile of keys): rows' keys are sorted, so each
-// row's edges into a tile are contiguous, and the tile's K, V rows stay in cache while every
-// row of the block uses them.
-enum { SP_ROWS = 128, SP_KEYS = 128 };
+// Dropout flags of a row's edges: the row's factors in one pass (one Philox block per 8 keys)
+// when it has more than L / 8 edges, one block per edge otherwise. Both give the same flags.
+static void row_keep(uint8_t *keep, const int *col, int cnt, int i, int L, const unit_io *io,
+                     attn_scratch *sc) {
+    if (io->p <= 0.0f) {
+        memset(keep, 1, (size_t)cnt);
+    } else if ((int64_t)cnt * 8 > L) {
+        float *f = sc->row;
+        dropout_factors(f, (uint32_t)i * (uint32_t)io->n, L, io->s, io->thr, 1.0f, sc->words_row);
+        for (int e = 0; e < cnt; e++) keep[e] = f[col[e]] != 0.0f;
+    } else {
+        edge_keep(keep, col, cnt, i, io->n, io->s, io->thr, sc);
+    }
+}
 
+// Sparse units go row by row over each row's edges, with the keys and values packed so that
+// the rows a query touches come from cache (sbm_edges.h).
 static void unit_fwd_sparse(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
     const int L = g->rows, dh = io->dh, ld = io->ld;
-    int cur[SP_ROWS];
-    for (int i0 = 0; i0 < L; i0 += SP_ROWS) {
-        int R = L - i0 < SP_ROWS ? L - i0 : SP_ROWS;
-        for (int r = 0; r < R; r++) cur[r] = g->rowptr[i0 + r];
-        for (int j0 = 0; j0 < L; j0 += SP_KEYS) {
-            int j1 = j0 + SP_KEYS;
-            for (int r = 0; r < R; r++) {
-                const float *q = io->Q + (size_t)(i0 + r) * ld;
-                int e = cur[r], end = g->rowptr[i0 + r + 1];
-                for (; e < end && g->col[e] < j1; e++) {
-                    const float *kk = io->K + (size_t)g->col[e] * ld;
-                    float s_ = 0.0f;
-                    for (int c = 0; c < dh; c++) s_ += q[c] * kk[c];
-                    g->a[e] = s_ * io->sc;
-                }
-                cur[r] = e;
-            }
+    if (L == 0) return;
+    attn_scratch_kv(sc, L, dh);
+    attn_scratch_rows(sc, L);
+    pack_rows(sc->Kp, io->K, ld, L, dh);
+    pack_rows(sc->Vp, io->V, ld, L, dh);
+    for (int i = 0; i < L; i++) {
+        const int e0 = g->rowptr[i], cnt = g->rowptr[i + 1] - e0;
+        float *y = io->Yo + (size_t)i * io->HD, *a = g->a + e0;
+        const int *col = g->col + e0;
+        if (cnt == 0) {
+            memset(y, 0, sizeof(float) * (size_t)dh);
+            continue;
         }
-        for (int r = 0; r < R; r++) {
-            int i = i0 + r, e0 = g->rowptr[i], cnt = g->rowptr[i + 1] - e0;
-            memset(io->Yo + (size_t)i * io->HD, 0, sizeof(float) * dh);
-            if (cnt == 0) continue;
-            edge_softmax(g->a + e0, cnt);
-            if (io->p > 0.0f)
-                edge_keep(g->keep + e0, g->col + e0, cnt, i, io->n, io->s, io->thr, sc);
-            else
-                memset(g->keep + e0, 1, (size_t)cnt);
-            cur[r] = e0;
-        }
-        for (int j0 = 0; j0 < L; j0 += SP_KEYS) {
-            int j1 = j0 + SP_KEYS;
-            for (int r = 0; r < R; r++) {
-                float *y = io->Yo + (size_t)(i0 + r) * io->HD;
-                int e = cur[r], end = g->rowptr[i0 + r + 1];
-                for (; e < end && g->col[e] < j1; e++) {
-                    if (!g->keep[e]) continue;
-                    float w = g->a[e] * io->dscale;
-                    const float *v = io->V + (size_t)g->col[e] * ld;
-                    for (int c = 0; c < dh; c++) y[c] += w * v[c];
-                }
-                cur[r] = e;
-            }
-        }
+        edges_scores(a, col, cnt, io->Q + (size_t)i * ld, sc->Kp, dh, io->sc);
+        edge_softmax(a, cnt);
+        row_keep(g->keep + e0, col, cnt, i, L, io, sc);
+        edges_aggregate(y, col, a, g->keep + e0, cnt, sc->Vp, dh, io->dscale);
     }
 }
 
 static void unit_fwd(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
-    if (g->dense)
+    if (g->path == SBM_PATH_AUTO) {
+        // Density over the unit's L x L grid.
+        double frac = edges_fast(io->dh) ? SBM_BLOCKS_FRACTION : SBM_AUTO_DENSE_FRACTION;
+        g->blocks = g->dense && g->nnz >= frac * (double)g->rows * (double)g->rows;
+    } else {
+        g->blocks = g->path == SBM_PATH_BLOCKS;
+    }
+    if (g->blocks)
         unit_fwd_dense(g, io, sc);
     else
         unit_fwd_sparse(g, io, sc);
@@ -772,7 +816,7 @@ static inline float ste_clip(float x) { return x > 1.0f ? 1.0f : (x < -1.0f ? -1
 
 static void unit_bwd_dense(const sbm_graph *g, const unit_io *io, const unit_grad *gr,
                            attn_scratch *sc) {
-    const int L = g->rows, dh = io->dh, ld = io->ld, HD = io->HD, kc = gr->kc, Hk = gr->Hk;
+    const int L = g->rows, dh = io->dh, ld = io->ld, HD = io->HD;
     if (L == 0) return;
     attn_scratch_blocks(sc, L);
     const int RB = att_rows(L);
@@ -784,25 +828,24 @@ static void unit_bwd_dense(const sbm_graph *g, const unit_io *io, const unit_gra
         for (int r = 0; r < R; r++) {
             int i = i0 + r, e0 = g->rowptr[i], cnt = g->rowptr[i + 1] - e0;
             float *b1 = sc->B1 + (size_t)r * L, *b2 = sc->B2 + (size_t)r * L;
-            float *b3 = sc->B3 + (size_t)r * L;
+            float *gv = sc->gv + e0;
             const float *dy = gr->dout + (size_t)i * HD, *yo = io->Yo + (size_t)i * HD;
             const int *col = g->col + e0;
             const float *a = g->a + e0;
             const uint8_t *keep = g->keep + e0;
             float Di = 0.0f;
             for (int c = 0; c < dh; c++) Di += dy[c] * yo[c];
-            // b1: dA~ gathered, then a~ (for dV); b2: ds * scale (dQ, dK); b3: G (STE).
+            // b1: dA~ gathered, then a~ (for dV); b2: ds * scale (dQ, dK); gv: G (STE).
             float *dadv = sc->row;
             for (int e = 0; e < cnt; e++) dadv[e] = b1[col[e]];
             memset(b1, 0, sizeof(float) * L);
             memset(b2, 0, sizeof(float) * L);
-            memset(b3, 0, sizeof(float) * L);
             for (int e = 0; e < cnt; e++) {
                 float kf = keep[e] ? io->dscale : 0.0f;
                 float ds = a[e] * (dadv[e] * kf - Di);
                 b1[col[e]] = a[e] * kf;
                 b2[col[e]] = io->sc * ds;
-                b3[col[e]] = ste_clip(ds + gr->reg);
+                gv[e] = ste_clip(ds + gr->reg);
             }
         }
         const float *dYb = gr->dout + (size_t)i0 * HD, *Qb = io->Q + (size_t)i0 * ld;
@@ -812,70 +855,51 @@ static void unit_bwd_dense(const sbm_graph *g, const unit_io *io, const unit_gra
                     ld, 0.0f, gr->dQ + (size_t)i0 * ld, ld);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, R, 1.0f, sc->B2, L, Qb, ld,
                     1.0f, gr->dK, ld);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, kc, L, 1.0f, sc->B3, L, gr->yk,
-                    Hk, 0.0f, gr->GYk + (size_t)i0 * kc, kc);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, kc, R, 1.0f, sc->B3, L,
-                    gr->yq + (size_t)i0 * Hk, Hk, 1.0f, gr->GTYq, kc);
     }
 }
 
-static void unit_bwd_sparse(const sbm_graph *g, const unit_io *io, const unit_grad *gr) {
-    const int L = g->rows, dh = io->dh, ld = io->ld, HD = io->HD, kc = gr->kc, Hk = gr->Hk;
-    int cur[SP_ROWS];
-    float Di[SP_ROWS];
-    for (int i0 = 0; i0 < L; i0 += SP_ROWS) {
-        int R = L - i0 < SP_ROWS ? L - i0 : SP_ROWS;
-        for (int r = 0; r < R; r++) {
-            const float *dy = gr->dout + (size_t)(i0 + r) * HD, *yo = io->Yo + (size_t)(i0 + r) * HD;
-            float acc = 0.0f;
-            for (int c = 0; c < dh; c++) acc += dy[c] * yo[c];
-            Di[r] = acc;
-            cur[r] = g->rowptr[i0 + r];
+static void unit_bwd_sparse(const sbm_graph *g, const unit_io *io, const unit_grad *gr,
+                            attn_scratch *sc) {
+    const int L = g->rows, dh = io->dh, ld = io->ld, HD = io->HD;
+    if (L == 0) return;
+    attn_scratch_kv(sc, L, dh);
+    pack_rows(sc->Kp, io->K, ld, L, dh);
+    pack_rows(sc->Vp, io->V, ld, L, dh);
+    memset(sc->dKp, 0, sizeof(float) * (size_t)L * dh);
+    memset(sc->dVp, 0, sizeof(float) * (size_t)L * dh);
+    for (int i = 0; i < L; i++) {
+        const int e0 = g->rowptr[i], cnt = g->rowptr[i + 1] - e0;
+        const float *dy = gr->dout + (size_t)i * HD, *yo = io->Yo + (size_t)i * HD;
+        float *dq = gr->dQ + (size_t)i * ld;
+        if (cnt == 0) {
+            memset(dq, 0, sizeof(float) * (size_t)dh);
+            continue;
         }
-        for (int j0 = 0; j0 < L; j0 += SP_KEYS) {
-            int j1 = j0 + SP_KEYS;
-            for (int r = 0; r < R; r++) {
-                int i = i0 + r, e = cur[r], end = g->rowptr[i + 1];
-                if (e >= end || g->col[e] >= j1) continue;
-                const float *q = io->Q + (size_t)i * ld, *dy = gr->dout + (size_t)i * HD;
-                float *dq = gr->dQ + (size_t)i * ld, *gyk = gr->GYk + (size_t)i * kc;
-                const float *yqi = gr->yq + (size_t)i * Hk;
-                for (; e < end && g->col[e] < j1; e++) {
-                    int j = g->col[e];
-                    const float *v = io->V + (size_t)j * ld, *kj = io->K + (size_t)j * ld;
-                    float *dv = gr->dV + (size_t)j * ld, *dk = gr->dK + (size_t)j * ld;
-                    float kf = g->keep[e] ? io->dscale : 0.0f, a = g->a[e];
-                    float dad = 0.0f;
-                    for (int c = 0; c < dh; c++) dad += dy[c] * v[c];
-                    float at = a * kf;
-                    for (int c = 0; c < dh; c++) dv[c] += at * dy[c];
-                    float ds = a * (dad * kf - Di[r]);
-                    float s1 = io->sc * ds;
-                    for (int c = 0; c < dh; c++) {
-                        dq[c] += s1 * kj[c];
-                        dk[c] += s1 * q[c];
-                    }
-                    // Straight-through gradient to P_ij (with the density regulariser), clipped.
-                    float gp = ste_clip(ds + gr->reg);
-                    const float *ykj = gr->yk + (size_t)j * Hk;
-                    float *gtyq = gr->GTYq + (size_t)j * kc;
-                    for (int c = 0; c < kc; c++) {
-                        gyk[c] += gp * ykj[c];
-                        gtyq[c] += gp * yqi[c];
-                    }
-                }
-                cur[r] = e;
-            }
-        }
+        float Di = 0.0f;
+        for (int c = 0; c < dh; c++) Di += dy[c] * yo[c];
+        edges_bwd_row(dq, sc->dKp, sc->dVp, sc->gv + e0, g->col + e0, g->a + e0, g->keep + e0,
+                      cnt, io->Q + (size_t)i * ld, dy, Di, sc->Kp, sc->Vp, dh, io->sc,
+                      io->dscale, gr->reg);
     }
+    for (int j = 0; j < L; j++)
+        for (int c = 0; c < dh; c++) {
+            gr->dK[(size_t)j * ld + c] += sc->dKp[(size_t)j * dh + c];
+            gr->dV[(size_t)j * ld + c] += sc->dVp[(size_t)j * dh + c];
+        }
 }
 
+// Attention gradients, then the straight-through products G Yk and G^T Yq edge by edge,
+// whichever path computed G.
 static void unit_bwd(const sbm_graph *g, const unit_io *io, const unit_grad *gr,
                      attn_scratch *sc) {
-    if (g->dense)
+    const int L = g->rows;
+    attn_scratch_edges(sc, L, g->nnz, gr->kc);
+    if (g->blocks)
         unit_bwd_dense(g, io, gr, sc);
     else
-        unit_bwd_sparse(g, io, gr);
+        unit_bwd_sparse(g, io, gr, sc);
+    spmm_pair(gr->GYk, gr->GTYq, gr->kc, g->rowptr, g->col, sc->gv, L, L, gr->yq, gr->yk, gr->Hk,
+              gr->kc, sc->spmm);
 }
 
 void k_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dout,

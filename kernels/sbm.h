@@ -17,11 +17,21 @@ typedef enum { SBM_SAMPLER_FASTRG = 0, SBM_SAMPLER_DENSE = 1, SBM_SAMPLER_AUTO =
 // with the cheaper dense-block attention of such units the overall crossover is about 0.10.
 #define SBM_AUTO_DENSE_FRACTION 0.10
 
+// Attention on a dense-sampled unit runs in dense row blocks (GEMMs) instead of edge by edge
+// when its sampled density reaches this fraction and the edge kernels have their AVX2 form for
+// the head size (sbm_edges.h); without it, blocks from SBM_AUTO_DENSE_FRACTION. `bench_sbm
+// paths` measures the crossover (about 0.4 on one core of the development machine).
+#define SBM_BLOCKS_FRACTION 0.40
+
+typedef enum { SBM_PATH_AUTO = 0, SBM_PATH_EDGES = 1, SBM_PATH_BLOCKS = 2 } sbm_path;
+
 // The sampled graph of one (sequence, head) and what backward needs of it.
 typedef struct {
     int rows;          // L: query rows of the sequence
     int nnz;           // edges after collapsing duplicates
     int dense;         // 1 when the dense sampler drew it
+    sbm_path path;     // attention path: AUTO (by density) unless a test forces one
+    int blocks;        // 1 when attention ran in dense row blocks (set by k_sbm_attn_fwd)
     double expected;   // expected edge count sum_ij (P_ij + eps) over valid pairs
     int *rowptr;       // [rows + 1]
     int *col;          // [nnz] key row within the sequence

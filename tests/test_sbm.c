@@ -366,7 +366,7 @@ static void sparse_attn_ref(double *out, double *mag, double **aref, uint8_t **k
 
 // ---------------------------------------------------------------- the attention batch
 
-enum { AH = 2, ADH = 4, AKC = 3 };  // heads, head dim, clusters of the attention tests
+enum { AH = 2, ADH = 8, AKC = 3 };  // heads, head dim (vectorised kernels), clusters
 
 // Short: three sequences of lengths 9, 14, 6 (n = 16) with interior padding. Long: lengths 70
 // (more than 64 query rows, the row-block size of blocked code paths) and 9 (n = 72).
@@ -418,7 +418,10 @@ static void make_graphs(kctx *k, sbm_graphs *gs, graph_kind kind, const float *Y
     int64_t edges[8];
     if (kind == G_HAND || kind == G_HAND_DENSE) {
         graphs_handmade(gs, bt, H, 0.5);
-        for (int u = 0; u < gs->units; u++) gs->g[u].dense = kind == G_HAND_DENSE;
+        for (int u = 0; u < gs->units; u++) {
+            gs->g[u].dense = kind == G_HAND_DENSE;
+            gs->g[u].path = kind == G_HAND_DENSE ? SBM_PATH_BLOCKS : SBM_PATH_EDGES;
+        }
         return;
     }
     sbm_sampler smp = kind == G_FASTRG ? SBM_SAMPLER_FASTRG : SBM_SAMPLER_DENSE;
