@@ -6,7 +6,8 @@
 //   layer:   one encoder layer forward+backward at n = 1024..8192, sbm (densities at
 //            initialisation) vs our softmax attention.
 //   sgemm:   the single-thread SGEMM rate, the peak model FLOP rates are compared to.
-// usage: build/bench_sbm [sampler|edges|layer|sgemm|all]
+//   paths:   edge-by-edge vs dense-row-block attention against density (SBM_BLOCKS_FRACTION).
+// usage: build/bench_sbm [sampler|edges|paths|layer|sgemm|all]
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,7 +89,8 @@ static void bench_sampler(kctx *k) {
 }
 
 // Sparse attention forward + backward (STE included) on one (sequence, head) graph.
-static double time_attention(kctx *k, int n, float density, int H, int dh, int kc, int64_t *edges) {
+static double time_attention_path(kctx *k, int n, float density, int H, int dh, int kc,
+                                  sbm_path path, int64_t *edges) {
     kbatch bt;
     make_batch(&bt, n);
     size_t T = (size_t)n;
@@ -102,7 +104,9 @@ static double time_attention(kctx *k, int n, float density, int H, int dh, int k
     for (size_t i = 0; i < T * H * dh; i++) dout[i] = frand(&st) - 0.5f;
     sbm_graphs gs = {0};
     int64_t e[64];
-    k_sbm_sample(k, &gs, Y, S, &bt, H, kc, 0.0f, SBM_SAMPLER_FASTRG, 1, 0, 0, 0, e);
+    k_sbm_sample(k, &gs, Y, S, &bt, H, kc, 0.0f,
+                 path == SBM_PATH_AUTO ? SBM_SAMPLER_FASTRG : SBM_SAMPLER_DENSE, 1, 0, 0, 0, e);
+    for (int u = 0; u < gs.units; u++) gs.g[u].path = path;
     *edges = 0;
     for (int h = 0; h < H; h++) *edges += e[h];
     kdrop d = {1, 0, 0, 0};
@@ -117,6 +121,10 @@ static double time_attention(kctx *k, int n, float density, int H, int dh, int k
     free(Y), free(S), free(qkv), free(out), free(dout), free(dqkv), free(dY), free(dS);
     batch_free(&bt);
     return t;
+}
+
+static double time_attention(kctx *k, int n, float density, int H, int dh, int kc, int64_t *edges) {
+    return time_attention_path(k, n, density, H, dh, kc, SBM_PATH_AUTO, edges);
 }
 
 static void fit_report(const double *x, const double *y, int n, const char *xname) {
@@ -158,6 +166,22 @@ static void bench_edges(kctx *k) {
         printf("  n %6d edges %9lld\n", ns[i], (long long)e);
     }
     fit_report(x, y, c, "edges");
+}
+
+// Edge-by-edge attention vs dense row blocks (GEMMs) on the same dense-sampled graphs: where
+// SBM_BLOCKS_FRACTION comes from.
+static void bench_paths(kctx *k) {
+    const int H = 1, dh = 32, kc = 128, n = 2048;
+    printf("\n== attention forward+backward (with STE, k = %d, d = %d), n = %d: edges vs blocks\n",
+           kc, dh, n);
+    const float dens[] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.7f, 0.9f};
+    for (size_t i = 0; i < sizeof(dens) / sizeof(dens[0]); i++) {
+        int64_t e;
+        double te = time_attention_path(k, n, dens[i], H, dh, kc, SBM_PATH_EDGES, &e);
+        double tb = time_attention_path(k, n, dens[i], H, dh, kc, SBM_PATH_BLOCKS, &e);
+        printf("  density %.3f  edges %8.2f ms  blocks %8.2f ms  blocks/edges %.2f\n",
+               (double)e / ((double)n * n), 1e3 * te, 1e3 * tb, tb / te);
+    }
 }
 
 // One layer forward+backward of the reference shape (D 64, H 2, d 32, Dh 128, k 128), batch 1.
@@ -224,6 +248,7 @@ int main(int argc, char **argv) {
     int all = !strcmp(what, "all");
     if (all || !strcmp(what, "sampler")) bench_sampler(&k);
     if (all || !strcmp(what, "edges")) bench_edges(&k);
+    if (all || !strcmp(what, "paths")) bench_paths(&k);
     if (all || !strcmp(what, "layer")) bench_layer(&k);
     if (all || !strcmp(what, "sgemm")) bench_sgemm();
     return 0;
