@@ -12,6 +12,7 @@
 #include "kernels/fastmath.h"
 #include "kernels/philox.h"
 #include "kernels/sbm.h"
+#include "kernels/sbm_bernoulli.h"
 #include "kernels/sbm_edges.h"
 #include "kernels/spmm.h"
 
@@ -144,7 +145,9 @@ typedef struct {
     int *seen;        // duplicate detection per key
     uint32_t *words;  // Philox output
     uint8_t *hit;     // dense sampler: edge flags of one row
-    float *T1, *P;    // dense sampler: Yq S, a block of probabilities
+    float *T1, *P;    // dense sampler: Yq S, a block of probabilities (or the packed keys)
+    uint16_t *kvalid; // dense sampler: key validity per 16-key panel
+    size_t n_kvalid;
     size_t n_prob, n_alias, n_stack, n_ei, n_ej, n_tmpcol, n_cnt, n_seen, n_words, n_T1, n_P;
     size_t n_pair, n_wq, n_wk, n_order, n_hit;
 } sample_scratch;
@@ -174,6 +177,7 @@ static void scratch_free(sample_scratch *s) {
     free(s->words);
     free(s->T1);
     free(s->P);
+    free(s->kvalid);
 }
 
 // Vose's alias table over N weights w[i * stride] (not all zero).
@@ -408,9 +412,69 @@ static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld
     edges_to_csr(g, L, m, sc);
 }
 
+// Appends the `cnt` keys of query row i to the graph (rows are appended in order), growing the
+// capacity as needed with the edges so far kept.
+static void graph_append_row(sbm_graph *g, int *nnz, const int *cols, int cnt) {
+    if (g->cap < *nnz + cnt) {
+        int newcap = (*nnz + cnt) * 2;
+        int *col = xmalloc(sizeof(int) * (size_t)newcap);
+        memcpy(col, g->col, sizeof(int) * (size_t)*nnz);
+        free(g->col);
+        free(g->a);
+        free(g->keep);
+        g->col = col;
+        g->a = xmalloc(sizeof(float) * (size_t)newcap);
+        g->keep = xmalloc((size_t)newcap);
+        g->cap = newcap;
+    }
+    memcpy(g->col + *nnz, cols, sizeof(int) * (size_t)cnt);
+    *nnz += cnt;
+}
+
+// Exact Bernoulli with the fused kernel (sbm_bernoulli.h): T1 = Yq S once, the keys packed into
+// 16-key panels, then six query rows at a time against all panels. The uniforms are the same
+// words as in sample_dense_blocks (pair (i, j) uses word (i n + j) % 4 of block (i n + j) / 4).
+static void sample_dense_fused(sbm_graph *g, const float *Yq, const float *Yk, int ld,
+                               const float *S, const float *mask, int L, int n, int kc, float eps,
+                               rng_stream stream, sample_scratch *sc) {
+    const int np = (L + BERN_KEYS - 1) / BERN_KEYS, Lw = np * BERN_KEYS;
+    const size_t wrow = 4 * ((size_t)Lw / 4 + 2);
+    GROW(sc, T1, (size_t)L * kc);
+    GROW(sc, P, bern_keys_floats(L, kc));
+    GROW(sc, kvalid, (size_t)np);
+    GROW(sc, words, BERN_ROWS * wrow);
+    GROW(sc, tmpcol, (size_t)BERN_ROWS * L);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, kc, kc, 1.0f, Yq, ld, S, kc, 0.0f,
+                sc->T1, kc);
+    bern_pack_keys(sc->P, sc->kvalid, Yk, ld, mask, L, kc);
+    graph_reserve(g, L, L > 0 ? L : 1);
+    int nnz = 0;
+    for (int i0 = 0; i0 < L; i0 += BERN_ROWS) {
+        const int R = L - i0 < BERN_ROWS ? L - i0 : BERN_ROWS;
+        const uint32_t *w[BERN_ROWS];
+        int *cols[BERN_ROWS], count[BERN_ROWS];
+        for (int r = 0; r < R; r++) {
+            uint32_t e0 = (uint32_t)(i0 + r) * (uint32_t)n, *buf = sc->words + r * wrow;
+            uint32_t b0 = e0 >> 2, b1 = (e0 + (uint32_t)Lw - 1) >> 2;
+            philox_blocks(stream, b0, (int)(b1 - b0 + 1), buf);
+            w[r] = buf + (e0 & 3u);
+            cols[r] = sc->tmpcol + (size_t)r * L;
+        }
+        bern_rows(cols, count, sc->T1 + (size_t)i0 * kc, kc, R, sc->P, sc->kvalid, L, kc, eps, w);
+        for (int r = 0; r < R; r++) {
+            const int i = i0 + r;
+            g->rowptr[i] = nnz;
+            if (mask[i] != 0.0f) graph_append_row(g, &nnz, cols[r], count[r]);
+        }
+    }
+    g->rowptr[L] = nnz;
+    g->nnz = nnz;
+}
+
 // Exact Bernoulli: A_ij ~ Bernoulli(min(1, P_ij + eps)) for valid pairs, P formed a block of
-// query rows at a time (Yq S once, then (Yq S) Yk^T per block).
-static void sample_dense(sbm_graph *g, const float *Yq, const float *Yk, int ld, const float *S,
+// query rows at a time (Yq S once, then (Yq S) Yk^T per block) with BLAS; for builds without
+// the fused kernel.
+static void sample_dense_blocks(sbm_graph *g, const float *Yq, const float *Yk, int ld, const float *S,
                          const float *mask, int L, int n, int kc, float eps, rng_stream stream,
                          sample_scratch *sc) {
     enum { RB = 64 };
@@ -529,8 +593,10 @@ void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const
                         (sampler == SBM_SAMPLER_AUTO && lam > SBM_AUTO_DENSE_FRACTION * valid * valid);
             g->dense = dense;
             rng_stream es = rng_make(seed, RNG_GRAPH, step, layer, gh, bt->sample[b]);
-            if (dense)
-                sample_dense(g, yq, yk, Hk, Sh, mask, L, bt->n, kc, eps, es, &sc);
+            if (dense && bern_fast())
+                sample_dense_fused(g, yq, yk, Hk, Sh, mask, L, bt->n, kc, eps, es, &sc);
+            else if (dense)
+                sample_dense_blocks(g, yq, yk, Hk, Sh, mask, L, bt->n, kc, eps, es, &sc);
             else
                 sample_fastrg(g, yq, yk, Hk, Sh, mask, L, kc, eps, lam,
                               rng_make(seed, RNG_GRAPH_COUNT, step, layer, gh, bt->sample[b]), es,
@@ -766,7 +832,7 @@ static void unit_fwd_sparse(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
 static void unit_fwd(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
     if (g->path == SBM_PATH_AUTO) {
         // Density over the unit's L x L grid.
-        double frac = edges_fast(io->dh) ? SBM_BLOCKS_FRACTION : SBM_AUTO_DENSE_FRACTION;
+        double frac = edges_fast(io->dh) ? SBM_BLOCKS_FRACTION : SBM_BLOCKS_FRACTION_PORTABLE;
         g->blocks = g->dense && g->nnz >= frac * (double)g->rows * (double)g->rows;
     } else {
         g->blocks = g->path == SBM_PATH_BLOCKS;

@@ -12,16 +12,16 @@
 typedef enum { SBM_SAMPLER_FASTRG = 0, SBM_SAMPLER_DENSE = 1, SBM_SAMPLER_AUTO = 2 } sbm_sampler;
 
 // auto picks the dense sampler when the expected edge count exceeds this fraction of the
-// valid (query, key) pairs; such units also run attention in dense row blocks. `bench_sbm
-// sampler` measures the sampler crossover (about 0.05 on one core of the development machine);
-// with the cheaper dense-block attention of such units the overall crossover is about 0.10.
-#define SBM_AUTO_DENSE_FRACTION 0.10
+// valid (query, key) pairs: `bench_sbm sampler` measures the crossover (0.02 to 0.04 on one core
+// of the development machine with the fused dense sampler, k = 128).
+#define SBM_AUTO_DENSE_FRACTION 0.03
 
 // Attention on a dense-sampled unit runs in dense row blocks (GEMMs) instead of edge by edge
-// when its sampled density reaches this fraction and the edge kernels have their AVX2 form for
-// the head size (sbm_edges.h); without it, blocks from SBM_AUTO_DENSE_FRACTION. `bench_sbm
-// paths` measures the crossover (about 0.4 on one core of the development machine).
+// when its sampled density reaches this fraction: `bench_sbm paths` measures the crossover
+// (about 0.4 on one core of the development machine). The second value is for head sizes
+// without the vectorised edge kernels (sbm_edges.h), whose edge loops are slower.
 #define SBM_BLOCKS_FRACTION 0.40
+#define SBM_BLOCKS_FRACTION_PORTABLE 0.10
 
 typedef enum { SBM_PATH_AUTO = 0, SBM_PATH_EDGES = 1, SBM_PATH_BLOCKS = 2 } sbm_path;
 

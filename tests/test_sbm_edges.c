@@ -3,7 +3,8 @@
 // (multiples of 8 up to 64, and others), rows of 0..a few hundred edges (full and partial
 // groups of eight), and straight-through products with k below, at and above multiples of the
 // 32-wide chunk, non-square graphs, empty rows, strided operands and accumulation into
-// non-zero outputs.
+// non-zero outputs. And the dense sampler against the exact rule A_ij = [u_ij < min(1, P_ij +
+// eps)] evaluated in double precision with the same random words.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,8 +16,11 @@
 #include <cmocka.h>
 
 #include "kernels/common.h"
+#include "kernels/philox.h"
+#include "kernels/sbm.h"
 #include "kernels/sbm_edges.h"
 #include "kernels/spmm.h"
+#include "model/model.h"
 
 static uint32_t rng_state;
 
@@ -204,10 +208,105 @@ static void test_spmm_pair(void **state) {
     }
 }
 
+// ---------------------------------------------------------------- dense sampler
+
+static void run_sampler_case(int n, int kc, const int *lens, int B, float eps, double scale) {
+    enum { H = 2 };
+    kctx k;
+    kctx_init(&k, KB_CPU, 2);
+    kbatch bt;
+    batch_alloc(&bt, B, n);
+    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)B * n);
+    uint32_t sample[8];
+    for (int b = 0; b < B; b++) {
+        sample[b] = 40 + 3 * (uint32_t)b;
+        for (int i = 0; i < n; i++) ids[b * n + i] = i < lens[b] && i % 13 != 4 ? 1 + i % 9 : 0;
+    }
+    batch_pack(&bt, ids, B, n, sample, 0, 0);
+    const int T = bt.T, Hk = H * kc;
+    float *Y = xmalloc(sizeof(float) * 2 * (size_t)T * Hk), *S = xmalloc(sizeof(float) * H * kc * kc);
+    for (int r = 0; r < 2 * T; r++)
+        for (int c = 0; c < Hk; c++) Y[(size_t)r * Hk + c] = bt.mask[r % T] ? 0.5f + frand() : 0.0f;
+    for (int h = 0; h < H; h++) {
+        double sum = 0.0;
+        for (int i = 0; i < kc * kc; i++) sum += S[h * kc * kc + i] = 0.5f + frand();
+        // Mean P is about scale / 4; at scale 4 many pairs have P + eps > 1 (always sampled).
+        for (int i = 0; i < kc * kc; i++) S[h * kc * kc + i] = (float)(S[h * kc * kc + i] / sum * scale);
+    }
+    sbm_graphs gs = {0};
+    int64_t edges[H];
+    const uint64_t seed = 77;
+    const uint32_t step = 3, layer = 1, head0 = 2;
+    k_sbm_sample(&k, &gs, Y, S, &bt, H, kc, eps, SBM_SAMPLER_DENSE, seed, step, layer, head0, edges);
+    long pairs = 0, ties = 0, sampled = 0, sure = 0;
+    for (int u = 0; u < gs.units; u++) {
+        const int b = u / H, h = u % H, L = bt.len[b], base = bt.off[b];
+        const sbm_graph *g = &gs.g[u];
+        assert_int_equal(g->rows, L);
+        const float *yq = Y + (size_t)base * Hk + h * kc, *yk = Y + ((size_t)T + base) * Hk + h * kc;
+        const float *Sh = S + (size_t)h * kc * kc, *mask = bt.mask + base;
+        rng_stream st = rng_make(seed, RNG_GRAPH, step, layer, head0 + (uint32_t)h, sample[b]);
+        for (int i = 0; i < L; i++) {
+            int e = g->rowptr[i];
+            for (int j = 0; j < L; j++) {
+                const int has = e < g->rowptr[i + 1] && g->col[e] == j;
+                e += has;
+                if (mask[i] == 0.0f || mask[j] == 0.0f) {
+                    assert_false(has);
+                    continue;
+                }
+                double P = 0.0;
+                for (int a = 0; a < kc; a++) {
+                    double row = 0.0;
+                    for (int c = 0; c < kc; c++) row += (double)Sh[a * kc + c] * yk[(size_t)j * Hk + c];
+                    P += yq[(size_t)i * Hk + a] * row;
+                }
+                double pr = P + eps < 1.0 ? P + eps : 1.0;
+                sure += pr == 1.0;
+                uint32_t el = (uint32_t)i * (uint32_t)n + (uint32_t)j;
+                uint32_t word = rng_block(st, el >> 2).v[el & 3u];
+                double u24 = (double)(word >> 8), thr = pr * 16777216.0;
+                pairs++;
+                // Float rounding of P moves the threshold by a few units of 2^-24 at most.
+                if (fabs(u24 - thr) < 8.0) {
+                    ties++;
+                    continue;
+                }
+                if (has != (u24 < thr)) {
+                    print_error("unit %d pair (%d, %d): edge %d, u %.0f, threshold %.1f\n", u, i, j,
+                                has, u24, thr);
+                    fail();
+                }
+                sampled += has;
+            }
+            assert_int_equal(e, g->rowptr[i + 1]);  // no edge outside 0..L-1, none repeated
+        }
+    }
+    print_message("n %d k %d: %ld pairs checked, %ld sampled, %ld with P + eps >= 1, %ld within "
+                  "rounding of the threshold\n", n, kc, pairs, sampled, sure, ties);
+    assert_true(ties * 1000 < pairs);
+    assert_true(sampled > pairs / 10 && sampled < pairs);
+    sbm_graphs_free(&gs);
+    free(ids), free(Y), free(S);
+    batch_free(&bt);
+}
+
+static void test_dense_sampler_exact(void **state) {
+    (void)state;
+    rng_state = 5;
+    const int lens1[] = {101, 37, 1};
+    run_sampler_case(101, 40, lens1, 3, 0.01f, 1.4);  // n % 4 != 0: words straddle blocks
+    const int lens2[] = {64, 17};
+    run_sampler_case(64, 7, lens2, 2, 0.05f, 4.0);
+    const int lens3[] = {130};
+    run_sampler_case(130, 128, lens3, 1, 0.01f, 1.0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_edge_kernels),
         cmocka_unit_test(test_spmm_pair),
+        cmocka_unit_test(test_dense_sampler_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
