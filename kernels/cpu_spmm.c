@@ -6,7 +6,9 @@
 // SPMM_TILE: a tile's B and GB rows (2 x 16 KB) stay in L1 while every row of the block adds
 // w * B[j] to register accumulators (two sets, even and odd edges, so that FMA latency does
 // not bound the rate) and w * A[i] (held in registers) to GB[j]. A row's edges are sorted, so
-// its edges into a tile follow on from where the previous tile stopped.
+// its edges into a tile follow on from where the previous tile stopped. A sparse graph gets wider
+// tiles: each (row, tile) visit and each reload of a tile has a fixed cost, so a tile is made
+// wide enough for rows to have about SPMM_SEG edges in it (up to all columns in one tile).
 #include "kernels/spmm.h"
 
 #include <string.h>
@@ -16,7 +18,7 @@
 #define SPMM_AVX2 1
 #endif
 
-enum { SPMM_ROWS = 64, SPMM_TILE = 128, SPMM_W = 32 };
+enum { SPMM_ROWS = 64, SPMM_TILE = 128, SPMM_W = 32, SPMM_SEG = 8 };
 
 size_t spmm_scratch_floats(int ncols, int kc) {
     size_t kw = (size_t)(kc / SPMM_W) * SPMM_W;
@@ -107,6 +109,10 @@ void spmm_pair(float *GA, float *GB, int ldo, const int *ptr, const int *idx, co
                float *scratch) {
     if (rows <= 0 || ptr[rows] == ptr[0]) return;
     const int nch = kc / SPMM_W;
+    // Column tile: SPMM_TILE doubled until a row's expected edges in a tile reach SPMM_SEG.
+    const double deg = (double)(ptr[rows] - ptr[0]) / rows;
+    int tile = SPMM_TILE;
+    while (tile < ncols && deg * tile < (double)SPMM_SEG * ncols) tile *= 2;
     if (nch > 0) {
         const size_t kw = (size_t)nch * SPMM_W;
         float *Bp = scratch, *GBp = Bp + kw * ncols, *Ap = GBp + kw * ncols;
@@ -124,7 +130,7 @@ void spmm_pair(float *GA, float *GB, int ldo, const int *ptr, const int *idx, co
                 const float *Ac = Ap + (size_t)ch * R * SPMM_W;
                 float *GAc = GAp + (size_t)ch * R * SPMM_W;
                 memcpy(cur, ptr + i0, sizeof(int) * (size_t)R);
-                for (int j1 = SPMM_TILE; j1 - SPMM_TILE < ncols; j1 += SPMM_TILE)
+                for (int j1 = tile; j1 - tile < ncols; j1 += tile)
                     for (int r = 0; r < R; r++)
                         row_tile(GAc + (size_t)r * SPMM_W, GBc, Ac + (size_t)r * SPMM_W, idx, w,
                                  &cur[r], ptr[i0 + r + 1], j1, Bc);

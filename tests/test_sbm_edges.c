@@ -205,6 +205,8 @@ static void test_spmm_pair(void **state) {
         run_spmm_case(150, 300, kcs[a], 0.25);  // non-square, several column tiles
         run_spmm_case(200, 90, kcs[a], 1.0);    // complete rows
         run_spmm_case(40, 50, kcs[a], 0.0);     // no edges at all
+        run_spmm_case(64, 2000, kcs[a], 0.05);  // sparse: wider column tiles
+        run_spmm_case(30, 1000, kcs[a], 0.01);  // sparser: one tile for all columns
     }
 }
 
