@@ -412,21 +412,25 @@ static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld
     edges_to_csr(g, L, m, sc);
 }
 
-// Appends the `cnt` keys of query row i to the graph (rows are appended in order), growing the
-// capacity as needed with the edges so far kept.
+// Room for `need` edges, keeping the first nnz (the per-edge a and keep are not kept: they are
+// written after sampling).
+static void graph_grow(sbm_graph *g, int nnz, int need) {
+    if (g->cap >= need) return;
+    int newcap = need * 2;
+    int *col = xmalloc(sizeof(int) * (size_t)newcap);
+    memcpy(col, g->col, sizeof(int) * (size_t)nnz);
+    free(g->col);
+    free(g->a);
+    free(g->keep);
+    g->col = col;
+    g->a = xmalloc(sizeof(float) * (size_t)newcap);
+    g->keep = xmalloc((size_t)newcap);
+    g->cap = newcap;
+}
+
+// Appends the `cnt` keys of query row i to the graph (rows are appended in order).
 static void graph_append_row(sbm_graph *g, int *nnz, const int *cols, int cnt) {
-    if (g->cap < *nnz + cnt) {
-        int newcap = (*nnz + cnt) * 2;
-        int *col = xmalloc(sizeof(int) * (size_t)newcap);
-        memcpy(col, g->col, sizeof(int) * (size_t)*nnz);
-        free(g->col);
-        free(g->a);
-        free(g->keep);
-        g->col = col;
-        g->a = xmalloc(sizeof(float) * (size_t)newcap);
-        g->keep = xmalloc((size_t)newcap);
-        g->cap = newcap;
-    }
+    graph_grow(g, *nnz, *nnz + cnt);
     memcpy(g->col + *nnz, cols, sizeof(int) * (size_t)cnt);
     *nnz += cnt;
 }
@@ -495,19 +499,7 @@ static void sample_dense_blocks(sbm_graph *g, const float *Yq, const float *Yk, 
             int i = i0 + r;
             g->rowptr[i] = nnz;
             if (mask[i] == 0.0f) continue;
-            if (g->cap < nnz + L) {
-                // Grow keeping the edges so far.
-                int newcap = (nnz + L) * 2;
-                int *col = xmalloc(sizeof(int) * (size_t)newcap);
-                memcpy(col, g->col, sizeof(int) * (size_t)nnz);
-                free(g->col);
-                free(g->a);
-                free(g->keep);
-                g->col = col;
-                g->a = xmalloc(sizeof(float) * (size_t)newcap);
-                g->keep = xmalloc((size_t)newcap);
-                g->cap = newcap;
-            }
+            graph_grow(g, nnz, nnz + L);
             uint32_t e0 = (uint32_t)i * (uint32_t)n;
             uint32_t b0 = e0 >> 2, b1 = (e0 + (uint32_t)L - 1) >> 2;
             philox_blocks(stream, b0, (int)(b1 - b0 + 1), sc->words);

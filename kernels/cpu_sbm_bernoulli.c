@@ -72,24 +72,19 @@ void bern_rows(int *const *col, int *count, const float *T1, int ldt, int R, con
         for (int c = 0; c < kc; c++) {
             const __m256 y0 = _mm256_loadu_ps(y + (size_t)c * BERN_KEYS);
             const __m256 y1 = _mm256_loadu_ps(y + (size_t)c * BERN_KEYS + 8);
-            __m256 b = _mm256_broadcast_ss(t[0] + c);
-            a00 = _mm256_fmadd_ps(b, y0, a00);
-            a01 = _mm256_fmadd_ps(b, y1, a01);
-            b = _mm256_broadcast_ss(t[1] + c);
-            a10 = _mm256_fmadd_ps(b, y0, a10);
-            a11 = _mm256_fmadd_ps(b, y1, a11);
-            b = _mm256_broadcast_ss(t[2] + c);
-            a20 = _mm256_fmadd_ps(b, y0, a20);
-            a21 = _mm256_fmadd_ps(b, y1, a21);
-            b = _mm256_broadcast_ss(t[3] + c);
-            a30 = _mm256_fmadd_ps(b, y0, a30);
-            a31 = _mm256_fmadd_ps(b, y1, a31);
-            b = _mm256_broadcast_ss(t[4] + c);
-            a40 = _mm256_fmadd_ps(b, y0, a40);
-            a41 = _mm256_fmadd_ps(b, y1, a41);
-            b = _mm256_broadcast_ss(t[5] + c);
-            a50 = _mm256_fmadd_ps(b, y0, a50);
-            a51 = _mm256_fmadd_ps(b, y1, a51);
+#define BERN_ROW(r, lo, hi)                       \
+    do {                                          \
+        const __m256 b = _mm256_broadcast_ss(t[r] + c); \
+        lo = _mm256_fmadd_ps(b, y0, lo);          \
+        hi = _mm256_fmadd_ps(b, y1, hi);          \
+    } while (0)
+            BERN_ROW(0, a00, a01);
+            BERN_ROW(1, a10, a11);
+            BERN_ROW(2, a20, a21);
+            BERN_ROW(3, a30, a31);
+            BERN_ROW(4, a40, a41);
+            BERN_ROW(5, a50, a51);
+#undef BERN_ROW
         }
         const __m256 lo[BERN_ROWS] = {a00, a10, a20, a30, a40, a50};
         const __m256 hi[BERN_ROWS] = {a01, a11, a21, a31, a41, a51};
