@@ -15,6 +15,7 @@ void kctx_init(kctx *k, kbackend backend, int nthreads) {
     CHECK(backend == KB_CPU);
     k->backend = backend;
     k->nthreads = nthreads > 0 ? nthreads : omp_get_max_threads();
+    k->simd = 1;
     openblas_set_num_threads(1);
 }
 

@@ -464,7 +464,8 @@ static void sample_dense_fused(sbm_graph *g, const float *Yq, const float *Yk, i
             w[r] = buf + (e0 & 3u);
             cols[r] = sc->tmpcol + (size_t)r * L;
         }
-        bern_rows(cols, count, sc->T1 + (size_t)i0 * kc, kc, R, sc->P, sc->kvalid, L, kc, eps, w);
+        bern_rows(cols, count, sc->T1 + (size_t)i0 * kc, kc, R, sc->P, sc->kvalid, L, kc, eps, w,
+                  1);
         for (int r = 0; r < R; r++) {
             const int i = i0 + r;
             g->rowptr[i] = nnz;
@@ -585,7 +586,7 @@ void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const
                         (sampler == SBM_SAMPLER_AUTO && lam > SBM_AUTO_DENSE_FRACTION * valid * valid);
             g->dense = dense;
             rng_stream es = rng_make(seed, RNG_GRAPH, step, layer, gh, bt->sample[b]);
-            if (dense && bern_fast())
+            if (dense && bern_fast() && k->simd)
                 sample_dense_fused(g, yq, yk, Hk, Sh, mask, L, bt->n, kc, eps, es, &sc);
             else if (dense)
                 sample_dense_blocks(g, yq, yk, Hk, Sh, mask, L, bt->n, kc, eps, es, &sc);
@@ -743,6 +744,7 @@ typedef struct {
     const float *Q, *K, *V;  // row 0 of the unit's Q, K, V (row stride ld)
     float *Yo;               // row 0 of the unit's output (row stride HD)
     int ld, HD, dh, n;
+    int simd;                // kctx simd: vectorised kernels where compiled in
     float sc, p, dscale;
     uint32_t thr;
     rng_stream s;
@@ -814,17 +816,18 @@ static void unit_fwd_sparse(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
             memset(y, 0, sizeof(float) * (size_t)dh);
             continue;
         }
-        edges_scores(a, col, cnt, io->Q + (size_t)i * ld, sc->Kp, dh, io->sc);
+        edges_scores(a, col, cnt, io->Q + (size_t)i * ld, sc->Kp, dh, io->sc, io->simd);
         edge_softmax(a, cnt);
         row_keep(g->keep + e0, col, cnt, i, L, io, sc);
-        edges_aggregate(y, col, a, g->keep + e0, cnt, sc->Vp, dh, io->dscale);
+        edges_aggregate(y, col, a, g->keep + e0, cnt, sc->Vp, dh, io->dscale, io->simd);
     }
 }
 
 static void unit_fwd(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
     if (g->path == SBM_PATH_AUTO) {
         // Density over the unit's L x L grid.
-        double frac = edges_fast(io->dh) ? SBM_BLOCKS_FRACTION : SBM_BLOCKS_FRACTION_PORTABLE;
+        double frac = io->simd && edges_fast(io->dh) ? SBM_BLOCKS_FRACTION
+                                                     : SBM_BLOCKS_FRACTION_PORTABLE;
         g->blocks = g->dense && g->nnz >= frac * (double)g->rows * (double)g->rows;
     } else {
         g->blocks = g->path == SBM_PATH_BLOCKS;
@@ -849,7 +852,7 @@ void k_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const
                           .K = qkv + (size_t)base * ld + HD + h * dh,
                           .V = qkv + (size_t)base * ld + 2 * HD + h * dh,
                           .Yo = out + (size_t)base * HD + h * dh,
-                          .ld = ld, .HD = HD, .dh = dh, .n = bt->n,
+                          .ld = ld, .HD = HD, .dh = dh, .n = bt->n, .simd = k->simd,
                           .sc = 1.0f / sqrtf((float)dh), .p = p,
                           .dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f,
                           .thr = dropout_threshold(p),
@@ -937,7 +940,7 @@ static void unit_bwd_sparse(const sbm_graph *g, const unit_io *io, const unit_gr
         for (int c = 0; c < dh; c++) Di += dy[c] * yo[c];
         edges_bwd_row(dq, sc->dKp, sc->dVp, sc->gv + e0, g->col + e0, g->a + e0, g->keep + e0,
                       cnt, io->Q + (size_t)i * ld, dy, Di, sc->Kp, sc->Vp, dh, io->sc,
-                      io->dscale, gr->reg);
+                      io->dscale, gr->reg, io->simd);
     }
     for (int j = 0; j < L; j++)
         for (int c = 0; c < dh; c++) {
@@ -957,7 +960,7 @@ static void unit_bwd(const sbm_graph *g, const unit_io *io, const unit_grad *gr,
     else
         unit_bwd_sparse(g, io, gr, sc);
     spmm_pair(gr->GYk, gr->GTYq, gr->kc, g->rowptr, g->col, sc->gv, L, L, gr->yq, gr->yk, gr->Hk,
-              gr->kc, sc->spmm);
+              gr->kc, sc->spmm, io->simd);
 }
 
 void k_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dout,
@@ -987,7 +990,7 @@ void k_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dou
                           .K = qkv + (size_t)base * ld + HD + h * dh,
                           .V = qkv + (size_t)base * ld + 2 * HD + h * dh,
                           .Yo = (float *)out + (size_t)base * HD + h * dh,
-                          .ld = ld, .HD = HD, .dh = dh, .n = bt->n,
+                          .ld = ld, .HD = HD, .dh = dh, .n = bt->n, .simd = k->simd,
                           .sc = 1.0f / sqrtf((float)dh), .p = p,
                           .dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f,
                           .thr = dropout_threshold(p), .s = rng_make(0, 0, 0, 0, 0, 0)};

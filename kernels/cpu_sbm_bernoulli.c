@@ -57,10 +57,13 @@ static inline uint32_t flags8(__m256 p, const uint32_t *w, __m256 veps) {
 #endif
 
 void bern_rows(int *const *col, int *count, const float *T1, int ldt, int R, const float *Ykp,
-               const uint16_t *valid, int L, int kc, float eps, const uint32_t *const *words) {
+               const uint16_t *valid, int L, int kc, float eps, const uint32_t *const *words,
+               int simd) {
     const int np = (L + BERN_KEYS - 1) / BERN_KEYS;
     for (int r = 0; r < R; r++) count[r] = 0;
+    (void)simd;
 #ifdef BERN_AVX2
+    if (simd) {
     // Rows past R repeat row 0; their results are not used.
     const float *t[BERN_ROWS];
     for (int r = 0; r < BERN_ROWS; r++) t[r] = T1 + (size_t)(r < R ? r : 0) * ldt;
@@ -95,7 +98,9 @@ void bern_rows(int *const *col, int *count, const float *T1, int ldt, int R, con
             count[r] = append_bits(col[r], count[r], bits & valid[p], j0);
         }
     }
-#else
+    return;
+    }
+#endif
     for (int r = 0; r < R; r++) {
         const float *t = T1 + (size_t)r * ldt;
         for (int p = 0; p < np; p++) {
@@ -112,5 +117,4 @@ void bern_rows(int *const *col, int *count, const float *T1, int ldt, int R, con
             count[r] = append_bits(col[r], count[r], bits & valid[p], p * BERN_KEYS);
         }
     }
-#endif
 }

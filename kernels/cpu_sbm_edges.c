@@ -226,10 +226,11 @@ int edges_fast(int dh) {
 }
 
 void edges_scores(float *a, const int *col, int cnt, const float *q, const float *Kp, int dh,
-                  float sc) {
+                  float sc, int simd) {
+    (void)simd;
     if (cnt <= 0) return;
 #ifdef EDGES_AVX2
-    if (EDGES_FAST(dh)) {
+    if (simd && EDGES_FAST(dh)) {
 #define CALL(NV) scores_avx2(a, col, cnt, q, Kp, sc, NV)
         EDGES_DISPATCH(CALL)
 #undef CALL
@@ -239,9 +240,10 @@ void edges_scores(float *a, const int *col, int cnt, const float *q, const float
 }
 
 void edges_aggregate(float *y, const int *col, const float *a, const uint8_t *keep, int cnt,
-                     const float *Vp, int dh, float dscale) {
+                     const float *Vp, int dh, float dscale, int simd) {
+    (void)simd;
 #ifdef EDGES_AVX2
-    if (EDGES_FAST(dh)) {
+    if (simd && EDGES_FAST(dh)) {
 #define CALL(NV) aggregate_avx2(y, col, a, keep, cnt, Vp, dscale, NV)
         EDGES_DISPATCH(CALL)
 #undef CALL
@@ -252,9 +254,11 @@ void edges_aggregate(float *y, const int *col, const float *a, const uint8_t *ke
 
 void edges_bwd_row(float *dq, float *dKp, float *dVp, float *gv, const int *col, const float *a,
                    const uint8_t *keep, int cnt, const float *q, const float *dy, float Di,
-                   const float *Kp, const float *Vp, int dh, float sc, float dscale, float reg) {
+                   const float *Kp, const float *Vp, int dh, float sc, float dscale, float reg,
+                   int simd) {
+    (void)simd;
 #ifdef EDGES_AVX2
-    if (EDGES_FAST(dh)) {
+    if (simd && EDGES_FAST(dh)) {
 #define CALL(NV) \
     bwd_row_avx2(dq, dKp, dVp, gv, col, a, keep, cnt, q, dy, Di, Kp, Vp, sc, dscale, reg, NV)
         EDGES_DISPATCH(CALL)

@@ -44,10 +44,25 @@ static void unpack_add(float *dst, int ld, const float *src, int n, int nch) {
 
 // Row i's edges from *pe while their column is below j1 and e < end, on one packed chunk:
 // ga += w B[j], GB[j] += w a. Returns with *pe at the first edge not taken.
-static inline void row_tile(float *ga, float *GB, const float *a, const int *idx, const float *w,
-                            int *pe, int end, int j1, const float *B) {
+static void row_tile_c(float *ga, float *GB, const float *a, const int *idx, const float *w,
+                       int *pe, int end, int j1, const float *B) {
     int e = *pe;
+    for (; e < end && idx[e] < j1; e++) {
+        const float we = w[e], *b = B + (size_t)idx[e] * SPMM_W;
+        float *gb = GB + (size_t)idx[e] * SPMM_W;
+        for (int c = 0; c < SPMM_W; c++) {
+            ga[c] += we * b[c];
+            gb[c] += we * a[c];
+        }
+    }
+    *pe = e;
+}
+
 #ifdef SPMM_AVX2
+// The same with AVX2.
+static inline void row_tile_avx2(float *ga, float *GB, const float *a, const int *idx,
+                                 const float *w, int *pe, int end, int j1, const float *B) {
+    int e = *pe;
     __m256 s0 = _mm256_loadu_ps(ga), s1 = _mm256_loadu_ps(ga + 8);
     __m256 s2 = _mm256_loadu_ps(ga + 16), s3 = _mm256_loadu_ps(ga + 24);
     __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;
@@ -91,22 +106,14 @@ static inline void row_tile(float *ga, float *GB, const float *a, const int *idx
     _mm256_storeu_ps(ga + 8, _mm256_add_ps(s1, t1));
     _mm256_storeu_ps(ga + 16, _mm256_add_ps(s2, t2));
     _mm256_storeu_ps(ga + 24, _mm256_add_ps(s3, t3));
-#else
-    for (; e < end && idx[e] < j1; e++) {
-        const float we = w[e], *b = B + (size_t)idx[e] * SPMM_W;
-        float *gb = GB + (size_t)idx[e] * SPMM_W;
-        for (int c = 0; c < SPMM_W; c++) {
-            ga[c] += we * b[c];
-            gb[c] += we * a[c];
-        }
-    }
-#endif
     *pe = e;
 }
+#endif
 
 void spmm_pair(float *GA, float *GB, int ldo, const int *ptr, const int *idx, const float *w,
                int rows, int ncols, const float *A, const float *B, int ldy, int kc,
-               float *scratch) {
+               float *scratch, int simd) {
+    (void)simd;
     if (rows <= 0 || ptr[rows] == ptr[0]) return;
     const int nch = kc / SPMM_W;
     // Column tile: SPMM_TILE doubled until a row's expected edges in a tile reach SPMM_SEG.
@@ -131,9 +138,17 @@ void spmm_pair(float *GA, float *GB, int ldo, const int *ptr, const int *idx, co
                 float *GAc = GAp + (size_t)ch * R * SPMM_W;
                 memcpy(cur, ptr + i0, sizeof(int) * (size_t)R);
                 for (int j1 = tile; j1 - tile < ncols; j1 += tile)
-                    for (int r = 0; r < R; r++)
-                        row_tile(GAc + (size_t)r * SPMM_W, GBc, Ac + (size_t)r * SPMM_W, idx, w,
-                                 &cur[r], ptr[i0 + r + 1], j1, Bc);
+                    for (int r = 0; r < R; r++) {
+                        float *ga = GAc + (size_t)r * SPMM_W;
+                        const float *a = Ac + (size_t)r * SPMM_W;
+#ifdef SPMM_AVX2
+                        if (simd) {
+                            row_tile_avx2(ga, GBc, a, idx, w, &cur[r], ptr[i0 + r + 1], j1, Bc);
+                            continue;
+                        }
+#endif
+                        row_tile_c(ga, GBc, a, idx, w, &cur[r], ptr[i0 + r + 1], j1, Bc);
+                    }
             }
             unpack_add(GA + (size_t)i0 * ldo, ldo, GAp, R, nch);
         }

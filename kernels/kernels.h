@@ -17,6 +17,8 @@ typedef enum { KB_CPU = 0, KB_CUDA = 1 } kbackend;
 typedef struct {
     kbackend backend;
     int nthreads;  // CPU: OpenMP threads; BLAS runs single-threaded inside each
+    int simd;      // CPU: 1 (default) uses the AVX2 kernels where compiled in; 0 the portable
+                   // loops that non-AVX2 builds run (tests compare the two)
 } kctx;
 
 void kctx_init(kctx *k, kbackend backend, int nthreads);

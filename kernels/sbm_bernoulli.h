@@ -24,8 +24,10 @@ void bern_pack_keys(float *Ykp, uint16_t *valid, const float *Yk, int ld, const 
 
 // For the R <= 6 query rows of T1 (row stride ldt): col[r] receives the keys j < L (ascending)
 // with u_rj < thr_rj, where u_rj = words[r][j] >> 8 and thr_rj = (int)(min(1, P_rj + eps) * 2^24);
-// count[r] their number. words[r] must be readable up to index ceil(L/16)*16.
+// count[r] their number. words[r] must be readable up to index ceil(L/16)*16. simd = 0 runs the
+// portable loop (the reference the tests compare the fused kernel with).
 void bern_rows(int *const *col, int *count, const float *T1, int ldt, int R, const float *Ykp,
-               const uint16_t *valid, int L, int kc, float eps, const uint32_t *const *words);
+               const uint16_t *valid, int L, int kc, float eps, const uint32_t *const *words,
+               int simd);
 
 #endif

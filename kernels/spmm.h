@@ -11,10 +11,11 @@
 //   GA[i, 0:kc] += sum_e w[e] * B[idx[e], 0:kc]    (GA = G B,   i < rows)
 //   GB[j, 0:kc] += sum_e w[e] * A[i, 0:kc]         (GB = G^T A, j < ncols)
 // A, B with row stride ldy; GA, GB with row stride ldo. Edges are visited in a fixed order, so
-// results are deterministic. scratch: spmm_scratch_floats(ncols, kc) floats.
+// results are deterministic. scratch: spmm_scratch_floats(ncols, kc) floats. simd = 0 takes the
+// portable loops even where AVX2 is compiled in.
 void spmm_pair(float *GA, float *GB, int ldo, const int *ptr, const int *idx, const float *w,
                int rows, int ncols, const float *A, const float *B, int ldy, int kc,
-               float *scratch);
+               float *scratch, int simd);
 size_t spmm_scratch_floats(int ncols, int kc);
 
 #endif

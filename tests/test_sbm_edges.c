@@ -18,11 +18,13 @@
 #include "kernels/common.h"
 #include "kernels/philox.h"
 #include "kernels/sbm.h"
+#include "kernels/sbm_bernoulli.h"
 #include "kernels/sbm_edges.h"
 #include "kernels/spmm.h"
 #include "model/model.h"
 
 static uint32_t rng_state;
+static long n_clipped, n_unclipped;  // straight-through gradients seen on each side of the clip
 
 static float frand(void) {
     rng_state = rng_state * 1664525u + 1013904223u;
@@ -54,7 +56,7 @@ static void check(double got, double want, double scale, double tol, const char 
 
 // ---------------------------------------------------------------- edge kernels
 
-static void run_edges_case(int dh, int L, double dens, float p_drop) {
+static void run_edges_case(int dh, int L, double dens, float p_drop, int simd) {
     float *Kp = rand_buf((size_t)L * dh), *Vp = rand_buf((size_t)L * dh);
     float *q = rand_buf(dh), *dy = rand_buf(dh);
     int *col = xmalloc(sizeof(int) * L);
@@ -63,7 +65,7 @@ static void run_edges_case(int dh, int L, double dens, float p_drop) {
     uint8_t *keep = xmalloc((size_t)cnt + 1);
     const float sc = 1.0f / sqrtf((float)dh), dscale = 1.0f / (1.0f - p_drop), reg = 0.03f;
     // Scores.
-    edges_scores(a, col, cnt, q, Kp, dh, sc);
+    edges_scores(a, col, cnt, q, Kp, dh, sc, simd);
     for (int e = 0; e < cnt; e++) {
         double s = 0.0, mag = 0.0;
         for (int c = 0; c < dh; c++) {
@@ -78,7 +80,7 @@ static void run_edges_case(int dh, int L, double dens, float p_drop) {
         keep[e] = frand() + 0.5f >= p_drop;
     }
     float *y = rand_buf(dh);  // overwritten
-    edges_aggregate(y, col, a, keep, cnt, Vp, dh, dscale);
+    edges_aggregate(y, col, a, keep, cnt, Vp, dh, dscale, simd);
     for (int c = 0; c < dh; c++) {
         double s = 0.0, mag = 0.0;
         for (int e = 0; e < cnt; e++) {
@@ -97,7 +99,7 @@ static void run_edges_case(int dh, int L, double dens, float p_drop) {
     float Di = 0.3f * frand();
     // Large output gradients so that the clip of the straight-through gradient is active.
     for (int c = 0; c < dh; c++) dy[c] *= 8.0f;
-    edges_bwd_row(dq, dKp, dVp, gv, col, a, keep, cnt, q, dy, Di, Kp, Vp, dh, sc, dscale, reg);
+    edges_bwd_row(dq, dKp, dVp, gv, col, a, keep, cnt, q, dy, Di, Kp, Vp, dh, sc, dscale, reg, simd);
     double *rdq = calloc((size_t)dh, sizeof(double));
     int clipped = 0;
     for (int e = 0; e < cnt; e++) {
@@ -131,7 +133,8 @@ static void run_edges_case(int dh, int L, double dens, float p_drop) {
         }
         e += has;
     }
-    if (cnt >= 16) assert_true(clipped > 0 && clipped < cnt);  // both sides of the clip seen
+    n_clipped += clipped;
+    n_unclipped += cnt - clipped;
     free(Kp), free(Vp), free(q), free(dy), free(col), free(a), free(gv), free(keep), free(y);
     free(dKp), free(dVp), free(dK0), free(dV0), free(dq), free(rdq);
 }
@@ -145,7 +148,10 @@ static void test_edge_kernels(void **state) {
     for (size_t a = 0; a < sizeof(dhs) / sizeof(*dhs); a++)
         for (size_t b = 0; b < sizeof(Ls) / sizeof(*Ls); b++)
             for (size_t c = 0; c < sizeof(dens) / sizeof(*dens); c++)
-                run_edges_case(dhs[a], Ls[b], dens[c], c == 1 ? 0.2f : 0.0f);
+                for (int simd = 0; simd < 2; simd++)
+                    run_edges_case(dhs[a], Ls[b], dens[c], c == 1 ? 0.2f : 0.0f, simd);
+    print_message("straight-through gradients: %ld clipped, %ld not\n", n_clipped, n_unclipped);
+    assert_true(n_clipped > 100 && n_unclipped > 100);
     // Which head sizes are vectorised is a property of the build; both kinds ran above.
     print_message("edges_fast(32) = %d, edges_fast(12) = %d\n", edges_fast(32), edges_fast(12));
     assert_false(edges_fast(12));
@@ -153,7 +159,7 @@ static void test_edge_kernels(void **state) {
 
 // ---------------------------------------------------------------- straight-through products
 
-static void run_spmm_case(int rows, int ncols, int kc, double dens) {
+static void run_spmm_case(int rows, int ncols, int kc, double dens, int simd) {
     const int ldy = kc + 3, ldo = kc + 5;
     int *ptr = xmalloc(sizeof(int) * (rows + 1)), *idx = xmalloc(sizeof(int) * ((size_t)rows * ncols + 1));
     int nnz = 0;
@@ -180,7 +186,7 @@ static void run_spmm_case(int rows, int ncols, int kc, double dens) {
                 mB[(size_t)idx[e] * ldo + c] += fabs(tb);
             }
     float *scratch = xmalloc(sizeof(float) * spmm_scratch_floats(ncols, kc));
-    spmm_pair(GA, GB, ldo, ptr, idx, w, rows, ncols, A, B, ldy, kc, scratch);
+    spmm_pair(GA, GB, ldo, ptr, idx, w, rows, ncols, A, B, ldy, kc, scratch, simd);
     for (int i = 0; i < rows; i++)
         for (int c = 0; c < ldo; c++) {
             size_t o = (size_t)i * ldo + c;  // columns >= kc must be untouched
@@ -199,23 +205,26 @@ static void test_spmm_pair(void **state) {
     (void)state;
     rng_state = 11;
     const int kcs[] = {1, 3, 8, 31, 32, 33, 40, 64, 128, 130};
-    for (size_t a = 0; a < sizeof(kcs) / sizeof(*kcs); a++) {
-        run_spmm_case(1, 1, kcs[a], 1.0);
-        run_spmm_case(70, 70, kcs[a], 0.3);     // one full row block + a partial one
-        run_spmm_case(150, 300, kcs[a], 0.25);  // non-square, several column tiles
-        run_spmm_case(200, 90, kcs[a], 1.0);    // complete rows
-        run_spmm_case(40, 50, kcs[a], 0.0);     // no edges at all
-        run_spmm_case(64, 2000, kcs[a], 0.05);  // sparse: wider column tiles
-        run_spmm_case(30, 1000, kcs[a], 0.01);  // sparser: one tile for all columns
-    }
+    for (size_t a = 0; a < sizeof(kcs) / sizeof(*kcs); a++)
+        for (int simd = 0; simd < 2; simd++) {
+            run_spmm_case(1, 1, kcs[a], 1.0, simd);
+            run_spmm_case(70, 70, kcs[a], 0.3, simd);     // one full row block + a partial one
+            run_spmm_case(150, 300, kcs[a], 0.25, simd);  // non-square, several column tiles
+            run_spmm_case(200, 90, kcs[a], 1.0, simd);    // complete rows
+            run_spmm_case(40, 50, kcs[a], 0.0, simd);     // no edges at all
+            run_spmm_case(64, 2000, kcs[a], 0.05, simd);  // sparse: wider column tiles
+            run_spmm_case(30, 1000, kcs[a], 0.01, simd);  // sparser: one tile for all columns
+        }
 }
 
 // ---------------------------------------------------------------- dense sampler
 
-static void run_sampler_case(int n, int kc, const int *lens, int B, float eps, double scale) {
+static void run_sampler_case(int n, int kc, const int *lens, int B, float eps, double scale,
+                             int simd) {
     enum { H = 2 };
     kctx k;
     kctx_init(&k, KB_CPU, 2);
+    k.simd = simd;  // 1: the fused sampler kernel (AVX2 builds); 0: the BLAS one of other builds
     kbatch bt;
     batch_alloc(&bt, B, n);
     int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)B * n);
@@ -284,8 +293,8 @@ static void run_sampler_case(int n, int kc, const int *lens, int B, float eps, d
             assert_int_equal(e, g->rowptr[i + 1]);  // no edge outside 0..L-1, none repeated
         }
     }
-    print_message("n %d k %d: %ld pairs checked, %ld sampled, %ld with P + eps >= 1, %ld within "
-                  "rounding of the threshold\n", n, kc, pairs, sampled, sure, ties);
+    print_message("simd %d n %d k %d: %ld pairs checked, %ld sampled, %ld with P + eps >= 1, %ld within "
+                  "rounding of the threshold\n", simd, n, kc, pairs, sampled, sure, ties);
     assert_true(ties * 1000 < pairs);
     assert_true(sampled > pairs / 10 && sampled < pairs);
     sbm_graphs_free(&gs);
@@ -293,21 +302,62 @@ static void run_sampler_case(int n, int kc, const int *lens, int B, float eps, d
     batch_free(&bt);
 }
 
+// The fused tile kernel against its portable loop on the same inputs: identical edge lists
+// except at pairs whose uniform sits within float rounding of the threshold (none expected).
+static void test_bernoulli_tile(void **state) {
+    (void)state;
+    rng_state = 21;
+    const int Ls[] = {1, 15, 16, 17, 100}, kcs[] = {1, 5, 16, 128};
+    for (size_t a = 0; a < sizeof(Ls) / sizeof(*Ls); a++)
+        for (size_t b = 0; b < sizeof(kcs) / sizeof(*kcs); b++)
+            for (int R = 1; R <= BERN_ROWS; R++) {
+                const int L = Ls[a], kc = kcs[b], np = (L + 15) / 16;
+                float *T1 = xmalloc(sizeof(float) * (size_t)R * kc);
+                float *Yk = xmalloc(sizeof(float) * (size_t)L * kc), *mask = xmalloc(sizeof(float) * L);
+                for (int i = 0; i < R * kc; i++) T1[i] = (frand() + 0.5f) * 2.0f / kc;
+                for (int i = 0; i < L * kc; i++) Yk[i] = frand() + 0.5f;
+                for (int j = 0; j < L; j++) mask[j] = j % 7 == 3 ? 0.0f : 1.0f;
+                float *Ykp = xmalloc(sizeof(float) * bern_keys_floats(L, kc));
+                uint16_t *valid = xmalloc(sizeof(uint16_t) * np);
+                bern_pack_keys(Ykp, valid, Yk, kc, mask, L, kc);
+                uint32_t *wbuf = xmalloc(sizeof(uint32_t) * R * np * 16);
+                const uint32_t *w[BERN_ROWS];
+                for (int r = 0; r < R; r++) {
+                    for (int j = 0; j < np * 16; j++) wbuf[r * np * 16 + j] = rng_state = rng_state * 1664525u + 1013904223u;
+                    w[r] = wbuf + r * np * 16;
+                }
+                int *cbuf = xmalloc(sizeof(int) * 2 * BERN_ROWS * L), *cols[2][BERN_ROWS], cnt[2][BERN_ROWS];
+                for (int s = 0; s < 2; s++) {
+                    for (int r = 0; r < BERN_ROWS; r++) cols[s][r] = cbuf + (s * BERN_ROWS + r) * L;
+                    bern_rows(cols[s], cnt[s], T1, kc, R, Ykp, valid, L, kc, 0.02f, w, s);
+                }
+                for (int r = 0; r < R; r++) {
+                    assert_int_equal(cnt[0][r], cnt[1][r]);
+                    for (int e = 0; e < cnt[0][r]; e++) {
+                        assert_int_equal(cols[0][r][e], cols[1][r][e]);
+                        assert_true(mask[cols[0][r][e]] != 0.0f);
+                    }
+                }
+                free(T1), free(Yk), free(mask), free(Ykp), free(valid), free(wbuf), free(cbuf);
+            }
+}
+
 static void test_dense_sampler_exact(void **state) {
     (void)state;
-    rng_state = 5;
-    const int lens1[] = {101, 37, 1};
-    run_sampler_case(101, 40, lens1, 3, 0.01f, 1.4);  // n % 4 != 0: words straddle blocks
-    const int lens2[] = {64, 17};
-    run_sampler_case(64, 7, lens2, 2, 0.05f, 4.0);
-    const int lens3[] = {130};
-    run_sampler_case(130, 128, lens3, 1, 0.01f, 1.0);
+    const int lens1[] = {101, 37, 1}, lens2[] = {64, 17}, lens3[] = {130};
+    for (int simd = 0; simd < 2; simd++) {
+        rng_state = 5;
+        run_sampler_case(101, 40, lens1, 3, 0.01f, 1.4, simd);  // n % 4 != 0: words straddle blocks
+        run_sampler_case(64, 7, lens2, 2, 0.05f, 4.0, simd);
+        run_sampler_case(130, 128, lens3, 1, 0.01f, 1.0, simd);
+    }
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_edge_kernels),
         cmocka_unit_test(test_spmm_pair),
+        cmocka_unit_test(test_bernoulli_tile),
         cmocka_unit_test(test_dense_sampler_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

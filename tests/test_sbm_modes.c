@@ -41,13 +41,14 @@ static void assert_close(const float *a, const float *b, size_t n, double tol, c
     assert_true(worst <= tol * scale);
 }
 
-static void run_case(int DH, int KC) {
+static void run_case(int DH, int KC, int simd) {
     kctx k;
     kctx_init(&k, KB_CPU, 2);
+    k.simd = simd;
     kbatch bt;
     batch_alloc(&bt, B, N);
     int32_t ids[B * N];
-    print_message("head size %d, clusters %d\n", DH, KC);
+    print_message("head size %d, clusters %d, simd %d\n", DH, KC, simd);
     uint32_t st = 1, sample[B] = {3, 8, 1};
     const int lens[B] = {150, 97, 70};  // 70 < one block of 64 rows + a partial one
     for (int b = 0; b < B; b++)
@@ -90,8 +91,9 @@ static void run_case(int DH, int KC) {
 
 static void test_sparse_equals_dense_blocks(void **state) {
     (void)state;
-    run_case(6, 5);    // portable edge loops, k below one 32-wide chunk
-    run_case(32, 40);  // vectorised edge kernels, one chunk of k plus a remainder
+    run_case(6, 5, 1);    // portable edge loops, k below one 32-wide chunk
+    run_case(32, 40, 1);  // vectorised edge kernels, one chunk of k plus a remainder
+    run_case(32, 40, 0);  // the same shapes on the portable loops
 }
 
 int main(void) {
