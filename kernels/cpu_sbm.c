@@ -139,17 +139,17 @@ typedef struct {
     int *ei, *ej;     // raw edges
     int *tmpcol;      // edges bucketed by row
     int *cnt;         // per-row (or per-column) counts / positions
-    int *pair;        // block pair of each raw edge
     uint32_t *wq, *wk;  // random words of each raw edge for its query and key draws
-    int *order;       // raw edges bucketed by column
     int *seen;        // duplicate detection per key
     uint32_t *words;  // Philox output
     uint8_t *hit;     // dense sampler: edge flags of one row
     float *T1, *P;    // dense sampler: Yq S, a block of probabilities (or the packed keys)
     uint16_t *kvalid; // dense sampler: key validity per 16-key panel
-    size_t n_kvalid;
+    uint64_t *draws;  // fastRG: (uniform << 32 | edge) of one side, sorted by column and uniform
+    double *dcum;     // fastRG: running column sums and next targets [2 * (k + 1) + 8]
+    size_t n_kvalid, n_draws, n_dcum;
     size_t n_prob, n_alias, n_stack, n_ei, n_ej, n_tmpcol, n_cnt, n_seen, n_words, n_T1, n_P;
-    size_t n_pair, n_wq, n_wk, n_order, n_hit;
+    size_t n_wq, n_wk, n_hit;
 } sample_scratch;
 
 static void *grow(void *ptr, size_t *have, size_t need, size_t elem) {
@@ -168,16 +168,16 @@ static void scratch_free(sample_scratch *s) {
     free(s->ej);
     free(s->tmpcol);
     free(s->cnt);
-    free(s->pair);
     free(s->wq);
     free(s->wk);
-    free(s->order);
     free(s->hit);
     free(s->seen);
     free(s->words);
     free(s->T1);
     free(s->P);
     free(s->kvalid);
+    free(s->draws);
+    free(s->dcum);
 }
 
 // Vose's alias table over N weights w[i * stride] (not all zero).
@@ -254,6 +254,99 @@ static int64_t poisson(u01_seq *q, double lam) {
         if (kk < 0.0 || (us < 0.013 && V > us)) continue;
         if (log(V) + log(invalpha) - log(a / (us * us) + b) <= -lam + kk * loglam - lgamma(kk + 1.0))
             return (int64_t)kk;
+    }
+}
+
+// One side of fastRG's endpoint draws: edge e (column u = col[e] of the augmented Yq or Yk,
+// column kc being the mask) gets the row i with probability Y[i, u] / total[u], by inverse CDF
+// of the uniform w[e] / 2^32; the row is written over col[e]. The edges are bucket-sorted by
+// (column, uniform) (2^b buckets for a column of about 4 * 2^b edges, then insertion sort), and
+// one pass over the rows accumulates every column's sum (double, row order, as total was) and
+// hands row i to each pending edge of column u whose target w * total[u] the sum has passed:
+// O(m + L k) for all columns. Which edge of a column receives which of the column's draws is
+// immaterial: those edges are exchangeable (independent draws of their other end).
+static void draw_rows(int *col, const float *Y, int ld, const float *mask, int L, int kc,
+                      const double *total, int64_t m, const uint32_t *w, sample_scratch *sc) {
+    const int K1 = kc + 1;
+    GROW(sc, seen, 5 * (size_t)K1 + 2);
+    int *ptr = sc->seen, *end = ptr + K1, *bits = end + K1, *base = bits + K1;
+    for (int u = 0; u < K1; u++) end[u] = 0;
+    for (int64_t e = 0; e < m; e++) end[col[e]]++;
+    base[0] = 0;
+    for (int u = 0; u < K1; u++) {
+        int b = 0;
+        while (b < 24 && ((int64_t)4 << b) < end[u]) b++;
+        bits[u] = b;
+        base[u + 1] = base[u] + (1 << b);
+    }
+    const int nb = base[K1];
+    GROW(sc, cnt, (size_t)nb + 1);
+    GROW(sc, draws, (size_t)m);
+    int *cnt = sc->cnt;
+    uint64_t *d = sc->draws;
+    memset(cnt, 0, sizeof(int) * ((size_t)nb + 1));
+#define DRAW_KEY(e) (base[col[e]] + (bits[col[e]] ? (int)(w[e] >> (32 - bits[col[e]])) : 0))
+    for (int64_t e = 0; e < m; e++) cnt[DRAW_KEY(e) + 1]++;
+    for (int b = 0; b < nb; b++) cnt[b + 1] += cnt[b];
+    for (int64_t e = 0; e < m; e++) d[cnt[DRAW_KEY(e)]++] = (uint64_t)w[e] << 32 | (uint32_t)e;
+#undef DRAW_KEY
+    for (int u = 0, at = 0; u < K1; u++) {
+        ptr[u] = at;
+        at += end[u];
+        end[u] = at;
+        // Buckets are in order; within the column, the few uniforms left out of order.
+        for (int t = ptr[u] + 1; t < end[u]; t++) {
+            const uint64_t x = d[t];
+            int s = t;
+            while (s > ptr[u] && d[s - 1] > x) {
+                d[s] = d[s - 1];
+                s--;
+            }
+            d[s] = x;
+        }
+    }
+    GROW(sc, dcum, 2 * (size_t)K1 + 8);
+    double *cum = sc->dcum, *next = cum + K1 + 4;
+    const double inv32 = 1.0 / 4294967296.0;
+#define DRAW_TARGET(u) \
+    (ptr[u] < end[u] ? (double)(uint32_t)(d[ptr[u]] >> 32) * inv32 * total[u] : INFINITY)
+    for (int u = 0; u < K1; u++) {
+        cum[u] = 0.0;
+        next[u] = DRAW_TARGET(u);
+    }
+    for (int i = 0; i < L; i++) {
+        const float *y = Y + (size_t)i * ld;
+        int u = 0;
+#if defined(__AVX2__)
+        for (; u + 4 <= kc; u += 4) {
+            __m256d c = _mm256_add_pd(_mm256_loadu_pd(cum + u), _mm256_cvtps_pd(_mm_loadu_ps(y + u)));
+            _mm256_storeu_pd(cum + u, c);
+            int hit = _mm256_movemask_pd(_mm256_cmp_pd(c, _mm256_loadu_pd(next + u), _CMP_GT_OQ));
+            while (hit) {
+                const int v = u + __builtin_ctz((unsigned)hit);
+                hit &= hit - 1;
+                while (cum[v] > next[v]) {
+                    col[(uint32_t)d[ptr[v]++]] = i;
+                    next[v] = DRAW_TARGET(v);
+                }
+            }
+        }
+#endif
+        for (; u < K1; u++) {
+            cum[u] += u < kc ? y[u] : mask[i];
+            while (cum[u] > next[u]) {
+                col[(uint32_t)d[ptr[u]++]] = i;
+                next[u] = DRAW_TARGET(u);
+            }
+        }
+    }
+#undef DRAW_TARGET
+    // Targets at the very top (rounding): the column's last row with weight.
+    for (int u = 0; u < K1; u++) {
+        if (ptr[u] == end[u]) continue;
+        int last = L - 1;
+        while (last > 0 && (u < kc ? Y[(size_t)last * ld + u] : mask[last]) <= 0.0f) last--;
+        while (ptr[u] < end[u]) col[(uint32_t)d[ptr[u]++]] = last;
     }
 }
 
@@ -339,15 +432,11 @@ static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld
     GROW(sc, ei, (size_t)m + 1);
     GROW(sc, ej, (size_t)m + 1);
     if (m > 0) {
-        GROW(sc, prob, (size_t)NP + L);
-        GROW(sc, alias, (size_t)NP + L);
-        GROW(sc, stack, (size_t)(NP > L ? NP : L));
-        GROW(sc, T1, (size_t)L);  // one column of Yq or Yk, contiguous
-        GROW(sc, pair, (size_t)m);
+        GROW(sc, prob, (size_t)NP);
+        GROW(sc, alias, (size_t)NP);
+        GROW(sc, stack, (size_t)NP);
         GROW(sc, wq, (size_t)m);
         GROW(sc, wk, (size_t)m);
-        GROW(sc, order, (size_t)m);
-        GROW(sc, cnt, (size_t)NP + 1);
         GROW(sc, P, (size_t)NP);
         float *w = sc->P;  // block-pair weights
         for (int u = 0; u < K1; u++)
@@ -357,8 +446,8 @@ static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld
                 if (u == kc && v == kc) x = (double)eps * cq[kc] * ck[kc];
                 w[(size_t)u * K1 + v] = (float)x;
             }
-        float *pp = sc->prob + L;
-        int *ap = sc->alias + L;
+        float *pp = sc->prob;
+        int *ap = sc->alias;
         alias_build(w, 1, NP, pp, ap, sc->stack);
         enum { CH = 256 };
         GROW(sc, words, 4 * (size_t)CH);
@@ -369,45 +458,17 @@ static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld
                 const uint32_t *r = sc->words + 4 * t;
                 double upair = (double)(((uint64_t)r[0] << 21) ^ (r[3] >> 11)) *
                                (1.0 / 9007199254740992.0);
-                sc->pair[e0 + t] = alias_draw(pp, ap, NP, upair);
+                const int pr = alias_draw(pp, ap, NP, upair);
+                sc->ei[e0 + t] = pr / K1;
+                sc->ej[e0 + t] = pr % K1;
                 sc->wq[e0 + t] = r[1];
                 sc->wk[e0 + t] = r[2];
             }
         }
-        // Queries: bucket edges by u, then draw each bucket from its column's alias table.
-        for (int side = 0; side < 2; side++) {
-            const float *Ys = side ? Yk : Yq;
-            const uint32_t *wr = side ? sc->wk : sc->wq;
-            int *out = side ? sc->ej : sc->ei;
-            int *c = sc->cnt;
-            memset(c, 0, sizeof(int) * (size_t)(K1 + 1));
-            for (int64_t e = 0; e < m; e++) {
-                int u = side ? sc->pair[e] % K1 : sc->pair[e] / K1;
-                c[u + 1]++;
-            }
-            for (int u = 0; u < K1; u++) c[u + 1] += c[u];
-            for (int64_t e = 0; e < m; e++) {
-                int u = side ? sc->pair[e] % K1 : sc->pair[e] / K1;
-                sc->order[c[u]++] = (int)e;
-            }
-            int start = 0;
-            for (int u = 0; u < K1; u++) {
-                int end = c[u];
-                if (end > start) {
-                    float *col = sc->T1;
-                    if (u < kc)
-                        for (int i = 0; i < L; i++) col[i] = Ys[(size_t)i * ld + u];
-                    else
-                        for (int i = 0; i < L; i++) col[i] = mask[i];
-                    alias_build(col, 1, L, sc->prob, sc->alias, sc->stack);
-                    for (int t = start; t < end; t++) {
-                        int e = sc->order[t];
-                        out[e] = alias_draw(sc->prob, sc->alias, L, wr[e] * (1.0 / 4294967296.0));
-                    }
-                }
-                start = end;
-            }
-        }
+        // Each edge's query is a row drawn from column u of the augmented Yq, its key one from
+        // column v of Yk (draw_rows; ei and ej hold u and v until then).
+        draw_rows(sc->ei, Yq, ld, mask, L, kc, cq, m, sc->wq, sc);
+        draw_rows(sc->ej, Yk, ld, mask, L, kc, ck, m, sc->wk, sc);
     }
     edges_to_csr(g, L, m, sc);
 }

@@ -12,9 +12,9 @@
 typedef enum { SBM_SAMPLER_FASTRG = 0, SBM_SAMPLER_DENSE = 1, SBM_SAMPLER_AUTO = 2 } sbm_sampler;
 
 // auto picks the dense sampler when the expected edge count exceeds this fraction of the
-// valid (query, key) pairs: `bench_sbm sampler` measures the crossover (0.02 to 0.04 on one core
-// of the development machine with the fused dense sampler, k = 128).
-#define SBM_AUTO_DENSE_FRACTION 0.03
+// valid (query, key) pairs: `bench_sbm sampler` measures the crossover (about 0.06 on one core
+// of the development machine, k = 128, n = 1024 and 2048).
+#define SBM_AUTO_DENSE_FRACTION 0.06
 
 // Attention on a dense-sampled unit runs in dense row blocks (GEMMs) instead of edge by edge
 // when its sampled density reaches this fraction: `bench_sbm paths` measures the crossover
