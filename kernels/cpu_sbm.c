@@ -319,7 +319,8 @@ static void draw_rows(int *col, const float *Y, int ld, const float *mask, int L
         int u = 0;
 #if defined(__AVX2__)
         for (; u + 4 <= kc; u += 4) {
-            __m256d c = _mm256_add_pd(_mm256_loadu_pd(cum + u), _mm256_cvtps_pd(_mm_loadu_ps(y + u)));
+            __m256d c =
+                _mm256_add_pd(_mm256_loadu_pd(cum + u), _mm256_cvtps_pd(_mm_loadu_ps(y + u)));
             _mm256_storeu_pd(cum + u, c);
             int hit = _mm256_movemask_pd(_mm256_cmp_pd(c, _mm256_loadu_pd(next + u), _CMP_GT_OQ));
             while (hit) {

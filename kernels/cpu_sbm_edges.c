@@ -12,7 +12,9 @@
 #define EDGES_AVX2 1
 #endif
 
-static inline float clip1(float x) { return x > 1.0f ? 1.0f : (x < -1.0f ? -1.0f : x); }
+static inline float clip1(float x) {
+    return x > 1.0f ? 1.0f : (x < -1.0f ? -1.0f : x);
+}
 
 // ---------------------------------------------------------------- portable reference loops
 
@@ -37,10 +39,9 @@ static void aggregate_c(float *y, const int *col, const float *a, const uint8_t 
     }
 }
 
-static void bwd_row_c(float *dq, float *dKp, float *dVp, float *gv, const int *col,
-                      const float *a, const uint8_t *keep, int cnt, const float *q,
-                      const float *dy, float Di, const float *Kp, const float *Vp, int dh,
-                      float sc, float dscale, float reg) {
+static void bwd_row_c(float *dq, float *dKp, float *dVp, float *gv, const int *col, const float *a,
+                      const uint8_t *keep, int cnt, const float *q, const float *dy, float Di,
+                      const float *Kp, const float *Vp, int dh, float sc, float dscale, float reg) {
     memset(dq, 0, sizeof(float) * (size_t)dh);
     for (int e = 0; e < cnt; e++) {
         const int j = col[e];
@@ -74,14 +75,12 @@ static inline __attribute__((always_inline)) __m256 dot_lanes(const __m256 *x, c
 static inline __attribute__((always_inline)) __m256 dots8(const __m256 *x, const int *cols,
                                                           const float *R, int NV) {
     const size_t st = (size_t)(8 * NV);
-    __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(dot_lanes(x, R + cols[0] * st, NV),
-                                              dot_lanes(x, R + cols[1] * st, NV)),
-                               _mm256_hadd_ps(dot_lanes(x, R + cols[2] * st, NV),
-                                              dot_lanes(x, R + cols[3] * st, NV)));
-    __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(dot_lanes(x, R + cols[4] * st, NV),
-                                              dot_lanes(x, R + cols[5] * st, NV)),
-                               _mm256_hadd_ps(dot_lanes(x, R + cols[6] * st, NV),
-                                              dot_lanes(x, R + cols[7] * st, NV)));
+    __m256 u0 = _mm256_hadd_ps(
+        _mm256_hadd_ps(dot_lanes(x, R + cols[0] * st, NV), dot_lanes(x, R + cols[1] * st, NV)),
+        _mm256_hadd_ps(dot_lanes(x, R + cols[2] * st, NV), dot_lanes(x, R + cols[3] * st, NV)));
+    __m256 u1 = _mm256_hadd_ps(
+        _mm256_hadd_ps(dot_lanes(x, R + cols[4] * st, NV), dot_lanes(x, R + cols[5] * st, NV)),
+        _mm256_hadd_ps(dot_lanes(x, R + cols[6] * st, NV), dot_lanes(x, R + cols[7] * st, NV)));
     return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
                          _mm256_permute2f128_ps(u0, u1, 0x31));
 }
@@ -129,7 +128,8 @@ static inline __attribute__((always_inline)) void aggregate_avx2(float *y, const
     if (e < cnt) {
         const __m256 w0 = _mm256_set1_ps(keep[e] ? a[e] * dscale : 0.0f);
         const float *v0 = Vp + (size_t)col[e] * (8 * NV);
-        for (int v = 0; v < NV; v++) y0[v] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(v0 + 8 * v), y0[v]);
+        for (int v = 0; v < NV; v++)
+            y0[v] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(v0 + 8 * v), y0[v]);
     }
     for (int v = 0; v < NV; v++) _mm256_storeu_ps(y + 8 * v, _mm256_add_ps(y0[v], y1[v]));
 }
@@ -193,7 +193,7 @@ static inline __attribute__((always_inline)) void bwd_row_avx2(
                 _mm256_storeu_ps(dv + 8 * v,
                                  _mm256_fmadd_ps(w_at, dyv[v], _mm256_loadu_ps(dv + 8 * v)));
                 _mm256_storeu_ps(dk + 8 * v, _mm256_fmadd_ps(w_s1, _mm256_loadu_ps(q + 8 * v),
-                                                              _mm256_loadu_ps(dk + 8 * v)));
+                                                             _mm256_loadu_ps(dk + 8 * v)));
             }
         }
     }
@@ -201,17 +201,34 @@ static inline __attribute__((always_inline)) void bwd_row_avx2(
 }
 
 // One specialised body per NV, so that every register array has a constant size.
-#define EDGES_DISPATCH(call)       \
-    switch (dh >> 3) {             \
-    case 1: call(1); return;       \
-    case 2: call(2); return;       \
-    case 3: call(3); return;       \
-    case 4: call(4); return;       \
-    case 5: call(5); return;       \
-    case 6: call(6); return;       \
-    case 7: call(7); return;       \
-    case 8: call(8); return;       \
-    default: break;                \
+#define EDGES_DISPATCH(call) \
+    switch (dh >> 3) {       \
+        case 1:              \
+            call(1);         \
+            return;          \
+        case 2:              \
+            call(2);         \
+            return;          \
+        case 3:              \
+            call(3);         \
+            return;          \
+        case 4:              \
+            call(4);         \
+            return;          \
+        case 5:              \
+            call(5);         \
+            return;          \
+        case 6:              \
+            call(6);         \
+            return;          \
+        case 7:              \
+            call(7);         \
+            return;          \
+        case 8:              \
+            call(8);         \
+            return;          \
+        default:             \
+            break;           \
     }
 #define EDGES_FAST(dh) ((dh) % 8 == 0 && (dh) >= 8 && (dh) <= 64)
 #endif

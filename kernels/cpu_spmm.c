@@ -111,8 +111,8 @@ static inline void row_tile_avx2(float *ga, float *GB, const float *a, const int
 #endif
 
 void spmm_pair(float *GA, float *GB, int ldo, const int *ptr, const int *idx, const float *w,
-               int rows, int ncols, const float *A, const float *B, int ldy, int kc,
-               float *scratch, int simd) {
+               int rows, int ncols, const float *A, const float *B, int ldy, int kc, float *scratch,
+               int simd) {
     (void)simd;
     if (rows <= 0 || ptr[rows] == ptr[0]) return;
     const int nch = kc / SPMM_W;

@@ -92,14 +92,16 @@ static void run_edges_case(int dh, int L, double dens, float p_drop, int simd) {
     }
     // Backward of the row, accumulating into non-zero dK, dV.
     float *dKp = rand_buf((size_t)L * dh), *dVp = rand_buf((size_t)L * dh);
-    float *dK0 = xmalloc(sizeof(float) * (size_t)L * dh), *dV0 = xmalloc(sizeof(float) * (size_t)L * dh);
+    float *dK0 = xmalloc(sizeof(float) * (size_t)L * dh),
+          *dV0 = xmalloc(sizeof(float) * (size_t)L * dh);
     memcpy(dK0, dKp, sizeof(float) * (size_t)L * dh);
     memcpy(dV0, dVp, sizeof(float) * (size_t)L * dh);
     float *dq = rand_buf(dh);
     float Di = 0.3f * frand();
     // Large output gradients so that the clip of the straight-through gradient is active.
     for (int c = 0; c < dh; c++) dy[c] *= 8.0f;
-    edges_bwd_row(dq, dKp, dVp, gv, col, a, keep, cnt, q, dy, Di, Kp, Vp, dh, sc, dscale, reg, simd);
+    edges_bwd_row(dq, dKp, dVp, gv, col, a, keep, cnt, q, dy, Di, Kp, Vp, dh, sc, dscale, reg,
+                  simd);
     double *rdq = calloc((size_t)dh, sizeof(double));
     int clipped = 0;
     for (int e = 0; e < cnt; e++) {
@@ -161,7 +163,8 @@ static void test_edge_kernels(void **state) {
 
 static void run_spmm_case(int rows, int ncols, int kc, double dens, int simd) {
     const int ldy = kc + 3, ldo = kc + 5;
-    int *ptr = xmalloc(sizeof(int) * (rows + 1)), *idx = xmalloc(sizeof(int) * ((size_t)rows * ncols + 1));
+    int *ptr = xmalloc(sizeof(int) * (rows + 1)),
+        *idx = xmalloc(sizeof(int) * ((size_t)rows * ncols + 1));
     int nnz = 0;
     for (int i = 0; i < rows; i++) {
         ptr[i] = nnz;
@@ -171,8 +174,10 @@ static void run_spmm_case(int rows, int ncols, int kc, double dens, int simd) {
     ptr[rows] = nnz;
     float *w = rand_buf(nnz), *A = rand_buf((size_t)rows * ldy), *B = rand_buf((size_t)ncols * ldy);
     float *GA = rand_buf((size_t)rows * ldo), *GB = rand_buf((size_t)ncols * ldo);
-    double *rA = xmalloc(sizeof(double) * (size_t)rows * ldo), *rB = xmalloc(sizeof(double) * (size_t)ncols * ldo);
-    double *mA = calloc((size_t)rows * ldo, sizeof(double)), *mB = calloc((size_t)ncols * ldo, sizeof(double));
+    double *rA = xmalloc(sizeof(double) * (size_t)rows * ldo),
+           *rB = xmalloc(sizeof(double) * (size_t)ncols * ldo);
+    double *mA = calloc((size_t)rows * ldo, sizeof(double)),
+           *mB = calloc((size_t)ncols * ldo, sizeof(double));
     for (size_t i = 0; i < (size_t)rows * ldo; i++) rA[i] = GA[i];
     for (size_t i = 0; i < (size_t)ncols * ldo; i++) rB[i] = GB[i];
     for (int i = 0; i < rows; i++)
@@ -235,26 +240,30 @@ static void run_sampler_case(int n, int kc, const int *lens, int B, float eps, d
     }
     batch_pack(&bt, ids, B, n, sample, 0, 0);
     const int T = bt.T, Hk = H * kc;
-    float *Y = xmalloc(sizeof(float) * 2 * (size_t)T * Hk), *S = xmalloc(sizeof(float) * H * kc * kc);
+    float *Y = xmalloc(sizeof(float) * 2 * (size_t)T * Hk),
+          *S = xmalloc(sizeof(float) * H * kc * kc);
     for (int r = 0; r < 2 * T; r++)
         for (int c = 0; c < Hk; c++) Y[(size_t)r * Hk + c] = bt.mask[r % T] ? 0.5f + frand() : 0.0f;
     for (int h = 0; h < H; h++) {
         double sum = 0.0;
         for (int i = 0; i < kc * kc; i++) sum += S[h * kc * kc + i] = 0.5f + frand();
         // Mean P is about scale / 4; at scale 4 many pairs have P + eps > 1 (always sampled).
-        for (int i = 0; i < kc * kc; i++) S[h * kc * kc + i] = (float)(S[h * kc * kc + i] / sum * scale);
+        for (int i = 0; i < kc * kc; i++)
+            S[h * kc * kc + i] = (float)(S[h * kc * kc + i] / sum * scale);
     }
     sbm_graphs gs = {0};
     int64_t edges[H];
     const uint64_t seed = 77;
     const uint32_t step = 3, layer = 1, head0 = 2;
-    k_sbm_sample(&k, &gs, Y, S, &bt, H, kc, eps, SBM_SAMPLER_DENSE, seed, step, layer, head0, edges);
+    k_sbm_sample(&k, &gs, Y, S, &bt, H, kc, eps, SBM_SAMPLER_DENSE, seed, step, layer, head0,
+                 edges);
     long pairs = 0, ties = 0, sampled = 0, sure = 0;
     for (int u = 0; u < gs.units; u++) {
         const int b = u / H, h = u % H, L = bt.len[b], base = bt.off[b];
         const sbm_graph *g = &gs.g[u];
         assert_int_equal(g->rows, L);
-        const float *yq = Y + (size_t)base * Hk + h * kc, *yk = Y + ((size_t)T + base) * Hk + h * kc;
+        const float *yq = Y + (size_t)base * Hk + h * kc,
+                    *yk = Y + ((size_t)T + base) * Hk + h * kc;
         const float *Sh = S + (size_t)h * kc * kc, *mask = bt.mask + base;
         rng_stream st = rng_make(seed, RNG_GRAPH, step, layer, head0 + (uint32_t)h, sample[b]);
         for (int i = 0; i < L; i++) {
@@ -269,7 +278,8 @@ static void run_sampler_case(int n, int kc, const int *lens, int B, float eps, d
                 double P = 0.0;
                 for (int a = 0; a < kc; a++) {
                     double row = 0.0;
-                    for (int c = 0; c < kc; c++) row += (double)Sh[a * kc + c] * yk[(size_t)j * Hk + c];
+                    for (int c = 0; c < kc; c++)
+                        row += (double)Sh[a * kc + c] * yk[(size_t)j * Hk + c];
                     P += yq[(size_t)i * Hk + a] * row;
                 }
                 double pr = P + eps < 1.0 ? P + eps : 1.0;
@@ -293,8 +303,10 @@ static void run_sampler_case(int n, int kc, const int *lens, int B, float eps, d
             assert_int_equal(e, g->rowptr[i + 1]);  // no edge outside 0..L-1, none repeated
         }
     }
-    print_message("simd %d n %d k %d: %ld pairs checked, %ld sampled, %ld with P + eps >= 1, %ld within "
-                  "rounding of the threshold\n", simd, n, kc, pairs, sampled, sure, ties);
+    print_message(
+        "simd %d n %d k %d: %ld pairs checked, %ld sampled, %ld with P + eps >= 1, %ld within "
+        "rounding of the threshold\n",
+        simd, n, kc, pairs, sampled, sure, ties);
     assert_true(ties * 1000 < pairs);
     assert_true(sampled > pairs / 10 && sampled < pairs);
     sbm_graphs_free(&gs);
@@ -313,7 +325,8 @@ static void test_bernoulli_tile(void **state) {
             for (int R = 1; R <= BERN_ROWS; R++) {
                 const int L = Ls[a], kc = kcs[b], np = (L + 15) / 16;
                 float *T1 = xmalloc(sizeof(float) * (size_t)R * kc);
-                float *Yk = xmalloc(sizeof(float) * (size_t)L * kc), *mask = xmalloc(sizeof(float) * L);
+                float *Yk = xmalloc(sizeof(float) * (size_t)L * kc),
+                      *mask = xmalloc(sizeof(float) * L);
                 for (int i = 0; i < R * kc; i++) T1[i] = (frand() + 0.5f) * 2.0f / kc;
                 for (int i = 0; i < L * kc; i++) Yk[i] = frand() + 0.5f;
                 for (int j = 0; j < L; j++) mask[j] = j % 7 == 3 ? 0.0f : 1.0f;
@@ -323,10 +336,12 @@ static void test_bernoulli_tile(void **state) {
                 uint32_t *wbuf = xmalloc(sizeof(uint32_t) * R * np * 16);
                 const uint32_t *w[BERN_ROWS];
                 for (int r = 0; r < R; r++) {
-                    for (int j = 0; j < np * 16; j++) wbuf[r * np * 16 + j] = rng_state = rng_state * 1664525u + 1013904223u;
+                    for (int j = 0; j < np * 16; j++)
+                        wbuf[r * np * 16 + j] = rng_state = rng_state * 1664525u + 1013904223u;
                     w[r] = wbuf + r * np * 16;
                 }
-                int *cbuf = xmalloc(sizeof(int) * 2 * BERN_ROWS * L), *cols[2][BERN_ROWS], cnt[2][BERN_ROWS];
+                int *cbuf = xmalloc(sizeof(int) * 2 * BERN_ROWS * L), *cols[2][BERN_ROWS],
+                    cnt[2][BERN_ROWS];
                 for (int s = 0; s < 2; s++) {
                     for (int r = 0; r < BERN_ROWS; r++) cols[s][r] = cbuf + (s * BERN_ROWS + r) * L;
                     bern_rows(cols[s], cnt[s], T1, kc, R, Ykp, valid, L, kc, 0.02f, w, s);
