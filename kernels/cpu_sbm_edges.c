@@ -201,35 +201,20 @@ static inline __attribute__((always_inline)) void bwd_row_avx2(
 }
 
 // One specialised body per NV, so that every register array has a constant size.
-#define EDGES_DISPATCH(call) \
-    switch (dh >> 3) {       \
-        case 1:              \
-            call(1);         \
-            return;          \
-        case 2:              \
-            call(2);         \
-            return;          \
-        case 3:              \
-            call(3);         \
-            return;          \
-        case 4:              \
-            call(4);         \
-            return;          \
-        case 5:              \
-            call(5);         \
-            return;          \
-        case 6:              \
-            call(6);         \
-            return;          \
-        case 7:              \
-            call(7);         \
-            return;          \
-        case 8:              \
-            call(8);         \
-            return;          \
-        default:             \
-            break;           \
+// clang-format off
+#define EDGES_DISPATCH(call)                  \
+    switch (dh >> 3) {                        \
+        case 1: call(1); return;              \
+        case 2: call(2); return;              \
+        case 3: call(3); return;              \
+        case 4: call(4); return;              \
+        case 5: call(5); return;              \
+        case 6: call(6); return;              \
+        case 7: call(7); return;              \
+        case 8: call(8); return;              \
+        default: break;                       \
     }
+// clang-format on
 #define EDGES_FAST(dh) ((dh) % 8 == 0 && (dh) >= 8 && (dh) <= 64)
 #endif
 
