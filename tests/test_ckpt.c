@@ -20,10 +20,8 @@
 #include "io/ckpt.h"
 #include "kernels/common.h"
 #include "model/params.h"
+#include "testdir.h"
 
-static char g_dir[512];
-
-static void tpath(char *out, size_t len, const char *name) { snprintf(out, len, "%s/%s", g_dir, name); }
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ULL;
 static float rnd(void) {
@@ -465,7 +463,7 @@ static void test_atomic(void **state) {
 
     // A directory that does not exist.
     char nodir[640];
-    snprintf(nodir, sizeof nodir, "%s/no/such/dir/ck.h5", g_dir);
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/ck.h5", tmpdir);
     assert_int_equal(ckpt_save(nodir, &t, q, NULL, NULL, 99, 1, "x", err), -1);
     assert_contains(err, nodir);
     assert_contains(err, "No such file or directory");
@@ -532,22 +530,14 @@ static void test_large_tensor(void **state) {
     unlink(path);
 }
 
-static int rm_dir(void) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 static int setup(void **state) {
     (void)state;
-    const char *base = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/sbmt_ckpt_XXXXXX", base && *base ? base : "/tmp");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return testdir_make("ckpt");
 }
 
 static int teardown(void **state) {
     (void)state;
-    return rm_dir();
+    return testdir_remove();
 }
 
 int main(void) {

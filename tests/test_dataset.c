@@ -15,23 +15,18 @@
 
 #include "io/dataset.h"
 #include "kernels/common.h"
-
-static char tmpdir[256];
+#include "testdir.h"
 
 static int setup(void **state) {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sbmt_test_dataset_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return testdir_make("test_dataset");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return testdir_remove();
 }
 
-static void tpath(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", tmpdir, name); }
 
 static int file_exists(const char *p) { return access(p, F_OK) == 0; }
 

@@ -20,20 +20,16 @@
 #include "io/import_text.h"
 #include "io/listops.h"
 #include "kernels/common.h"
-
-static char tmpdir[256];
+#include "testdir.h"
 
 static int setup(void **state) {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sbmt_test_import_text_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return testdir_make("test_import_text");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return testdir_remove();
 }
 
 // tmpdir/name (static rotating buffers so several can be live at once).

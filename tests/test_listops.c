@@ -16,8 +16,8 @@
 #include "io/dataset.h"
 #include "io/listops.h"
 #include "kernels/common.h"
+#include "testdir.h"
 
-static char tmpdir[256];
 static char path_a[512], path_b[512], path_c[512];
 
 enum { N_TRAIN = 300, N_DEV = 50, N_TEST = 50, MIN_LEN = 10, MAX_LEN = 200, SEQ = 256 };
@@ -29,11 +29,10 @@ static listops_params small_params(uint64_t seed) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sbmt_test_listops_XXXXXX");
-    if (!mkdtemp(tmpdir)) return -1;
-    snprintf(path_a, sizeof path_a, "%s/a.h5", tmpdir);
-    snprintf(path_b, sizeof path_b, "%s/b.h5", tmpdir);
-    snprintf(path_c, sizeof path_c, "%s/c.h5", tmpdir);
+    if (testdir_make("test_listops")) return -1;
+    tpath(path_a, sizeof path_a, "a.h5");
+    tpath(path_b, sizeof path_b, "b.h5");
+    tpath(path_c, sizeof path_c, "c.h5");
     char err[SBMT_ERR_LEN];
     listops_params p = small_params(7), q = small_params(8);
     if (listops_generate(&p, path_a, 0, err) || listops_generate(&p, path_b, 0, err) ||
@@ -46,9 +45,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return testdir_remove();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@
 #include <hdf5.h>
 
 #include "kernels/common.h"
+#include "testdir.h"
 
-static char dir[256];
 static const char *bin;
 
 #define TRAIN_ARGS                                                                                 \
@@ -38,7 +38,7 @@ static int sh(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(cmd, sizeof(cmd), fmt, ap);
     va_end(ap);
-    snprintf(full, sizeof(full), "cd %s && %s", dir, cmd);
+    snprintf(full, sizeof(full), "cd %s && %s", tmpdir, cmd);
     int st = system(full);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
@@ -47,8 +47,7 @@ static int setup(void **state) {
     (void)state;
     bin = getenv("SBMT_BIN");
     if (!bin) return -1;
-    snprintf(dir, sizeof(dir), "/tmp/sbmt_test_resume_XXXXXX");
-    if (!mkdtemp(dir)) return -1;
+    if (testdir_make("test_resume")) return -1;
     return sh("%s data listops --out lo.h5 --train 400 --dev 40 --test 40 --min-len 10 "
               "--max-len 60 --seq-len 64 --seed 2 --quiet",
               bin);
@@ -56,7 +55,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    return sh("cd / && rm -rf %s", dir);
+    return testdir_remove();
 }
 
 typedef struct {
@@ -96,8 +95,8 @@ static herr_t cmp_visit(hid_t obj, const char *name, const H5O_info_t *info, voi
 // Every tensor of a's /model and /optim equals b's, bit for bit.
 static void assert_same_checkpoint(const char *a, const char *b) {
     char pa[512], pb[512];
-    snprintf(pa, sizeof(pa), "%s/%s", dir, a);
-    snprintf(pb, sizeof(pb), "%s/%s", dir, b);
+    tpath(pa, sizeof(pa), a);
+    tpath(pb, sizeof(pb), b);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t f = H5Fopen(pa, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(f >= 0);
@@ -125,11 +124,11 @@ static void test_kill_and_resume(void **state) {
     char logf[300];
     while (!finished && attempts < 100) {
         attempts++;
-        snprintf(logf, sizeof(logf), "%s/kill.log", dir);
+        tpath(logf, sizeof(logf), "kill.log");
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
-            if (chdir(dir)) _exit(120);
+            if (chdir(tmpdir)) _exit(120);
             FILE *lf = freopen(logf, "a", stdout);
             (void)lf;
             dup2(fileno(stdout), 2);
@@ -186,7 +185,7 @@ static void test_sigterm_checkpoints(void **state) {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        if (chdir(dir)) _exit(120);
+        if (chdir(tmpdir)) _exit(120);
         execl("/bin/sh", "sh", "-c",
               "exec \"$0\" train " TRAIN_ARGS " --set train.checkpoint_every=0 --out term "
               "> term.log 2>&1", bin, (char *)NULL);

@@ -17,14 +17,14 @@
 
 #include "io/dataset.h"
 #include "kernels/common.h"
+#include "testdir.h"
 
-static char dir[256];
 static const char *bin;
 
 // Runs a shell command in the scratch dir; returns its exit status, output in *out (malloc'd).
 static int run(const char *cmd, char **out) {
     char full[8192];
-    snprintf(full, sizeof(full), "cd %s && %s 2>&1", dir, cmd);
+    snprintf(full, sizeof(full), "cd %s && %s 2>&1", tmpdir, cmd);
     FILE *p = popen(full, "r");
     assert_non_null(p);
     size_t cap = 1 << 16, len = 0;
@@ -47,15 +47,12 @@ static int setup(void **state) {
     (void)state;
     bin = getenv("SBMT_BIN");
     if (!bin) return -1;
-    snprintf(dir, sizeof(dir), "/tmp/sbmt_test_train_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return testdir_make("test_train");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return testdir_remove();
 }
 
 static double json_num(const char *line, const char *key) {
@@ -88,7 +85,7 @@ static void test_train_learns(void **state) {
 
     // Majority-class rate of the test split.
     char path[512], err[SBMT_ERR_LEN];
-    snprintf(path, sizeof(path), "%s/lo.h5", dir);
+    tpath(path, sizeof(path), "lo.h5");
     ds_file ds;
     assert_int_equal(ds_open(&ds, path, err), 0);
     int64_t nt = ds.rows[SPLIT_TEST];
@@ -107,7 +104,7 @@ static void test_train_learns(void **state) {
     free(lab);
 
     // metrics.jsonl: train lines with falling loss, dev and test lines.
-    snprintf(path, sizeof(path), "%s/run/metrics.jsonl", dir);
+    tpath(path, sizeof(path), "run/metrics.jsonl");
     FILE *f = fopen(path, "r");
     assert_non_null(f);
     char line[1024];
@@ -154,7 +151,7 @@ static void test_train_dual(void **state) {
     (void)state;
     enum { NT = 1200, ND = 200, L = 32, V = 20 };
     char path[512], err[SBMT_ERR_LEN];
-    snprintf(path, sizeof(path), "%s/pairs.h5", dir);
+    tpath(path, sizeof(path), "pairs.h5");
     ds_writer w;
     assert_int_equal(ds_writer_create(&w, path, "retrieval", V, 2, L, 1, NULL, err), 0);
     uint32_t st = 7;
