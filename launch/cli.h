@@ -2,6 +2,8 @@
 #ifndef SBMT_CLI_H
 #define SBMT_CLI_H
 
+#include <stdint.h>
+
 int cli_data(int argc, char **argv);
 int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
@@ -13,5 +15,10 @@ int cli_import_retrieval(int argc, char **argv);   // launch/import_text.c
 int cli_import_image(int argc, char **argv);       // launch/import_image.c
 int cli_import_pathfinder(int argc, char **argv);  // launch/import_image.c
 int cli_help(const char *cmd);
+
+// *out = the integer in s when it lies in lo..hi; otherwise prints "<me>: <flag> '<s>': expected
+// an integer in lo..hi" to stderr and returns -1.   (launch/args.c)
+int cli_parse_int(const char *me, const char *flag, const char *s, int64_t lo, int64_t hi,
+                  int64_t *out);
 
 #endif

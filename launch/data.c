@@ -7,18 +7,6 @@
 #include "kernels/common.h"
 #include "launch/cli.h"
 
-static int parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out) {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*s == '\0' || *end || v < lo || v > hi) {
-        fprintf(stderr, "sbmt data listops: %s '%s': expected an integer in %lld..%lld\n", flag, s,
-                (long long)lo, (long long)hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int cli_data(int argc, char **argv) {
     if (argc >= 1) {
         const char *k = argv[0];
@@ -34,6 +22,7 @@ int cli_data(int argc, char **argv) {
                         "(converters of the LRA release files; see sbmt help data)\n");
         return 1;
     }
+    const char *me = "sbmt data listops";
     listops_params p = {96000, 2000, 2000, 500, 2000, 2048, 1};
     const char *out = NULL;
     int quiet = 0;
@@ -45,20 +34,20 @@ int cli_data(int argc, char **argv) {
             continue;
         }
         if (i + 1 >= argc) {
-            fprintf(stderr, "sbmt data listops: unknown or incomplete option '%s'\n", a);
+            fprintf(stderr, "%s: unknown or incomplete option '%s'\n", me, a);
             return 1;
         }
         const char *s = argv[++i];
         if (!strcmp(a, "--out")) out = s;
-        else if (!strcmp(a, "--train")) { if (parse_i64(a, s, 0, 1 << 30, &p.train)) return 1; }
-        else if (!strcmp(a, "--dev")) { if (parse_i64(a, s, 0, 1 << 30, &p.dev)) return 1; }
-        else if (!strcmp(a, "--test")) { if (parse_i64(a, s, 0, 1 << 30, &p.test)) return 1; }
-        else if (!strcmp(a, "--min-len")) { if (parse_i64(a, s, 0, 1 << 24, &v)) return 1; p.min_len = (int)v; }
-        else if (!strcmp(a, "--max-len")) { if (parse_i64(a, s, 2, 1 << 24, &v)) return 1; p.max_len = (int)v; }
-        else if (!strcmp(a, "--seq-len")) { if (parse_i64(a, s, 1, 1 << 24, &v)) return 1; p.seq_len = (int)v; }
-        else if (!strcmp(a, "--seed")) { if (parse_i64(a, s, 0, INT64_MAX, &v)) return 1; p.seed = (uint64_t)v; }
+        else if (!strcmp(a, "--train")) { if (cli_parse_int(me, a, s, 0, 1 << 30, &p.train)) return 1; }
+        else if (!strcmp(a, "--dev")) { if (cli_parse_int(me, a, s, 0, 1 << 30, &p.dev)) return 1; }
+        else if (!strcmp(a, "--test")) { if (cli_parse_int(me, a, s, 0, 1 << 30, &p.test)) return 1; }
+        else if (!strcmp(a, "--min-len")) { if (cli_parse_int(me, a, s, 0, 1 << 24, &v)) return 1; p.min_len = (int)v; }
+        else if (!strcmp(a, "--max-len")) { if (cli_parse_int(me, a, s, 2, 1 << 24, &v)) return 1; p.max_len = (int)v; }
+        else if (!strcmp(a, "--seq-len")) { if (cli_parse_int(me, a, s, 1, 1 << 24, &v)) return 1; p.seq_len = (int)v; }
+        else if (!strcmp(a, "--seed")) { if (cli_parse_int(me, a, s, 0, INT64_MAX, &v)) return 1; p.seed = (uint64_t)v; }
         else {
-            fprintf(stderr, "sbmt data listops: unknown option '%s'\n", a);
+            fprintf(stderr, "%s: unknown option '%s'\n", me, a);
             return 1;
         }
     }

@@ -25,12 +25,8 @@ int cli_eval(int argc, char **argv) {
         else if (!strcmp(a, "--split") && has_val) split_name = argv[++i];
         else if (!strcmp(a, "--json")) json = 1;
         else if ((!strcmp(a, "--threads") || !strcmp(a, "--batch")) && has_val) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 1 || v > 1 << 20) {
-                fprintf(stderr, "sbmt eval: %s '%s': expected a positive integer\n", a, argv[i]);
-                return 1;
-            }
+            int64_t v;
+            if (cli_parse_int("sbmt eval", a, argv[++i], 1, 1 << 20, &v)) return 1;
             *(a[2] == 't' ? &threads : &batch) = (int)v;
         } else {
             fprintf(stderr, "sbmt eval: unknown or incomplete option '%s' (see sbmt help eval)\n", a);

@@ -67,13 +67,9 @@ int cli_import_image(int argc, char **argv) {
         } else if (!strcmp(a, "--out")) {
             out = s;
         } else if (!strcmp(a, "--dev")) {
-            char *end;
-            dev = strtoll(s, &end, 10);
-            if (*s == '\0' || *end || dev < 0 || dev > (1LL << 30)) {
-                fprintf(stderr, "%s: --dev '%s': expected an integer in 0..%lld\n", me, s,
-                        1LL << 30);
-                return 1;
-            }
+            int64_t v;
+            if (cli_parse_int(me, a, s, 0, 1LL << 30, &v)) return 1;
+            dev = v;
         } else {
             fprintf(stderr, "%s: unknown option '%s'\n", me, a);
             return 1;

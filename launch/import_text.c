@@ -34,21 +34,10 @@ static void imp_usage(int kind, FILE *f) {
                 LRA_RETRIEVAL_SEQ_LEN);
 }
 
-static int imp_parse_i64(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi,
-                         int64_t *out) {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*s == '\0' || *end || v < lo || v > hi) {
-        fprintf(stderr, "sbmt data %s: %s '%s': expected an integer in %lld..%lld\n", cmd, flag, s,
-                (long long)lo, (long long)hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int imp_main(int kind, int argc, char **argv) {
     const char *cmd = imp_names[kind];
+    char me[64];
+    snprintf(me, sizeof me, "sbmt data %s", cmd);
     const char *in = NULL, *out = NULL;
     lra_import_opts o = {0, 0, 0, 1};
     for (int i = 0; i < argc; i++) {
@@ -75,10 +64,10 @@ static int imp_main(int kind, int argc, char **argv) {
         if (!strcmp(a, "--in")) in = s;
         else if (!strcmp(a, "--out")) out = s;
         else if (!strcmp(a, "--seq-len")) {
-            if (imp_parse_i64(cmd, a, s, 1, 1 << 24, &v)) return 1;
+            if (cli_parse_int(me, a, s, 1, 1 << 24, &v)) return 1;
             o.seq_len = (int)v;
         } else if (kind == IMP_TEXT && !strcmp(a, "--dev-from-train")) {
-            if (imp_parse_i64(cmd, a, s, 1, 1 << 30, &v)) return 1;
+            if (cli_parse_int(me, a, s, 1, 1 << 30, &v)) return 1;
             o.dev_from_train = v;
         } else {
             fprintf(stderr, "sbmt data %s: unknown option '%s'\n", cmd, a);

@@ -391,12 +391,8 @@ int cli_train(int argc, char **argv) {
         else if (!strcmp(a, "--out") && has_val) out = argv[++i];
         else if (!strcmp(a, "--resume") && has_val) r->resume = argv[++i];
         else if (!strcmp(a, "--threads") && has_val) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 1 || v > 1024) {
-                fprintf(stderr, "sbmt train: --threads '%s': expected an integer in 1..1024\n", argv[i]);
-                return 1;
-            }
+            int64_t v;
+            if (cli_parse_int("sbmt train", a, argv[++i], 1, 1024, &v)) return 1;
             threads = (int)v;
         } else if (!strcmp(a, "--set") && has_val) i++;
         else {
