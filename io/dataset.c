@@ -59,24 +59,44 @@ static const char *type_class_name(H5T_class_t c) {
 // ---------------------------------------------------------------------------------------------
 // Root attributes
 
+// Opens attribute `name` of obj and checks that it holds one value of class `want` (`a_noun` and
+// `noun` name it in messages: "an integer", "integer"). Returns the attribute with its file type in *ft, or -1 (message in
+// err, nothing left open).
+static hid_t open_scalar_attr(const char *path, hid_t obj, const char *name, H5T_class_t want,
+                              const char *a_noun, const char *noun, hid_t *ft, char *err) {
+    if (H5Aexists(obj, name) <= 0) {
+        sbmt_errf(err, "%s: / attribute '%s': missing", path, name);
+        return -1;
+    }
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) {
+        sbmt_errf(err, "%s: / attribute '%s': cannot be opened", path, name);
+        return -1;
+    }
+    *ft = H5_CHECK(H5Aget_type(a));
+    hid_t sp = H5_CHECK(H5Aget_space(a));
+    H5T_class_t cls = H5Tget_class(*ft);
+    hssize_t npts = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    if (cls == want && npts == 1) return a;
+    if (cls != want)
+        sbmt_errf(err, "%s: / attribute '%s': is of %s type, expected %s", path, name,
+                  type_class_name(cls), a_noun);
+    else
+        sbmt_errf(err, "%s: / attribute '%s': holds %lld values, expected one %s", path, name,
+                  (long long)npts, noun);
+    H5Tclose(*ft);
+    H5Aclose(a);
+    return -1;
+}
+
 int ds_read_str_attr(const char *path, hid_t obj, const char *name, char *out, size_t outlen,
                      char *err) {
-    if (H5Aexists(obj, name) <= 0)
-        return sbmt_errf(err, "%s: / attribute '%s': missing", path, name);
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) return sbmt_errf(err, "%s: / attribute '%s': cannot be opened", path, name);
-    hid_t ft = H5_CHECK(H5Aget_type(a));
-    hid_t sp = H5_CHECK(H5Aget_space(a));
-    H5T_class_t cls = H5Tget_class(ft);
-    hssize_t npts = H5Sget_simple_extent_npoints(sp);
+    hid_t ft;
+    hid_t a = open_scalar_attr(path, obj, name, H5T_STRING, "a string", "string", &ft, err);
+    if (a < 0) return -1;
     int rc = -1;
-    if (cls != H5T_STRING) {
-        sbmt_errf(err, "%s: / attribute '%s': is of %s type, expected a string", path, name,
-                  type_class_name(cls));
-    } else if (npts != 1) {
-        sbmt_errf(err, "%s: / attribute '%s': holds %lld values, expected one string", path, name,
-                  (long long)npts);
-    } else if (H5Tis_variable_str(ft) > 0) {
+    if (H5Tis_variable_str(ft) > 0) {
         hid_t mt = H5_CHECK(H5Tcopy(H5T_C_S1));
         H5_CHECK(H5Tset_size(mt, H5T_VARIABLE));
         H5_CHECK(H5Tset_cset(mt, H5Tget_cset(ft)));
@@ -105,7 +125,6 @@ int ds_read_str_attr(const char *path, hid_t obj, const char *name, char *out, s
         H5Tclose(mt);
         free(buf);
     }
-    H5Sclose(sp);
     H5Tclose(ft);
     H5Aclose(a);
     return rc;
@@ -113,27 +132,12 @@ int ds_read_str_attr(const char *path, hid_t obj, const char *name, char *out, s
 
 // Reads a scalar integer attribute (any HDF5 integer type) of the root group.
 static int read_int_attr(const char *path, hid_t obj, const char *name, int64_t *out, char *err) {
-    if (H5Aexists(obj, name) <= 0)
-        return sbmt_errf(err, "%s: / attribute '%s': missing", path, name);
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) return sbmt_errf(err, "%s: / attribute '%s': cannot be opened", path, name);
-    hid_t ft = H5_CHECK(H5Aget_type(a));
-    hid_t sp = H5_CHECK(H5Aget_space(a));
-    H5T_class_t cls = H5Tget_class(ft);
-    hssize_t npts = H5Sget_simple_extent_npoints(sp);
-    int rc = -1;
-    if (cls != H5T_INTEGER) {
-        sbmt_errf(err, "%s: / attribute '%s': is of %s type, expected an integer", path, name,
-                  type_class_name(cls));
-    } else if (npts != 1) {
-        sbmt_errf(err, "%s: / attribute '%s': holds %lld values, expected one integer", path,
-                  name, (long long)npts);
-    } else if (H5Aread(a, H5T_NATIVE_INT64, out) < 0) {
-        sbmt_errf(err, "%s: / attribute '%s': cannot be read", path, name);
-    } else {
-        rc = 0;
-    }
-    H5Sclose(sp);
+    hid_t ft;
+    hid_t a = open_scalar_attr(path, obj, name, H5T_INTEGER, "an integer", "integer", &ft, err);
+    if (a < 0) return -1;
+    int rc = 0;
+    if (H5Aread(a, H5T_NATIVE_INT64, out) < 0)
+        rc = sbmt_errf(err, "%s: / attribute '%s': cannot be read", path, name);
     H5Tclose(ft);
     H5Aclose(a);
     return rc;
