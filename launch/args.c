@@ -1,6 +1,8 @@
-// args.c: parsing of integer option values, shared by the subcommands.
+// args.c: option parsing shared by the subcommands: walking "--flag [value]" lists and integer
+// values with their ranges.
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "launch/cli.h"
 
@@ -15,4 +17,19 @@ int cli_parse_int(const char *me, const char *flag, const char *s, int64_t lo, i
     }
     *out = v;
     return 0;
+}
+
+int cli_next_option(int argc, char **argv, int *i, const char *me, const char *const *switches,
+                    const char **flag, const char **val) {
+    if (*i >= argc) return 0;
+    *flag = argv[(*i)++];
+    *val = NULL;
+    for (const char *const *s = switches; s && *s; s++)
+        if (!strcmp(*flag, *s)) return 1;
+    if (*i >= argc) {
+        fprintf(stderr, "%s: unknown or incomplete option '%s'\n", me, *flag);
+        return -1;
+    }
+    *val = argv[(*i)++];
+    return 1;
 }

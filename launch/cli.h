@@ -20,5 +20,11 @@ int cli_help(const char *cmd);
 // an integer in lo..hi" to stderr and returns -1.   (launch/args.c)
 int cli_parse_int(const char *me, const char *flag, const char *s, int64_t lo, int64_t hi,
                   int64_t *out);
+// Walks argv from *i one option at a time: a name listed in `switches` (NULL-terminated, may be
+// NULL) comes back alone (*val = NULL), any other with the next argument as *val. Returns 1 per
+// option, 0 at the end, -1 after printing "<me>: unknown or incomplete option '<arg>'" when a
+// non-switch is last.   (launch/args.c)
+int cli_next_option(int argc, char **argv, int *i, const char *me, const char *const *switches,
+                    const char **flag, const char **val);
 
 #endif

@@ -26,19 +26,14 @@ int cli_data(int argc, char **argv) {
     listops_params p = {96000, 2000, 2000, 500, 2000, 2048, 1};
     const char *out = NULL;
     int quiet = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+    static const char *const switches[] = {"--quiet", NULL};
+    const char *a, *s;
+    int r;
+    for (int i = 1; (r = cli_next_option(argc, argv, &i, me, switches, &a, &s)) != 0;) {
         int64_t v;
-        if (!strcmp(a, "--quiet")) {
-            quiet = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "%s: unknown or incomplete option '%s'\n", me, a);
-            return 1;
-        }
-        const char *s = argv[++i];
-        if (!strcmp(a, "--out")) out = s;
+        if (r < 0) return 1;
+        if (!s) quiet = 1;
+        else if (!strcmp(a, "--out")) out = s;
         else if (!strcmp(a, "--train")) { if (cli_parse_int(me, a, s, 0, 1 << 30, &p.train)) return 1; }
         else if (!strcmp(a, "--dev")) { if (cli_parse_int(me, a, s, 0, 1 << 30, &p.dev)) return 1; }
         else if (!strcmp(a, "--test")) { if (cli_parse_int(me, a, s, 0, 1 << 30, &p.test)) return 1; }

@@ -30,6 +30,8 @@ static void usage_pathfinder(FILE *f) {
             "  seq_len 1024, 2 classes, split 80/10/10 %% in record order.\n");
 }
 
+static const char *const quiet_switch[] = {"--quiet", NULL};
+
 static int wants_help(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
@@ -51,18 +53,13 @@ int cli_import_image(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
     long long dev = IMG_CIFAR_DEFAULT_DEV;
     int quiet = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--quiet")) {
+    const char *a, *s;
+    int r;
+    for (int i = 0; (r = cli_next_option(argc, argv, &i, me, quiet_switch, &a, &s)) != 0;) {
+        if (r < 0) return 1;
+        if (!s) {
             quiet = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "%s: unknown or incomplete option '%s'\n", me, a);
-            return 1;
-        }
-        const char *s = argv[++i];
-        if (!strcmp(a, "--in")) {
+        } else if (!strcmp(a, "--in")) {
             in = s;
         } else if (!strcmp(a, "--out")) {
             out = s;
@@ -98,18 +95,12 @@ int cli_import_pathfinder(int argc, char **argv) {
     }
     const char *in = NULL, *out = NULL, *difficulty = NULL, *dir = NULL;
     int quiet = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--quiet")) {
-            quiet = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "%s: unknown or incomplete option '%s'\n", me, a);
-            return 1;
-        }
-        const char *s = argv[++i];
-        if (!strcmp(a, "--in")) in = s;
+    const char *a, *s;
+    int r;
+    for (int i = 0; (r = cli_next_option(argc, argv, &i, me, quiet_switch, &a, &s)) != 0;) {
+        if (r < 0) return 1;
+        if (!s) quiet = 1;
+        else if (!strcmp(a, "--in")) in = s;
         else if (!strcmp(a, "--out")) out = s;
         else if (!strcmp(a, "--difficulty")) difficulty = s;
         else if (!strcmp(a, "--dir")) dir = s;

@@ -40,28 +40,25 @@ static int imp_main(int kind, int argc, char **argv) {
     snprintf(me, sizeof me, "sbmt data %s", cmd);
     const char *in = NULL, *out = NULL;
     lra_import_opts o = {0, 0, 0, 1};
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
+    static const char *const sw_listops[] = {"--help", "-h", "--quiet", "--truncate", NULL};
+    static const char *const sw_other[] = {"--help", "-h", "--quiet", NULL};
+    const char *const *sw = kind == IMP_LISTOPS ? sw_listops : sw_other;
+    const char *a, *s;
+    int r;
+    for (int i = 0; (r = cli_next_option(argc, argv, &i, me, sw, &a, &s)) != 0;) {
         int64_t v;
+        if (r < 0) {
+            imp_usage(kind, stderr);
+            return 1;
+        }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             imp_usage(kind, stdout);
             return 0;
         }
-        if (!strcmp(a, "--quiet")) {
-            o.progress = 0;
-            continue;
-        }
-        if (kind == IMP_LISTOPS && !strcmp(a, "--truncate")) {
-            o.truncate = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "sbmt data %s: unknown or incomplete option '%s'\n", cmd, a);
-            imp_usage(kind, stderr);
-            return 1;
-        }
-        const char *s = argv[++i];
-        if (!strcmp(a, "--in")) in = s;
+        if (!s) {
+            if (!strcmp(a, "--quiet")) o.progress = 0;
+            else o.truncate = 1;
+        } else if (!strcmp(a, "--in")) in = s;
         else if (!strcmp(a, "--out")) out = s;
         else if (!strcmp(a, "--seq-len")) {
             if (cli_parse_int(me, a, s, 1, 1 << 24, &v)) return 1;
@@ -70,7 +67,7 @@ static int imp_main(int kind, int argc, char **argv) {
             if (cli_parse_int(me, a, s, 1, 1 << 30, &v)) return 1;
             o.dev_from_train = v;
         } else {
-            fprintf(stderr, "sbmt data %s: unknown option '%s'\n", cmd, a);
+            fprintf(stderr, "%s: unknown option '%s'\n", me, a);
             imp_usage(kind, stderr);
             return 1;
         }
