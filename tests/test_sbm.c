@@ -433,6 +433,9 @@ static void make_graphs(kctx *k, sbm_graphs *gs, graph_kind kind, const float *Y
     }
 }
 
+// The samplers in the order the loops below take them (fastRG, dense, auto).
+static const char *sampler_label(int s) { return s == 0 ? "fastRG" : (s == 1 ? "dense" : "auto"); }
+
 // ---------------------------------------------------------------- 1. forward
 
 static void run_fwd_case(graph_kind kind, float p, int lng) {
@@ -1285,7 +1288,7 @@ static void test_sampler_determinism(void **state) {
         }
         printf("    %-6s: nnz %d/%d, identical across repeats, batch position, threads, head split;"
                " changes with sample/step/layer/seed/head\n",
-               s == 0 ? "fastRG" : (s == 1 ? "dense" : "auto"), g1.g[0].nnz, g1.g[1].nnz);
+               sampler_label(s), g1.g[0].nnz, g1.g[1].nnz);
         free(qa), free(qb), free(oa), free(ob);
         sbm_graphs_free(&g1), sbm_graphs_free(&g2), sbm_graphs_free(&gb);
         sbm_graphs_free(&gb2), sbm_graphs_free(&gh), sbm_graphs_free(&gx);
@@ -1353,7 +1356,7 @@ static void test_edge_cases(void **state) {
             double z = zscore(hits[h], N * q, N * q * (1.0 - q));
             printf("    %-6s single valid position, head %d: P+eps %.3f, edge in %d of %d draws "
                    "(%s law: %.1f, z %+.2f)\n",
-                   s == 0 ? "fastRG" : (s == 1 ? "dense" : "auto"), h, x, hits[h], N,
+                   sampler_label(s), h, x, hits[h], N,
                    dense[h] ? "dense" : "fastRG", N * q, z);
             assert_true(fabs(z) < 5.0);
         }
@@ -1385,7 +1388,7 @@ static void test_edge_cases(void **state) {
             free(out), free(dqkv), free(dY), free(dS);
             int e;
             char what[64];
-            snprintf(what, sizeof(what), "edge-case batch %s p=%.1f", s == 0 ? "fastRG" : (s == 1 ? "dense" : "auto"), p);
+            snprintf(what, sizeof(what), "edge-case batch %s p=%.1f", sampler_label(s), p);
             check_ste(&k, what, qkv, R, &gs, Y, S, bt, H, dh, kc, p, d, 0.05f, &e);
         }
         sbm_graphs_free(&gs);
