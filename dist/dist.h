@@ -6,6 +6,9 @@
 // an ncclUniqueId broadcast over MPI; dist_nccl.c). Without mpirun a process is a world of one
 // (MPI singleton), so the same code path and the unit tests run in one process.
 //
+// A NULL context is a world of one: every collective is then the identity (so model/ and the
+// single-process tools run without MPI).
+//
 // Rule: every collective is called by every rank of its group, in the same order. Errors that
 // only some ranks see (a failed read) are first agreed on with dist_agree, never acted on alone.
 #ifndef SBMT_DIST_H
@@ -35,6 +38,7 @@ typedef struct {
     void *nccl;           // dist_nccl state when backend == NCCL (dist_nccl.c)
     int initialized;      // 1 after dist_init; dist_finalize finalizes MPI only if it started it
     int started_mpi;
+    int mpi;              // 0: a world of one without MPI (dist_init_launched outside mpirun/srun)
 } dist_ctx;
 
 // Reports an MPI error with file, line, the failing call and MPI's error string, then aborts
@@ -50,6 +54,10 @@ _Noreturn void dist_mpi_fail(const char *file, int line, const char *expr, int r
 // MPI is already initialised, world size and rank, the node-local rank, and a layout of
 // dp = world, tp = 1 until dist_layout is called.
 void dist_init(dist_ctx *d, int *argc, char ***argv);
+// As dist_init when the process was started by mpirun/mpiexec or srun (their environment
+// variables are present, or SBMT_FORCE_MPI is set); otherwise a world of one without MPI, so a
+// plain `sbmt train` needs no MPI runtime at all.
+void dist_init_launched(dist_ctx *d, int *argc, char ***argv);
 // Splits the world into dp x tp (tp consecutive ranks per group). Returns -1 with a message
 // naming `key` when world is not divisible by tp. Collective over the world.
 int dist_layout(dist_ctx *d, int tp, const char *key, char *err);
@@ -77,12 +85,15 @@ void dist_barrier(dist_ctx *d, dist_group g);
 // ---- non-blocking all-reduce (gradient buckets overlapping backward) ----
 typedef struct {
     MPI_Request req;
-    int active;
+    int active;   // 0 done, 1 MPI request, 2 NCCL (completion event on the comm stream)
+    void *event;  // NCCL: the pending completion (dist_nccl.c), freed by dist_wait
 } dist_req;
 // Starts an in-place sum over the group; buf must stay untouched until dist_wait.
 void dist_iallreduce_sum(dist_ctx *d, dist_group g, float *buf, size_t count, dist_req *r);
 // Lets MPI progress outstanding requests (Open MPI has no progress thread); returns 1 when done.
 int dist_test(dist_req *r);
+// MPI: blocks until the sum is in buf. NCCL: makes the compute stream wait for the sum (no host
+// block); work queued on that stream afterwards sees it, the host after a stream synchronize.
 void dist_wait(dist_req *r);
 
 // ---- agreement on local conditions (errors, signals) ----
@@ -92,8 +103,10 @@ void dist_agree(dist_ctx *d, int *flags, int n);
 // on every rank. The lowest failing rank keeps its message in err (printed by the caller); the
 // others get an empty err, so a job prints each error once.
 int dist_check(dist_ctx *d, int rc, char *err);
+// The same over one group (e.g. the tp group, when only its ranks share a loop).
+int dist_check_group(dist_ctx *d, dist_group g, int rc, char *err);
 // 1 on the rank that prints progress and writes run files (world rank 0).
-static inline int dist_is_root(const dist_ctx *d) { return d->rank == 0; }
+static inline int dist_is_root(const dist_ctx *d) { return !d || d->rank == 0; }
 
 // FNV-1a over a buffer: the replica checksum compared across dp at every checkpoint.
 uint64_t dist_checksum(const void *buf, size_t bytes);

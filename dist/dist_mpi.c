@@ -67,16 +67,39 @@ void dist_init(dist_ctx *d, int *argc, char ***argv) {
     if (gethostname(d->host, sizeof(d->host) - 1)) snprintf(d->host, sizeof(d->host), "?");
     d->backend = DIST_BACKEND_MPI;
     d->initialized = 1;
+    d->mpi = 1;
     d->comm[DIST_WORLD] = MPI_COMM_WORLD;
     d->comm[DIST_DP] = d->comm[DIST_TP] = MPI_COMM_NULL;
     char err[SBMT_ERR_LEN];
     CHECK(dist_layout(d, 1, "tp", err) == 0);
 }
 
+// Launchers that start MPI ranks leave one of these in the environment.
+static int launched_by_mpi(void) {
+    const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE",
+                          "MPI_LOCALNRANKS", "SBMT_FORCE_MPI"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        if (getenv(vars[i])) return 1;
+    return 0;
+}
+
+void dist_init_launched(dist_ctx *d, int *argc, char ***argv) {
+    if (launched_by_mpi()) {
+        dist_init(d, argc, argv);
+        return;
+    }
+    memset(d, 0, sizeof(*d));
+    d->world = d->dp = d->tp = d->local_size = d->hosts = 1;
+    if (gethostname(d->host, sizeof(d->host) - 1)) snprintf(d->host, sizeof(d->host), "?");
+    for (int g = 0; g < DIST_NGROUPS; g++) d->comm[g] = MPI_COMM_NULL;
+    d->initialized = 1;
+}
+
 int dist_layout(dist_ctx *d, int tp, const char *key, char *err) {
     if (tp < 1 || d->world % tp != 0)
         return sbmt_errf(err, "%s = %d does not divide the %d ranks of the job (world = dp x tp)",
                          key, tp, d->world);
+    if (!d->mpi) return 0;  // a world of one without MPI
     for (int g = DIST_DP; g <= DIST_TP; g++)
         if (d->comm[g] != MPI_COMM_NULL) MPI_CHECK(MPI_Comm_free(&d->comm[g]));
     d->tp = tp;
@@ -94,17 +117,20 @@ int dist_layout(dist_ctx *d, int tp, const char *key, char *err) {
 void dist_finalize(dist_ctx *d) {
     if (!d->initialized) return;
     if (d->nccl) dist_nccl_finalize(d);
+    d->initialized = 0;
+    if (!d->mpi) return;
     for (int g = DIST_DP; g <= DIST_TP; g++)
         if (d->comm[g] != MPI_COMM_NULL) MPI_Comm_free(&d->comm[g]);
     if (d->started_mpi) MPI_Finalize();
-    d->initialized = 0;
 }
 
 int dist_size(const dist_ctx *d, dist_group g) {
+    if (!d) return 1;
     return g == DIST_WORLD ? d->world : g == DIST_DP ? d->dp : d->tp;
 }
 
 int dist_grank(const dist_ctx *d, dist_group g) {
+    if (!d) return 0;
     return g == DIST_WORLD ? d->rank : g == DIST_DP ? d->dp_rank : d->tp_rank;
 }
 
@@ -218,19 +244,22 @@ void dist_wait(dist_req *r) {
 }
 
 void dist_agree(dist_ctx *d, int *flags, int n) {
-    if (d->world == 1 || n == 0) return;
+    if (!d || d->world == 1 || n == 0) return;
     // Control flags are host values whatever the backend.
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, flags, n, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
 }
 
-int dist_check(dist_ctx *d, int rc, char *err) {
-    if (d->world == 1) return rc ? -1 : 0;
-    int mine = rc ? d->rank : d->world, first = d->world;
-    MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
-    if (first == d->world) return 0;
-    if (first != d->rank && err) err[0] = '\0';
+int dist_check_group(dist_ctx *d, dist_group g, int rc, char *err) {
+    int n = dist_size(d, g), me = dist_grank(d, g);
+    if (n == 1) return rc ? -1 : 0;
+    int mine = rc ? me : n, first = n;
+    MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, d->comm[g]));
+    if (first == n) return 0;
+    if (first != me && err) err[0] = '\0';
     return -1;
 }
+
+int dist_check(dist_ctx *d, int rc, char *err) { return dist_check_group(d, DIST_WORLD, rc, err); }
 
 uint64_t dist_checksum(const void *buf, size_t bytes) {
     const unsigned char *p = buf;

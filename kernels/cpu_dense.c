@@ -157,6 +157,14 @@ void k_add(kctx *k, float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
+void k_bias_add(kctx *k, float *x, const float *b, int N, int C) {
+#pragma omp parallel for num_threads(k->nthreads) schedule(static)
+    for (int r = 0; r < N; r++) {
+        float *o = x + (size_t)r * C;
+        for (int j = 0; j < C; j++) o[j] += b[j];
+    }
+}
+
 void k_dropout(kctx *k, float *x, const kbatch *bt, int C, float p, kdrop d) {
     if (p <= 0.0f) return;
     enum { CHUNK = 4096 };

@@ -71,6 +71,8 @@ void k_relu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t 
 
 // y += x
 void k_add(kctx *k, float *y, const float *x, size_t n);
+// x[N, C] += b[C] on every row
+void k_bias_add(kctx *k, float *x, const float *b, int N, int C);
 
 // Dropout on packed rows x[T, C], in place; the mask of element (sample, position, c) depends only
 // on (seed, step, layer, slot, global sample, position*C + c). Backward is the same call on dx.

@@ -15,28 +15,42 @@ static size_t add(param_table *t, const char *name, int ndim, int64_t a, int64_t
 }
 
 // Builds the table in an order that keeps wq | wk | wv (and their biases) adjacent, so the
-// three projections run as one GEMM; the checkpoint names do not depend on this order.
-static void build_table(model *m) {
+// three projections run as one GEMM; the checkpoint names do not depend on this order. With
+// tp > 1 the entries are this rank's slices (its heads' rows of wq/wk/wv and their biases and
+// clusters, its heads' columns of wo); the order, and so entry i's init stream, is the same
+// for every layout. Offsets are recorded in m only when `record` is set.
+static void build_table(model *m, param_table *t, int tp, int record) {
     const model_dims *d = &m->dim;
-    param_table *t = &m->table;
-    int64_t D = d->d_model, Dh = d->d_ff, HD = (int64_t)d->heads * d->head_dim;
+    int64_t D = d->d_model, Dh = d->d_ff, HD = (int64_t)(d->heads / tp) * d->head_dim;
     char name[PARAM_NAME_LEN];
+    layer_offsets scratch;
     param_table_init(t);
-    m->tok = add(t, "embed/tokens", 2, d->vocab, D, 0, 0);
-    m->pos = add(t, "embed/positions", 2, d->seq_len, D, 0, 0);
-    m->lo = xcalloc((size_t)d->layers, sizeof(layer_offsets));
+    size_t tok = add(t, "embed/tokens", 2, d->vocab, D, 0, 0);
+    size_t pos = add(t, "embed/positions", 2, d->seq_len, D, 0, 0);
+    if (record) {
+        m->tok = tok;
+        m->pos = pos;
+        m->lo = xcalloc((size_t)d->layers, sizeof(layer_offsets));
+    }
     for (int l = 0; l < d->layers; l++) {
-        layer_offsets *o = &m->lo[l];
+        layer_offsets *o = record ? &m->lo[l] : &scratch;
 #define NAME(fmt) (snprintf(name, sizeof(name), "layers/%d/" fmt, l), name)
         o->ln1_w = add(t, NAME("ln1/weight"), 1, D, 0, 0, 0);
         o->ln1_b = add(t, NAME("ln1/bias"), 1, D, 0, 0, 0);
         o->wqkv = add(t, NAME("attn/wq/weight"), 2, HD, D, 0, 1);
+        param_table_shard(t, 0, tp);
         add(t, NAME("attn/wk/weight"), 2, HD, D, 0, 1);
+        param_table_shard(t, 0, tp);
         add(t, NAME("attn/wv/weight"), 2, HD, D, 0, 1);
+        param_table_shard(t, 0, tp);
         o->bqkv = add(t, NAME("attn/wq/bias"), 1, HD, 0, 0, 0);
+        param_table_shard(t, 0, tp);
         add(t, NAME("attn/wk/bias"), 1, HD, 0, 0, 0);
+        param_table_shard(t, 0, tp);
         add(t, NAME("attn/wv/bias"), 1, HD, 0, 0, 0);
+        param_table_shard(t, 0, tp);
         o->wo = add(t, NAME("attn/wo/weight"), 2, D, HD, 0, 1);
+        param_table_shard(t, 1, tp);
         o->bo = add(t, NAME("attn/wo/bias"), 1, D, 0, 0, 0);
         o->ln2_w = add(t, NAME("ln2/weight"), 1, D, 0, 0, 0);
         o->ln2_b = add(t, NAME("ln2/bias"), 1, D, 0, 0, 0);
@@ -46,21 +60,35 @@ static void build_table(model *m) {
         o->fc2_b = add(t, NAME("ffn/fc2/bias"), 1, D, 0, 0, 0);
         if (d->sbm) {
             int64_t dh = d->head_dim;
-            o->clusters = add(t, NAME("attn/clusters"), 3, d->heads, d->clusters, dh, 1);
+            o->clusters = add(t, NAME("attn/clusters"), 3, d->heads / tp, d->clusters, dh, 1);
+            param_table_shard(t, 0, tp);
+            // phi is last in the layer, so its tp-summed gradient is one contiguous range.
             o->p1_w = add(t, NAME("attn/proj1/weight"), 2, dh, dh, 0, 1);
+            param_table_tp_sum(t);
             o->p1_b = add(t, NAME("attn/proj1/bias"), 1, dh, 0, 0, 0);
+            param_table_tp_sum(t);
             o->p2_w = add(t, NAME("attn/proj2/weight"), 2, dh, dh, 0, 1);
+            param_table_tp_sum(t);
             o->p2_b = add(t, NAME("attn/proj2/bias"), 1, dh, 0, 0, 0);
+            param_table_tp_sum(t);
         }
 #undef NAME
     }
-    m->lnf_w = add(t, "final_ln/weight", 1, D, 0, 0, 0);
-    m->lnf_b = add(t, "final_ln/bias", 1, D, 0, 0, 0);
-    m->head1_w = add(t, "head/fc1/weight", 2, Dh, d->dual ? 4 * D : D, 0, 1);
-    m->head1_b = add(t, "head/fc1/bias", 1, Dh, 0, 0, 0);
-    m->head2_w = add(t, "head/fc2/weight", 2, d->classes, Dh, 0, 1);
-    m->head2_b = add(t, "head/fc2/bias", 1, d->classes, 0, 0, 0);
-    m->nparams = t->total;
+    size_t lnf_w = add(t, "final_ln/weight", 1, D, 0, 0, 0);
+    size_t lnf_b = add(t, "final_ln/bias", 1, D, 0, 0, 0);
+    size_t h1w = add(t, "head/fc1/weight", 2, Dh, d->dual ? 4 * D : D, 0, 1);
+    size_t h1b = add(t, "head/fc1/bias", 1, Dh, 0, 0, 0);
+    size_t h2w = add(t, "head/fc2/weight", 2, d->classes, Dh, 0, 1);
+    size_t h2b = add(t, "head/fc2/bias", 1, d->classes, 0, 0, 0);
+    if (record) {
+        m->lnf_w = lnf_w;
+        m->lnf_b = lnf_b;
+        m->head1_w = h1w;
+        m->head1_b = h1b;
+        m->head2_w = h2w;
+        m->head2_b = h2b;
+        m->nparams = t->total;
+    }
 }
 
 static int ends_with(const char *s, const char *suffix) {
@@ -69,11 +97,12 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 // PyTorch defaults: Linear weight and bias ~ U(+-1/sqrt(fan_in)) (kaiming_uniform(a=sqrt(5))),
-// LayerNorm 1/0, embeddings N(0, 0.02^2). Entry i draws from its own Philox stream.
-static void init_params(model *m, uint64_t seed) {
-    for (int i = 0; i < m->table.n; i++) {
-        const param_entry *e = &m->table.e[i];
-        float *p = m->params + e->offset;
+// LayerNorm 1/0, embeddings N(0, 0.02^2). Entry i draws from its own Philox stream. Runs on the
+// logical (whole-tensor) table, so every layout starts from the parameters of a 1x1 run.
+static void init_params(const param_table *t, float *params, uint64_t seed) {
+    for (int i = 0; i < t->n; i++) {
+        const param_entry *e = &t->e[i];
+        float *p = params + e->offset;
         rng_stream s = rng_make(seed, RNG_INIT, 0, 0, 0, (uint32_t)i);
         int is_ln = strstr(e->name, "ln1/") || strstr(e->name, "ln2/") || strstr(e->name, "final_ln/");
         if (is_ln) {
@@ -94,8 +123,8 @@ static void init_params(model *m, uint64_t seed) {
             // (the wq/wk/wv biases follow wv, whose fan_in is the same D).
             int64_t fan_in = 1;
             for (int j = i; j >= 0; j--)
-                if (m->table.e[j].ndim == 2) {
-                    fan_in = m->table.e[j].shape[1];
+                if (t->e[j].ndim == 2) {
+                    fan_in = t->e[j].shape[1];
                     break;
                 }
             float bound = 1.0f / sqrtf((float)fan_in);
@@ -107,18 +136,73 @@ static void init_params(model *m, uint64_t seed) {
     }
 }
 
+// Copies entry e between a logical tensor and this rank's slice of it (to_full: slice -> full).
+static void slice_copy(const param_entry *e, int tp, int tp_rank, float *full, float *local,
+                       int to_full) {
+    size_t n = e->numel;
+    if (e->shard < 0 || tp == 1) {
+        if (to_full)
+            memcpy(full, local, n * sizeof(float));
+        else
+            memcpy(local, full, n * sizeof(float));
+        return;
+    }
+    // The split dimension has `inner` contiguous floats per index below it and `outer` blocks.
+    size_t outer = 1, inner = 1;
+    for (int i = 0; i < e->shard; i++) outer *= (size_t)e->shape[i];
+    for (int i = e->shard; i < e->ndim; i++) inner *= (size_t)e->shape[i];
+    for (size_t o = 0; o < outer; o++) {
+        float *f = full + o * inner * tp + (size_t)tp_rank * inner;
+        float *l = local + o * inner;
+        if (to_full)
+            memcpy(f, l, inner * sizeof(float));
+        else
+            memcpy(l, f, inner * sizeof(float));
+    }
+}
+
+void model_from_full(model *m, const float *full, float *local) {
+    for (int i = 0; i < m->table.n; i++)
+        slice_copy(&m->table.e[i], m->tp, m->tp_rank, (float *)full + m->full.e[i].offset,
+                   local + m->table.e[i].offset, 0);
+}
+
+void model_to_full(const model *m, const float *gathered, float *full) {
+    for (int r = 0; r < m->tp; r++)
+        for (int i = 0; i < m->table.n; i++) {
+            const param_entry *e = &m->table.e[i];
+            if (e->shard < 0 && r > 0) continue;  // replicated: tp rank 0's copy
+            slice_copy(e, m->tp, r, full + m->full.e[i].offset,
+                       (float *)gathered + (size_t)r * m->nparams + e->offset, 1);
+        }
+}
+
+static void init_local(model *m, uint64_t seed) {
+    float *full = xmalloc(sizeof(float) * m->full.total);
+    init_params(&m->full, full, seed);
+    model_from_full(m, full, m->params);
+    free(full);
+}
+
 void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed) {
     memset(m, 0, sizeof(*m));
     m->dim = *dim;
-    build_table(m);
+    m->tp = dim->tp > 1 ? dim->tp : 1;
+    m->tp_rank = m->tp > 1 ? dim->tp_rank : 0;
+    CHECK(dim->heads % m->tp == 0 && m->tp_rank >= 0 && m->tp_rank < m->tp);
+    m->heads_local = dim->heads / m->tp;
+    m->head0 = m->tp_rank * m->heads_local;
+    build_table(m, &m->table, m->tp, 1);
+    build_table(m, &m->full, 1, 0);
     size_t np = m->nparams;
     m->params = xcalloc(np, sizeof(float));
     m->grads = xcalloc(np, sizeof(float));
     m->adam_m = xcalloc(np, sizeof(float));
     m->adam_v = xcalloc(np, sizeof(float));
-    init_params(m, seed);
+    init_local(m, seed);
 
-    const int D = dim->d_model, Dh = dim->d_ff, HD = dim->heads * dim->head_dim, H = dim->heads;
+    // Activations hold this rank's heads only.
+    const int D = dim->d_model, Dh = dim->d_ff, H = m->heads_local, HD = H * dim->head_dim;
     const int C = dim->classes;
     size_t S = (size_t)max_batch * (dim->dual ? 2 : 1);  // sequences
     size_t T = S * dim->seq_len;
@@ -158,9 +242,9 @@ void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed) {
         m->d_Y = xmalloc(2 * T * H * kc * sizeof(float));
         m->d_S = xmalloc(H * kc * kc * sizeof(float));
     }
-    m->edges = xcalloc((size_t)dim->layers * H, sizeof(int64_t));
-    m->expected = xcalloc((size_t)dim->layers * H, sizeof(double));
-    m->density = xcalloc((size_t)dim->layers * H, sizeof(float));
+    m->edges = xcalloc((size_t)dim->layers * dim->heads, sizeof(int64_t));
+    m->expected = xcalloc((size_t)dim->layers * dim->heads, sizeof(double));
+    m->density = xcalloc((size_t)dim->layers * dim->heads, sizeof(float));
     size_t B = (size_t)max_batch;
     m->res_out = xmalloc(T * D * sizeof(float));
     m->lnf = xmalloc(T * D * sizeof(float));
@@ -189,7 +273,7 @@ void model_reset(model *m, uint64_t seed) {
     memset(m->grads, 0, sizeof(float) * m->nparams);
     memset(m->adam_m, 0, sizeof(float) * m->nparams);
     memset(m->adam_v, 0, sizeof(float) * m->nparams);
-    init_params(m, seed);
+    init_local(m, seed);
 }
 
 void model_free(model *m) {
@@ -213,6 +297,7 @@ void model_free(model *m) {
     free(m->edges);
     free(m->expected);
     param_table_free(&m->table);
+    param_table_free(&m->full);
     memset(m, 0, sizeof(*m));
 }
 
@@ -229,7 +314,7 @@ static void sbm_forward(model *m, kctx *k, int l, const kbatch *bt, uint64_t see
     const layer_offsets *o = &m->lo[l];
     layer_acts *a = &m->la[l];
     const float *P = m->params;
-    const int T = bt->T, H = d->heads, dh = d->head_dim, HD = H * dh, kc = d->clusters;
+    const int T = bt->T, H = m->heads_local, dh = d->head_dim, HD = H * dh, kc = d->clusters;
     k_copy2d(k, a->qk, HD, a->qkv, 3 * HD, T, HD);
     k_copy2d(k, a->qk + (size_t)T * HD, HD, a->qkv + HD, 3 * HD, T, HD);
     k_linear_fwd(k, a->phi_pre, a->qk, P + o->p1_w, P + o->p1_b, 2 * T * H, dh, dh);
@@ -237,15 +322,23 @@ static void sbm_forward(model *m, kctx *k, int l, const kbatch *bt, uint64_t see
     k_linear_fwd(k, a->phi, a->phi_hid, P + o->p2_w, P + o->p2_b, 2 * T * H, dh, dh);
     k_sbm_blocks_fwd(k, a->S, P + o->clusters, H, kc, dh);
     k_sbm_members_fwd(k, a->Y, a->phi, P + o->clusters, bt, 2 * T, H, kc, dh);
+    // Statistics sit at the heads' global positions [L, heads]; other ranks' heads stay 0.
+    int64_t *edges = m->edges + (size_t)l * d->heads + m->head0;
     if (!m->freeze_graphs)
         k_sbm_sample(k, &a->graphs, a->Y, a->S, bt, H, kc, d->edge_floor, d->sampler, seed, step,
-                     (uint32_t)l, 0, m->edges + (size_t)l * H);
+                     (uint32_t)l, (uint32_t)m->head0, edges);
+    else
+        for (int h = 0; h < H; h++) {
+            edges[h] = 0;
+            for (int u = h; u < a->graphs.units; u += H) edges[h] += a->graphs.g[u].nnz;
+        }
     for (int h = 0; h < H; h++) {
         double e = 0.0;
         for (int u = h; u < a->graphs.units; u += H) e += a->graphs.g[u].expected;
-        m->expected[(size_t)l * H + h] = e;
+        m->expected[(size_t)l * d->heads + m->head0 + h] = e;
     }
-    k_sbm_attn_fwd(k, a->att, &a->graphs, a->qkv, bt, H, dh, pa, drop_key(seed, step, l, 0));
+    k_sbm_attn_fwd(k, a->att, &a->graphs, a->qkv, bt, H, dh, pa,
+                   drop_key(seed, step, l, (uint32_t)m->head0));
 }
 
 static void sbm_backward(model *m, kctx *k, int l, const kbatch *bt, uint64_t seed, uint32_t step,
@@ -255,12 +348,13 @@ static void sbm_backward(model *m, kctx *k, int l, const kbatch *bt, uint64_t se
     layer_acts *a = &m->la[l];
     const float *P = m->params;
     float *G = m->grads;
-    const int T = bt->T, H = d->heads, dh = d->head_dim, HD = H * dh, kc = d->clusters;
-    // d(sparsity_weight * mean_{l,h} edges / (B n^2)) / dA_ij, added to every sampled edge.
+    const int T = bt->T, H = m->heads_local, dh = d->head_dim, HD = H * dh, kc = d->clusters;
+    // d(sparsity_weight * mean_{l,h} edges / (B n^2)) / dA_ij, added to every sampled edge: the
+    // mean runs over all heads of the model and the global batch, whatever this rank holds.
     double nb = (double)(m->reg_batch ? m->reg_batch : bt->B) * bt->n * bt->n;
-    float reg = (float)(d->sparsity_weight / ((double)d->layers * H * nb));
+    float reg = (float)(d->sparsity_weight / ((double)d->layers * d->heads * nb));
     k_sbm_attn_bwd(k, m->d_qkv, m->d_Y, m->d_S, m->d_att, a->qkv, a->att, &a->graphs, a->Y, a->S,
-                   bt, H, dh, kc, pa, drop_key(seed, step, l, 0), reg);
+                   bt, H, dh, kc, pa, drop_key(seed, step, l, (uint32_t)m->head0), reg);
     if (m->no_ste) {
         k_zero(k, m->d_Y, (size_t)2 * T * H * kc);
         k_zero(k, m->d_S, (size_t)H * kc * kc);
@@ -280,11 +374,13 @@ static void sbm_backward(model *m, kctx *k, int l, const kbatch *bt, uint64_t se
 double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, int train,
                      uint64_t seed, uint32_t step, int *correct) {
     const model_dims *d = &m->dim;
-    const int T = bt->T, B = bt->B, D = d->d_model, Dh = d->d_ff, H = d->heads, dh = d->head_dim;
-    const int HD = H * dh;
+    const int T = bt->T, B = bt->B, D = d->d_model, Dh = d->d_ff, H = m->heads_local;
+    const int dh = d->head_dim, HD = H * dh;
     const float p = train ? d->dropout : 0.0f, pa = train ? d->attn_dropout : 0.0f;
     const float *P = m->params;
     CHECK(T <= m->max_tokens && (!d->dual || B % 2 == 0));
+    memset(m->edges, 0, sizeof(int64_t) * (size_t)d->layers * d->heads);
+    memset(m->expected, 0, sizeof(double) * (size_t)d->layers * d->heads);
     const int NB = d->dual ? B / 2 : B;  // examples
     CHECK(NB <= m->max_batch);
 
@@ -302,8 +398,15 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
             sbm_forward(m, k, l, bt, seed, step, pa);
         else
             k_attn_softmax_fwd(k, a->att, a->lse, a->qkv, bt, H, dh, pa,
-                               drop_key(seed, step, l, 0));
-        k_linear_fwd(k, m->tmp, a->att, P + o->wo, P + o->bo, T, HD, D);
+                               drop_key(seed, step, l, (uint32_t)m->head0));
+        if (m->tp > 1) {
+            // Row-split wo: each rank's heads give a partial sum; the bias is added once, after.
+            k_linear_fwd(k, m->tmp, a->att, P + o->wo, NULL, T, HD, D);
+            dist_allreduce(m->dist, DIST_TP, m->tmp, (size_t)T * D, DIST_F32, DIST_SUM);
+            k_bias_add(k, m->tmp, P + o->bo, T, D);
+        } else {
+            k_linear_fwd(k, m->tmp, a->att, P + o->wo, P + o->bo, T, HD, D);
+        }
         k_dropout(k, m->tmp, bt, D, p, drop_key(seed, step, l, KSLOT_ATTN_OUT));
         memcpy(a->res_mid, a->res_in, sizeof(float) * (size_t)T * D);
         k_add(k, a->res_mid, m->tmp, (size_t)T * D);
@@ -319,12 +422,10 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
     }
     m->reg_loss = 0.0;
     if (d->sbm) {
-        double nb = (double)(m->reg_batch ? m->reg_batch : B) * bt->n * bt->n, mean = 0.0;
-        for (int i = 0; i < d->layers * H; i++) {
-            m->density[i] = (float)(m->edges[i] / nb);
-            mean += m->density[i];
-        }
-        m->reg_loss = d->sparsity_weight * mean / (d->layers * H);
+        // This rank's part: heads of other tp ranks and other dp ranks' samples count 0 here;
+        // the trainer sums edges over the world and recomputes (model_sbm_stats).
+        double nb = (double)(m->reg_batch ? m->reg_batch : B) * bt->n * bt->n;
+        m->reg_loss = model_sbm_stats(m, m->edges, nb, m->density);
     }
     k_layernorm_fwd(k, m->lnf, m->lnf_mean, m->lnf_rstd, m->res_out, P + m->lnf_w, P + m->lnf_b,
                     T, D);
@@ -345,8 +446,8 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
 void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, int train,
                     uint64_t seed, uint32_t step, float loss_scale) {
     const model_dims *d = &m->dim;
-    const int T = bt->T, B = bt->B, D = d->d_model, Dh = d->d_ff, H = d->heads, dh = d->head_dim;
-    const int HD = H * dh, C = d->classes;
+    const int T = bt->T, B = bt->B, D = d->d_model, Dh = d->d_ff, H = m->heads_local;
+    const int dh = d->head_dim, HD = H * dh, C = d->classes;
     const float p = train ? d->dropout : 0.0f, pa = train ? d->attn_dropout : 0.0f;
     const float *P = m->params;
     float *G = m->grads;
@@ -368,6 +469,7 @@ void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, 
     k_zero(k, m->d_res, (size_t)T * D);
     k_layernorm_bwd(k, m->d_res, G + m->lnf_w, G + m->lnf_b, m->d_ln, m->res_out, m->lnf_mean,
                     m->lnf_rstd, P + m->lnf_w, T, D);
+    if (m->grad_ready) m->grad_ready(m->grad_ctx, d->layers + 1);
     for (int l = d->layers - 1; l >= 0; l--) {
         const layer_offsets *o = &m->lo[l];
         layer_acts *a = &m->la[l];
@@ -390,19 +492,48 @@ void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, 
             sbm_backward(m, k, l, bt, seed, step, pa);
         else
             k_attn_softmax_bwd(k, m->d_qkv, m->d_att, a->qkv, a->att, a->lse, bt, H, dh, pa,
-                               drop_key(seed, step, l, 0));
+                               drop_key(seed, step, l, (uint32_t)m->head0));
         k_linear_bwd(k, m->d_ln, G + o->wqkv, G + o->bqkv, m->d_qkv, a->ln1, P + o->wqkv, T, D,
                      3 * HD, 0);
+        // Column-split wq/wk/wv: the input gradient is the sum of every rank's heads.
+        if (m->tp > 1) dist_allreduce(m->dist, DIST_TP, m->d_ln, (size_t)T * D, DIST_F32, DIST_SUM);
         k_layernorm_bwd(k, m->d_res, G + o->ln1_w, G + o->ln1_b, m->d_ln, a->res_in, a->ln1_mean,
                         a->ln1_rstd, P + o->ln1_w, T, D);
+        if (m->grad_ready) m->grad_ready(m->grad_ctx, l + 1);
     }
     k_dropout(k, m->d_res, bt, D, p, drop_key(seed, step, 0, KSLOT_EMBED));
     k_embed_bwd(k, G + m->tok, G + m->pos, m->d_res, bt, D);
+    if (m->grad_ready) m->grad_ready(m->grad_ctx, 0);
+}
+
+void model_bucket_range(const model *m, int bucket, size_t *begin, size_t *end) {
+    const int L = m->dim.layers;
+    CHECK(bucket >= 0 && bucket <= L + 1);
+    if (bucket == 0) {
+        *begin = m->tok;
+        *end = L ? m->lo[0].ln1_w : m->lnf_w;
+    } else if (bucket <= L) {
+        *begin = m->lo[bucket - 1].ln1_w;
+        *end = bucket < L ? m->lo[bucket].ln1_w : m->lnf_w;
+    } else {
+        *begin = m->lnf_w;
+        *end = m->nparams;
+    }
+}
+
+double model_sbm_stats(const model *m, const int64_t *edges, double nb, float *density) {
+    const int LH = m->dim.layers * m->dim.heads;
+    double mean = 0.0;
+    for (int i = 0; i < LH; i++) {
+        density[i] = (float)(edges[i] / nb);
+        mean += density[i];
+    }
+    return m->dim.sparsity_weight * mean / LH;
 }
 
 double model_step_flops(const model *m, const kbatch *bt) {
     const model_dims *d = &m->dim;
-    const double D = d->d_model, Dh = d->d_ff, H = d->heads, dh = d->head_dim, HD = H * dh;
+    const double D = d->d_model, Dh = d->d_ff, H = m->heads_local, dh = d->head_dim, HD = H * dh;
     const double kc = d->clusters, T = bt->T;
     double per_token = 2.0 * (D * 3 * HD + HD * D + D * Dh + Dh * D);
     if (d->sbm) per_token += 2.0 * H * 4.0 * dh * dh + 2.0 * 2.0 * H * dh * kc;

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "dist/dist.h"
 #include "kernels/kernels.h"
 #include "kernels/sbm.h"
 #include "model/params.h"
@@ -27,6 +28,7 @@ typedef struct {
     float edge_floor;        // eps (sbm)
     float sparsity_weight;   // density regulariser weight (sbm)
     sbm_sampler sampler;     // (sbm)
+    int tp, tp_rank;         // head parallelism: this rank holds heads [tp_rank H/tp, ..) (0: 1)
 } model_dims;
 
 // Offsets (in floats) of one layer's tensors inside the flat buffers.
@@ -67,8 +69,17 @@ typedef struct {
 
 typedef struct {
     model_dims dim;
-    param_table table;
-    size_t nparams;
+    param_table table;    // this rank's tensors (slices of the logical ones when tp > 1)
+    param_table full;     // the logical whole tensors (SPEC.md section 6), same entry order
+    size_t nparams;       // floats in this rank's buffers (table.total)
+    int tp, tp_rank;      // head parallelism (1, 0 in one process)
+    int heads_local;      // H / tp: heads this rank computes
+    int head0;            // global index of its first head (keys its random streams)
+    dist_ctx *dist;       // communication for tp > 1 (NULL in one process)
+    // Called during backward each time a bucket's gradients are final (model_bucket_range):
+    // buckets L+1 (final LayerNorm and head), L..1 (layers), 0 (embeddings), in that order.
+    void (*grad_ready)(void *ctx, int bucket);
+    void *grad_ctx;
     float *params, *grads, *adam_m, *adam_v;  // [nparams] each
     size_t tok, pos;                          // [V, D], [n, D]
     layer_offsets *lo;                        // [L]
@@ -102,10 +113,10 @@ typedef struct {
     float *d_qk, *d_phi, *d_phi_hid;  // [2T, H*d]
     float *d_Y;                       // [2T, H*k]
     float *d_S;                       // [H, k, k]
-    // SBM statistics of the last forward
+    // SBM statistics of the last forward, at global head positions (other ranks' heads 0)
     int64_t *edges;      // [L, H] sampled edges (after collapsing duplicates) over the batch
     double *expected;    // [L, H] expected edges over the batch
-    float *density;      // [L, H] edges / (B * n * n)
+    float *density;      // [L, H] edges / (reg_batch * n * n)
     double reg_loss;     // sparsity_weight * mean density
     int reg_batch;       // global sequences per batch for densities and the regulariser
                          // (0: the local bt->B)
@@ -132,6 +143,18 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
 // loss sum * loss_scale are ADDED to m->grads.
 void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, int train,
                     uint64_t seed, uint32_t step, float loss_scale);
+
+// The gradient range [begin, end) (floats into grads) of a backward bucket (see grad_ready).
+void model_bucket_range(const model *m, int bucket, size_t *begin, size_t *end);
+
+// density[L*H] = edges / nb; returns the regulariser sparsity_weight * mean density.
+double model_sbm_stats(const model *m, const int64_t *edges, double nb, float *density);
+
+// This rank's slices of logical tensors: local[nparams] from full[full.total] (any buffer laid
+// out by m->full), and the inverse from the tp group's gathered buffers ([tp][nparams], as
+// dist_gather over the tp group delivers them) into full.
+void model_from_full(model *m, const float *full, float *local);
+void model_to_full(const model *m, const float *gathered, float *full);
 
 // Model FLOPs of the last forward + backward on bt: dense layers at 3x their forward GEMMs,
 // softmax attention 12 L^2 d per head, SBM attention (12 d + 4 k) per sampled edge plus

@@ -26,14 +26,28 @@ size_t param_table_add(param_table *t, const char *name, int ndim, const int64_t
     p->ndim = ndim;
     p->numel = 1;
     for (int i = 0; i < ndim; i++) {
-        p->shape[i] = shape[i];
+        p->shape[i] = p->gshape[i] = shape[i];
         p->numel *= (size_t)shape[i];
     }
     // Tensors are packed without padding: consecutive entries (wq, wk, wv) form one matrix.
     p->offset = t->total;
     t->total += p->numel;
     p->decay = decay;
+    p->shard = -1;
     return p->offset;
+}
+
+void param_table_shard(param_table *t, int dim, int tp) {
+    CHECK(t->n > 0);
+    param_entry *p = &t->e[t->n - 1];
+    CHECK(dim >= 0 && dim < p->ndim);
+    p->shard = dim;
+    p->gshape[dim] = p->shape[dim] * tp;
+}
+
+void param_table_tp_sum(param_table *t) {
+    CHECK(t->n > 0);
+    t->e[t->n - 1].tp_sum = 1;
 }
 
 int param_table_find(const param_table *t, const char *name) {
