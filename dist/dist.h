@@ -26,7 +26,7 @@ typedef enum { DIST_WORLD = 0, DIST_DP = 1, DIST_TP = 2, DIST_NGROUPS = 3 } dist
 typedef enum { DIST_SUM = 0, DIST_MAX, DIST_MIN, DIST_AVG } dist_op;  // AVG: float types only
 typedef enum { DIST_BACKEND_MPI = 0, DIST_BACKEND_NCCL = 1 } dist_backend;
 
-typedef struct {
+typedef struct dist_ctx_s {
     int world, rank;      // MPI_COMM_WORLD
     int dp, dp_rank;      // data-parallel groups: rank = dp_rank * tp + tp_rank
     int tp, tp_rank;      // head-parallel group (consecutive ranks)
@@ -38,6 +38,10 @@ typedef struct {
     void *nccl;           // dist_nccl state when backend == NCCL (dist_nccl.c)
     int initialized;      // 1 after dist_init; dist_finalize finalizes MPI only if it started it
     int started_mpi;
+    // Time spent in collectives (blocking calls and waits for non-blocking ones) and the
+    // elements they moved since dist_init: the communication share of the progress line.
+    double t_comm;
+    double elems;
     int mpi;              // 0: a world of one without MPI (dist_init_launched outside mpirun/srun)
 } dist_ctx;
 
@@ -87,6 +91,7 @@ typedef struct {
     MPI_Request req;
     int active;   // 0 done, 1 MPI request, 2 NCCL (completion event on the comm stream)
     void *event;  // NCCL: the pending completion (dist_nccl.c), freed by dist_wait
+    struct dist_ctx_s *owner;  // the context whose t_comm the wait adds to
 } dist_req;
 // Starts an in-place sum over the group; buf must stay untouched until dist_wait.
 void dist_iallreduce_sum(dist_ctx *d, dist_group g, float *buf, size_t count, dist_req *r);

@@ -143,11 +143,14 @@ void dist_allreduce(dist_ctx *d, dist_group g, void *buf, size_t count, dist_dty
         return;
     }
     size_t es = dist_dtype_size(t);
+    double t0 = sbmt_now();
     for (size_t o = 0; o < count; o += DIST_CHUNK) {
         int c = (int)(count - o < DIST_CHUNK ? count - o : DIST_CHUNK);
         MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, (char *)buf + o * es, c, mpi_type(t), mpi_op(op),
                                 d->comm[g]));
     }
+    d->t_comm += sbmt_now() - t0;
+    d->elems += (double)count;
     if (op == DIST_AVG) {
         if (t == DIST_F32)
             for (size_t i = 0; i < count; i++) ((float *)buf)[i] /= (float)n;
@@ -167,10 +170,13 @@ void dist_bcast(dist_ctx *d, dist_group g, void *buf, size_t count, dist_dtype t
         return;
     }
     size_t es = dist_dtype_size(t);
+    double t0 = sbmt_now();
     for (size_t o = 0; o < count; o += DIST_CHUNK) {
         int c = (int)(count - o < DIST_CHUNK ? count - o : DIST_CHUNK);
         MPI_CHECK(MPI_Bcast((char *)buf + o * es, c, mpi_type(t), root, d->comm[g]));
     }
+    d->t_comm += sbmt_now() - t0;
+    d->elems += (double)count;
 }
 
 void dist_gather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
@@ -213,6 +219,7 @@ void dist_barrier(dist_ctx *d, dist_group g) {
 void dist_iallreduce_sum(dist_ctx *d, dist_group g, float *buf, size_t count, dist_req *r) {
     r->active = 0;
     r->req = MPI_REQUEST_NULL;
+    r->owner = d;
     if (dist_size(d, g) == 1 || count == 0) return;
     if (d->backend == DIST_BACKEND_NCCL) {
         dist_nccl_iallreduce_sum(d, g, buf, count, r);
@@ -222,6 +229,8 @@ void dist_iallreduce_sum(dist_ctx *d, dist_group g, float *buf, size_t count, di
     MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, MPI_SUM, d->comm[g],
                              &r->req));
     r->active = 1;
+    r->owner = d;
+    d->elems += (double)count;
 }
 
 int dist_test(dist_req *r) {
@@ -235,11 +244,13 @@ int dist_test(dist_req *r) {
 
 void dist_wait(dist_req *r) {
     if (!r->active) return;
+    double t0 = sbmt_now();
     if (r->active == 2) {
         dist_nccl_wait(r);
     } else {
         MPI_CHECK(MPI_Wait(&r->req, MPI_STATUS_IGNORE));
     }
+    if (r->owner) r->owner->t_comm += sbmt_now() - t0;
     r->active = 0;
 }
 

@@ -66,6 +66,11 @@ static const key_def KEYS[] = {
     {"train", "keep_checkpoints", T_INT, F(keep_checkpoints), 1, 1 << 20, NULL,
      "newest checkpoints kept"},
     {"train", "seed", T_U64, F(seed), 0, 0, NULL, "run seed"},
+    {"train", "micro_batch", T_INT, F(micro_batch), 0, 1 << 24, NULL,
+     "examples per forward/backward (gradient accumulation), 0 = the whole per-rank batch"},
+    {"dist", "tp", T_INT, F(tp), 1, 1024, NULL, "head-parallel ranks (dp = world / tp)"},
+    {"dist", "grad_buckets", T_BOOL, F(grad_buckets), 0, 1, NULL,
+     "all-reduce gradients per layer while backward runs (false: one all-reduce after it)"},
 };
 #undef F
 #define NKEYS ((int)(sizeof(KEYS) / sizeof(KEYS[0])))
@@ -108,6 +113,9 @@ void config_defaults(sbmt_config *c) {
     c->checkpoint_every = 500;
     c->keep_checkpoints = 3;
     c->seed = 1234;
+    c->micro_batch = 0;
+    c->tp = 1;
+    c->grad_buckets = 1;
 }
 
 static char *trim(char *s) {
@@ -133,7 +141,7 @@ static int known_section(const char *section) {
 static int set_value(sbmt_config *c, const char *where, const char *section, const char *key,
                      const char *val, char *err) {
     if (!known_section(section))
-        return sbmt_errf(err, "%s: unknown section [%s] (known: model, data, train)", where, section);
+        return sbmt_errf(err, "%s: unknown section [%s] (known: model, data, train, dist)", where, section);
     const key_def *k = find_key(section, key);
     if (!k) return sbmt_errf(err, "%s: unknown key '%s' in [%s]", where, key, section);
     char *p = (char *)c + k->offset;
@@ -230,7 +238,7 @@ static int load_text(sbmt_config *c, char *text, const char *origin, char *err) 
             *close = '\0';
             char *name = trim(s + 1);
             if (!known_section(name))
-                return sbmt_errf(err, "%s: unknown section [%s] (known: model, data, train)",
+                return sbmt_errf(err, "%s: unknown section [%s] (known: model, data, train, dist)",
                                  where, name);
             snprintf(section, sizeof(section), "%s", name);
             continue;
@@ -331,6 +339,9 @@ int config_validate(const sbmt_config *c, char *err) {
     if ((long)c->heads * c->head_dim > (1L << 20))
         return sbmt_errf(err, "model.heads * model.head_dim (%d * %d) is too large", c->heads,
                          c->head_dim);
+    if (c->heads % c->tp != 0)
+        return sbmt_errf(err, "dist.tp = %d does not divide model.heads = %d (each tp rank holds "
+                              "model.heads / dist.tp heads)", c->tp, c->heads);
     if (c->num_classes == 1) return sbmt_errf(err, "data.num_classes must be >= 2 (or 0: from data)");
     if (c->vocab_size == 1) return sbmt_errf(err, "data.vocab_size must be >= 2 (or 0: from data)");
     if (strcmp(c->pooling, "cls") == 0 && c->vocab_size == 2)

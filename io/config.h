@@ -49,6 +49,10 @@ typedef struct {
     int checkpoint_every;   // checkpoint period in steps; 0 = only at the end
     int keep_checkpoints;   // newest checkpoints kept in the run directory
     uint64_t seed;
+    int micro_batch;        // examples per forward/backward; 0 = the whole per-rank batch
+    // [dist]
+    int tp;                 // head-parallel ranks; dp = world / tp
+    int grad_buckets;       // overlap the dp gradient all-reduce with backward, per layer
 } sbmt_config;
 
 // Fills defaults (the reference listops settings of SPEC.md section 4).

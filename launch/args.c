@@ -11,7 +11,8 @@ int cli_parse_int(const char *me, const char *flag, const char *s, int64_t lo, i
     char *end;
     long long v = strtoll(s, &end, 10);
     if (*s == '\0' || *end || v < lo || v > hi) {
-        fprintf(stderr, "%s: %s '%s': expected an integer in %lld..%lld\n", me, flag, s,
+        if (me)  // NULL: a rank other than 0 of a job, which prints nothing
+            fprintf(stderr, "%s: %s '%s': expected an integer in %lld..%lld\n", me, flag, s,
                 (long long)lo, (long long)hi);
         return -1;
     }

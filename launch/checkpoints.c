@@ -41,12 +41,12 @@ int ckpts_list(const char *dir, int64_t *steps, int max) {
     return n;
 }
 
-int ckpts_save(const char *dir, const model *m, int64_t step, uint64_t seed,
-               const char *config_text, int keep, char *err) {
+int ckpts_save(const char *dir, const param_table *t, const float *params, const float *adam_m,
+               const float *adam_v, int64_t step, uint64_t seed, const char *config_text,
+               int keep, char *err) {
     char path[4200];
     ckpts_path(path, sizeof(path), dir, step);
-    if (ckpt_save(path, &m->table, m->params, m->adam_m, m->adam_v, step, seed, config_text, err))
-        return -1;
+    if (ckpt_save(path, t, params, adam_m, adam_v, step, seed, config_text, err)) return -1;
     enum { MAXCK = 4096 };
     int64_t *steps = xmalloc(sizeof(int64_t) * MAXCK);
     int n = ckpts_list(dir, steps, MAXCK);
@@ -78,7 +78,8 @@ static const char *model_mismatch(const model_dims *a, const model_dims *b) {
 }
 
 // 0: loaded; -1: unreadable or damaged file; -2: a checkpoint of another model.
-static int load_one(const char *path, model *m, uint64_t seed, int64_t *step, char *err) {
+static int load_one(const char *path, model *m, uint64_t seed, int64_t *step, int verbose,
+                    char *err) {
     uint64_t ck_seed;
     char *text = NULL;
     if (ckpt_read_meta(path, step, &ck_seed, &text, err)) return -1;
@@ -92,8 +93,19 @@ static int load_one(const char *path, model *m, uint64_t seed, int64_t *step, ch
     if (key)
         return sbmt_errf(err, "%s: a checkpoint of a different model (%s differs); use another "
                               "--out directory or the matching configuration", path, key) - 1;
-    if (ckpt_load(path, &m->table, m->params, m->adam_m, m->adam_v, err)) return -1;
-    if (ck_seed != seed)
+    // Whole tensors into scratch buffers, then this rank's slices: a checkpoint of any layout
+    // loads on any other, and a failed read leaves the model untouched.
+    size_t nf = m->full.total;
+    float *full = xmalloc(sizeof(float) * nf * 3);
+    int lrc = ckpt_load(path, &m->full, full, full + nf, full + 2 * nf, err);
+    if (lrc == 0) {
+        model_from_full(m, full, m->params);
+        model_from_full(m, full + nf, m->adam_m);
+        model_from_full(m, full + 2 * nf, m->adam_v);
+    }
+    free(full);
+    if (lrc) return -1;
+    if (ck_seed != seed && verbose)
         fprintf(stderr,
                 "sbmt: warning: %s was trained with train.seed = %llu, this run uses %llu: data "
                 "order, dropout and graphs will not continue that run's streams\n",
@@ -102,22 +114,21 @@ static int load_one(const char *path, model *m, uint64_t seed, int64_t *step, ch
 }
 
 int ckpts_resume(const char *what, const char *dir, model *m, uint64_t seed, int64_t *step,
-                 char *loaded_from, size_t len, char *err) {
+                 char *loaded_from, size_t len, int verbose, char *err) {
     *step = 0;
     if (loaded_from && len) loaded_from[0] = '\0';
     if (strcmp(what, "auto") != 0) {
-        if (load_one(what, m, seed, step, err)) return -1;
+        if (load_one(what, m, seed, step, verbose, err)) return -1;
         if (loaded_from) snprintf(loaded_from, len, "%s", what);
         return 0;
     }
     enum { MAXCK = 4096 };
     int64_t *steps = xmalloc(sizeof(int64_t) * MAXCK);
     int n = ckpts_list(dir, steps, MAXCK);
-    int damaged = 0;
     for (int i = 0; i < n; i++) {
         char path[4200], e2[SBMT_ERR_LEN];
         ckpts_path(path, sizeof(path), dir, steps[i]);
-        int rc = load_one(path, m, seed, step, e2);
+        int rc = load_one(path, m, seed, step, verbose, e2);
         if (rc == 0) {
             if (loaded_from) snprintf(loaded_from, len, "%s", path);
             free(steps);
@@ -127,12 +138,10 @@ int ckpts_resume(const char *what, const char *dir, model *m, uint64_t seed, int
             free(steps);
             return sbmt_errf(err, "%s", e2);
         }
-        fprintf(stderr, "sbmt: warning: skipping checkpoint: %s\n", e2);
-        damaged++;
+        if (verbose) fprintf(stderr, "sbmt: warning: skipping checkpoint: %s\n", e2);
     }
     free(steps);
-    // Nothing loadable: a fresh start. A failed load may have overwritten part of the model.
-    if (damaged) model_reset(m, seed);
+    // Nothing loadable: a fresh start (failed loads never touched the model).
     *step = 0;
     return 0;
 }

@@ -4,6 +4,10 @@
 
 #include <stdint.h>
 
+// `sbmt train` stopped by SIGTERM, SIGINT or SIGUSR1 after writing a checkpoint (EX_TEMPFAIL:
+// run it again with --resume auto; launch/sbmt.sbatch requeues the job on it).
+#define SBMT_EXIT_INTERRUPTED 75
+
 int cli_data(int argc, char **argv);
 int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
@@ -16,7 +20,7 @@ int cli_import_image(int argc, char **argv);       // launch/import_image.c
 int cli_import_pathfinder(int argc, char **argv);  // launch/import_image.c
 int cli_help(const char *cmd);
 
-// *out = the integer in s when it lies in lo..hi; otherwise prints "<me>: <flag> '<s>': expected
+// *out = the integer in s when it lies in lo..hi; otherwise prints (unless me is NULL) "<me>: <flag> '<s>': expected
 // an integer in lo..hi" to stderr and returns -1.   (launch/args.c)
 int cli_parse_int(const char *me, const char *flag, const char *s, int64_t lo, int64_t hi,
                   int64_t *out);

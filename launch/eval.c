@@ -64,7 +64,7 @@ int cli_eval(int argc, char **argv) {
     kctx_init(&k, KB_CPU, threads);
     eval_result res;
     double t0 = sbmt_now();
-    if (run_evaluate(&m, &k, &ds, split, 0, &cfg, &res, err)) goto done;
+    if (run_evaluate(&m, &k, NULL, &ds, split, 0, &cfg, &res, err)) goto done;
     printf("%s: %s split of %s: loss %.4f | accuracy %.4f | %lld rows | step %lld | %.1f s\n", ckpt,
            split_names[split], data, res.loss, res.accuracy, (long long)res.rows, (long long)step,
            sbmt_now() - t0);

@@ -55,71 +55,102 @@ model_dims run_model_dims(const sbmt_config *cfg) {
     return d;
 }
 
-int run_load_batch(ds_file *ds, int split, const int64_t *rows, int count, const sbmt_config *cfg,
-                   int32_t *ids_buf, int32_t *labels, kbatch *bt, char *err) {
-    const int n = cfg->seq_len, S = ds->dual ? 2 * count : count;
-    int32_t *ids1 = ds->dual ? ids_buf + (size_t)count * n : NULL;
-    if (ds_read_rows(ds, split, rows, count, ids_buf, ids1, labels, err)) return -1;
+int run_read_rows(ds_file *ds, int split, const int64_t *rows, int count, const sbmt_config *cfg,
+                  int32_t *ids_buf, int32_t *labels, char *err) {
+    int32_t *ids1 = ds->dual ? ids_buf + (size_t)count * cfg->seq_len : NULL;
+    return ds_read_rows(ds, split, rows, count, ids_buf, ids1, labels, err);
+}
+
+void run_pack_rows(const int32_t *ids_buf, int total, int first, int count, const int64_t *rows,
+                   const sbmt_config *cfg, kbatch *bt) {
+    const int n = cfg->seq_len, S = cfg->dual ? 2 * count : count;
     uint32_t *sample = xmalloc(sizeof(uint32_t) * (size_t)(S > 0 ? S : 1));
-    const int32_t *packed = ids_buf;
+    const int32_t *packed = ids_buf + (size_t)first * n;
     int32_t *inter = NULL;
-    if (ds->dual) {
+    if (cfg->dual) {
         // Documents 0 and 1 of row r become sequences 2i and 2i+1, keyed by 2r and 2r+1.
+        const int32_t *ids1 = ids_buf + (size_t)total * n;
         inter = xmalloc(sizeof(int32_t) * (size_t)S * n);
         for (int i = 0; i < count; i++) {
-            memcpy(inter + (size_t)(2 * i) * n, ids_buf + (size_t)i * n, sizeof(int32_t) * n);
-            memcpy(inter + (size_t)(2 * i + 1) * n, ids1 + (size_t)i * n, sizeof(int32_t) * n);
-            sample[2 * i] = (uint32_t)(2 * rows[i]);
-            sample[2 * i + 1] = (uint32_t)(2 * rows[i] + 1);
+            memcpy(inter + (size_t)(2 * i) * n, ids_buf + (size_t)(first + i) * n,
+                   sizeof(int32_t) * n);
+            memcpy(inter + (size_t)(2 * i + 1) * n, ids1 + (size_t)(first + i) * n,
+                   sizeof(int32_t) * n);
+            sample[2 * i] = (uint32_t)(2 * rows[first + i]);
+            sample[2 * i + 1] = (uint32_t)(2 * rows[first + i] + 1);
         }
         packed = inter;
     } else {
-        for (int i = 0; i < count; i++) sample[i] = (uint32_t)rows[i];
+        for (int i = 0; i < count; i++) sample[i] = (uint32_t)rows[first + i];
     }
     int cls = strcmp(cfg->pooling, "cls") == 0;
     batch_pack(bt, packed, S, n, sample, cls, cfg->vocab_size - 1);
     free(inter);
     free(sample);
+}
+
+int run_share_rows(dist_ctx *dist, ds_file *ds, int split, const int64_t *rows, int count,
+                   const sbmt_config *cfg, int32_t *ids_buf, int32_t *labels, char *err) {
+    int rc = 0;
+    if (dist_grank(dist, DIST_TP) == 0)
+        rc = run_read_rows(ds, split, rows, count, cfg, ids_buf, labels, err);
+    if (dist_check_group(dist, DIST_TP, rc, err)) return -1;
+    size_t nid = (size_t)count * cfg->seq_len * (cfg->dual ? 2 : 1);
+    dist_bcast(dist, DIST_TP, ids_buf, nid, DIST_I32, 0);
+    dist_bcast(dist, DIST_TP, labels, (size_t)count, DIST_I32, 0);
     return 0;
 }
 
-int run_evaluate(model *m, kctx *k, ds_file *ds, int split, int64_t max_rows, const sbmt_config *cfg,
-                 eval_result *res, char *err) {
+int run_evaluate(model *m, kctx *k, dist_ctx *dist, ds_file *ds, int split, int64_t max_rows,
+                 const sbmt_config *cfg, eval_result *res, char *err) {
     int64_t N = ds->rows[split];
     if (N < 0)
         return sbmt_errf(err, "%s: the dataset has no '%s' split", ds->path, split_names[split]);
     if (max_rows > 0 && max_rows < N) N = max_rows;
+    // dp rank j evaluates rows [N j / dp, N (j+1) / dp); its tp group shares them.
+    const int dp = dist_size(dist, DIST_DP), j = dist_grank(dist, DIST_DP);
+    const int64_t lo = N * j / dp, hi = N * (j + 1) / dp;
     int bs = m->max_batch, spe = ds->dual ? 2 : 1;  // sequences per example
     int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)bs * spe * cfg->seq_len);
     int32_t *labels = xmalloc(sizeof(int32_t) * (size_t)bs);
     int64_t *rows = xmalloc(sizeof(int64_t) * (size_t)bs);
     kbatch bt;
     batch_alloc(&bt, bs * spe, cfg->seq_len);
-    double loss = 0.0, reg = 0.0;
-    int correct = 0, batches = 0;
     int rc = 0;
     const int LH = m->dim.layers * m->dim.heads;
-    int64_t *edges = xcalloc((size_t)LH, sizeof(int64_t));
-    for (int64_t r0 = 0; r0 < N; r0 += bs) {
-        int count = (int)(N - r0 < bs ? N - r0 : bs);
+    // [0] cross-entropy sum, [1] correct, [2..] edges per (layer, head): summed over the world,
+    // with the first two from tp rank 0 only (tp ranks compute the same logits).
+    double *acc = xcalloc((size_t)LH + 2, sizeof(double));
+    const int count_ce = dist_grank(dist, DIST_TP) == 0;
+    for (int64_t r0 = lo; r0 < hi; r0 += bs) {
+        int count = (int)(hi - r0 < bs ? hi - r0 : bs);
         for (int i = 0; i < count; i++) rows[i] = r0 + i;
-        if (run_load_batch(ds, split, rows, count, cfg, ids, labels, &bt, err)) {
+        if (run_share_rows(dist, ds, split, rows, count, cfg, ids, labels, err)) {
             rc = -1;
             break;
         }
-        loss += model_forward(m, k, &bt, labels, 0, cfg->seed, 0, &correct);
-        reg += m->reg_loss * count;
-        for (int i = 0; i < LH; i++) edges[i] += m->edges[i];
-        batches++;
+        run_pack_rows(ids, count, 0, count, rows, cfg, &bt);
+        int correct = 0;
+        double ce = model_forward(m, k, &bt, labels, 0, cfg->seed, 0, &correct);
+        if (count_ce) {
+            acc[0] += ce;
+            acc[1] += correct;
+        }
+        for (int i = 0; i < LH; i++) acc[2 + i] += (double)m->edges[i];
     }
+    if (dist_check(dist, rc, err)) rc = -1;
+    if (rc == 0) dist_allreduce(dist, DIST_WORLD, acc, (size_t)LH + 2, DIST_F64, DIST_SUM);
     res->rows = N;
-    res->loss = N ? (loss + reg) / (double)N : 0.0;
-    res->accuracy = N ? (double)correct / (double)N : 0.0;
     res->nd = m->dim.sbm ? LH : 0;
-    for (int i = 0; i < res->nd && i < EVAL_MAX_DENS; i++)
-        res->density[i] =
-            N ? (double)edges[i] / ((double)N * spe * cfg->seq_len * cfg->seq_len) : 0.0;
-    free(edges);
+    double reg = 0.0;
+    for (int i = 0; i < res->nd && i < EVAL_MAX_DENS; i++) {
+        res->density[i] = N ? acc[2 + i] / ((double)N * spe * cfg->seq_len * cfg->seq_len) : 0.0;
+        reg += res->density[i] / res->nd;
+    }
+    // The loss a training step reports: mean cross-entropy plus the density regulariser.
+    res->loss = N ? acc[0] / (double)N + m->dim.sparsity_weight * reg : 0.0;
+    res->accuracy = N ? acc[1] / (double)N : 0.0;
+    free(acc);
     batch_free(&bt);
     free(ids);
     free(labels);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "io/config.h"
+#include "dist/dist.h"
 #include "io/dataset.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
@@ -30,14 +31,22 @@ typedef struct {
 void run_json_density(FILE *f, const double *dens, int layers, int heads);
 
 // Evaluates rows [0, max_rows) of a split (max_rows <= 0: all) in batches of at most
-// m->max_batch, without dropout.
-int run_evaluate(model *m, kctx *k, ds_file *ds, int split, int64_t max_rows, const sbmt_config *cfg,
-                 eval_result *res, char *err);
+// m->max_batch, without dropout. With dist, dp ranks split the rows and the sums are reduced,
+// so every rank gets the result one process would give. dist may be NULL (one process).
+int run_evaluate(model *m, kctx *k, dist_ctx *dist, ds_file *ds, int split, int64_t max_rows,
+                 const sbmt_config *cfg, eval_result *res, char *err);
 
-// Reads the rows `rows[0..count)` of a split and packs them into bt (labels into `labels`).
-// ids_buf holds count * seq_len ids (twice that for a dual dataset, whose documents become
-// sequences 2i and 2i+1 of bt).
-int run_load_batch(ds_file *ds, int split, const int64_t *rows, int count, const sbmt_config *cfg,
-                   int32_t *ids_buf, int32_t *labels, kbatch *bt, char *err);
+// Reads the rows `rows[0..count)` of a split into ids_buf ([count, seq_len] ids, then as many
+// for the second documents of a dual dataset) and labels [count].
+int run_read_rows(ds_file *ds, int split, const int64_t *rows, int count, const sbmt_config *cfg,
+                  int32_t *ids_buf, int32_t *labels, char *err);
+// run_read_rows on tp rank 0 only, then a broadcast to its tp group (whose ranks compute on the
+// same examples); a read error is agreed on within the group first. Collective over the tp group.
+int run_share_rows(dist_ctx *dist, ds_file *ds, int split, const int64_t *rows, int count,
+                   const sbmt_config *cfg, int32_t *ids_buf, int32_t *labels, char *err);
+// Packs examples [first, first + count) of a buffer of `total` examples filled by run_read_rows
+// into bt (dual: documents become sequences 2i and 2i+1, keyed by 2 row and 2 row + 1).
+void run_pack_rows(const int32_t *ids_buf, int total, int first, int count, const int64_t *rows,
+                   const sbmt_config *cfg, kbatch *bt);
 
 #endif

@@ -8,6 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <omp.h>
+
+#include "dist/dist.h"
 #include "io/ckpt.h"
 #include "io/config.h"
 #include "io/dataset.h"
@@ -22,7 +25,8 @@
 #include <signal.h>
 #include <unistd.h>
 
-// Set by SIGTERM/SIGINT (Slurm preemption, Ctrl-C): the loop checkpoints and stops. The only
+// Set by SIGTERM/SIGINT/SIGUSR1 (Slurm preemption or time limit, Ctrl-C): at the next step
+// boundary all ranks agree on it, checkpoint and stop. The only
 // state outside the run context, as a signal handler can reach nothing else.
 static volatile sig_atomic_t stop_signal;
 static void on_stop_signal(int sig) {
@@ -63,16 +67,29 @@ typedef struct {
     sbmt_config cfg;
     char out_dir[4096];
     const char *resume;     // NULL, "auto" or a checkpoint path
+    dist_ctx dist;          // world = dp x tp ranks (a world of one outside mpirun/srun)
     ds_file ds;
     kctx k;
     model m;
     kbatch bt;
-    int32_t *ids, *labels;  // [B, n], [B]
-    int64_t *rows;          // [B]
+    int B, Bl, mb, spe;     // global batch, per-rank batch, micro-batch (examples), seqs/example
+    int32_t *ids, *labels;  // [Bl * spe, n], [Bl]: this rank's examples of the step
+    int64_t *rows;          // [B] the step's rows (the global batch, the same on every rank)
     int64_t *perm;          // [N] training order of the current epoch
     int64_t perm_epoch;
     double *dens_acc;       // [L*H] densities summed since the last progress line
+    int64_t *edges_log;     // [L*H] sampled edges (global batch) since the last progress line
+    double *stats;          // [3 + L*H] per-step sums reduced over the world (see train_step)
+    int64_t *edges_acc;     // [L*H] edges of this rank's micro-batches
+    float *full;            // [3 * full.total] rank 0: whole tensors for a checkpoint
+    float *gathered;        // [tp * nparams] tp root: the tp group's slices
+    dist_req *reqs;         // [2 (L + 2)] gradient buckets in flight
+    int nreqs;
     FILE *metrics;
+    FILE *trace;            // SBMT_TRACE_ROWS: rows this rank read (data-sharding test)
+    char *config_text;
+    int in_main;            // errors from here on were agreed on by dist_check
+    int interrupted;        // stopped by a signal, checkpoint written
 } train_run;
 
 static int mkdir_p(const char *path, char *err) {
@@ -159,7 +176,9 @@ static void fmt_eta(double s, char *buf, size_t len) {
 static int evaluate_and_log(train_run *r, int split, int64_t max_rows, int step, char *err) {
     eval_result res;
     double t0 = sbmt_now();
-    if (run_evaluate(&r->m, &r->k, &r->ds, split, max_rows, &r->cfg, &res, err)) return -1;
+    if (run_evaluate(&r->m, &r->k, &r->dist, &r->ds, split, max_rows, &r->cfg, &res, err))
+        return -1;
+    if (!dist_is_root(&r->dist)) return 0;
     double dmean = 0.0;
     for (int i = 0; i < res.nd; i++) dmean += res.density[i] / res.nd;
     char dens[64] = "";
@@ -178,129 +197,380 @@ static int evaluate_and_log(train_run *r, int split, int64_t max_rows, int step,
     return 0;
 }
 
+// ---- gradients: dp all-reduce in buckets while backward runs ----
+
+// Gradients are sums over the global batch (loss scale 1 / B on every rank), so the dp
+// reduction is a sum. phi (the last range of each SBM layer) is replicated over tp but each tp
+// rank computes its part from its own heads: its sum runs over the whole world.
+static void bucket_split(const train_run *r, int b, size_t *b0, size_t *split, size_t *b1) {
+    model_bucket_range(&r->m, b, b0, b1);
+    *split = *b1;
+    if (r->m.dim.sbm && b >= 1 && b <= r->m.dim.layers) *split = r->m.lo[b - 1].p1_w;
+}
+
+static void on_bucket(void *ctx, int b) {
+    train_run *r = ctx;
+    size_t b0, split, b1;
+    bucket_split(r, b, &b0, &split, &b1);
+    float *G = r->m.grads;
+    if (r->dist.dp > 1 && split > b0)
+        dist_iallreduce_sum(&r->dist, DIST_DP, G + b0, split - b0, &r->reqs[r->nreqs++]);
+    if (r->dist.world > 1 && b1 > split)
+        dist_iallreduce_sum(&r->dist, DIST_WORLD, G + split, b1 - split, &r->reqs[r->nreqs++]);
+    // Open MPI progresses requests only inside MPI calls: poke the earlier ones.
+    for (int i = 0; i < r->nreqs; i++) dist_test(&r->reqs[i]);
+}
+
+// After backward: waits for the buckets, or (grad_buckets = false) reduces everything now in
+// one all-reduce over dp, the tp sums of phi first.
+static void finish_grads(train_run *r) {
+    if (r->cfg.grad_buckets) {
+        for (int i = 0; i < r->nreqs; i++) dist_wait(&r->reqs[i]);
+        r->nreqs = 0;
+        return;
+    }
+    if (r->m.dim.sbm && r->dist.tp > 1)
+        for (int b = 1; b <= r->m.dim.layers; b++) {
+            size_t b0, split, b1;
+            bucket_split(r, b, &b0, &split, &b1);
+            dist_allreduce(&r->dist, DIST_TP, r->m.grads + split, b1 - split, DIST_F32, DIST_SUM);
+        }
+    dist_allreduce(&r->dist, DIST_DP, r->m.grads, r->m.nparams, DIST_F32, DIST_SUM);
+}
+
+// Global gradient norm counting each logical parameter once: slices of split tensors add up
+// over tp, replicated tensors (identical on every tp rank after the reductions) count on tp
+// rank 0 only; dp replicas are identical. Scales the gradients when clip > 0 and it is exceeded.
+static double clip_grads(train_run *r, float clip) {
+    double ss = 0.0;
+    if (r->dist.tp == 1) {
+        ss = k_sumsq(&r->k, r->m.grads, r->m.nparams);
+    } else {
+        for (int i = 0; i < r->m.table.n; i++) {
+            const param_entry *e = &r->m.table.e[i];
+            if (e->shard >= 0 || r->dist.tp_rank == 0)
+                ss += k_sumsq(&r->k, r->m.grads + e->offset, e->numel);
+        }
+        dist_allreduce(&r->dist, DIST_TP, &ss, 1, DIST_F64, DIST_SUM);
+    }
+    double norm = sqrt(ss);
+    if (clip > 0.0f && norm > clip)
+        k_scale(&r->k, r->m.grads, r->m.nparams, (float)(clip / (norm + 1e-6)));
+    return norm;
+}
+
+// ---- checkpoints on any layout ----
+
+// The dp replicas of a tensor slice must be bit-identical (and the tp copies of replicated
+// tensors): compared by checksum at every save, a divergence is an error, not a silent fork.
+static int check_replicas(train_run *r, int step, char *err) {
+    const model *m = &r->m;
+    int64_t ck[2][2];  // [params, replicated part] x [as min, as max]
+    uint64_t a = dist_checksum(m->params, sizeof(float) * m->nparams);
+    a ^= dist_checksum(m->adam_m, sizeof(float) * m->nparams) * 31;
+    a ^= dist_checksum(m->adam_v, sizeof(float) * m->nparams) * 131;
+    uint64_t b = 0;
+    for (int i = 0; i < m->table.n; i++)
+        if (m->table.e[i].shard < 0)
+            b = b * 1099511628211ULL ^
+                dist_checksum(m->params + m->table.e[i].offset, sizeof(float) * m->table.e[i].numel);
+    ck[0][0] = ck[0][1] = (int64_t)a;
+    ck[1][0] = ck[1][1] = (int64_t)b;
+    int64_t mn[2] = {ck[0][0], ck[1][0]}, mx[2] = {ck[0][1], ck[1][1]};
+    dist_allreduce(&r->dist, DIST_DP, mn, 1, DIST_I64, DIST_MIN);
+    dist_allreduce(&r->dist, DIST_DP, mx, 1, DIST_I64, DIST_MAX);
+    dist_allreduce(&r->dist, DIST_TP, mn + 1, 1, DIST_I64, DIST_MIN);
+    dist_allreduce(&r->dist, DIST_TP, mx + 1, 1, DIST_I64, DIST_MAX);
+    int bad = (mn[0] != mx[0]) | ((mn[1] != mx[1]) << 1);
+    dist_agree(&r->dist, &bad, 1);
+    if (!bad) return 0;
+    return sbmt_errf(err, "step %d: the model replicas diverged (%s differ by checksum); no "
+                          "checkpoint written, resume from the previous one",
+                     step, bad & 1 ? "dp replicas" : "the tp copies of replicated tensors");
+}
+
+// Collective: gathers the tp slices into whole tensors on rank 0, which writes
+// DIR/ckpt_<step>.h5 under the commit protocol; other ranks never write into the run directory.
+static int save_checkpoint(train_run *r, int step, char *err) {
+    int rc = check_replicas(r, step, err);
+    if (rc == 0 && r->dist.dp_rank == 0) {
+        const size_t nf = r->m.full.total, np = r->m.nparams;
+        float *bufs[3] = {r->m.params, r->m.adam_m, r->m.adam_v};
+        for (int i = 0; i < 3; i++) {
+            dist_gather(&r->dist, DIST_TP, bufs[i], r->gathered, np, DIST_F32, 0);
+            if (dist_is_root(&r->dist)) model_to_full(&r->m, r->gathered, r->full + i * nf);
+        }
+        if (dist_is_root(&r->dist))
+            rc = ckpts_save(r->out_dir, &r->m.full, r->full, r->full + nf, r->full + 2 * nf, step,
+                            r->cfg.seed, r->config_text, r->cfg.keep_checkpoints, err);
+    }
+    return dist_check(&r->dist, rc, err);
+}
+
+// ---- one training step ----
+
+// Forward and backward of this rank's examples in micro-batches, the gradient all-reduce, and
+// the step's statistics summed over the world into r->stats: [0] cross-entropy sum, [1]
+// correct, [2] model FLOPs, [3..] sampled edges per (layer, head).
+static void train_step(train_run *r, int step) {
+    const sbmt_config *c = &r->cfg;
+    const int LH = c->layers * c->heads, tp0 = r->dist.tp_rank == 0;
+    double ce = 0.0, flops = 0.0;
+    int correct = 0;
+    memset(r->edges_acc, 0, sizeof(int64_t) * (size_t)LH);
+    k_zero(&r->k, r->m.grads, r->m.nparams);
+    for (int first = 0; first < r->Bl; first += r->mb) {
+        int count = r->Bl - first < r->mb ? r->Bl - first : r->mb;
+        const int last = first + count >= r->Bl;
+        run_pack_rows(r->ids, r->Bl, first, count, r->rows + (size_t)r->dist.dp_rank * r->Bl, c,
+                      &r->bt);
+        r->m.grad_ready = last && c->grad_buckets && r->dist.world > 1 ? on_bucket : NULL;
+        ce += model_forward(&r->m, &r->k, &r->bt, r->labels + first, 1, c->seed, (uint32_t)step,
+                            &correct);
+        model_backward(&r->m, &r->k, &r->bt, r->labels + first, 1, c->seed, (uint32_t)step,
+                       1.0f / (float)r->B);
+        for (int i = 0; i < LH; i++) r->edges_acc[i] += r->m.edges[i];
+        flops += model_step_flops(&r->m, &r->bt);
+    }
+    r->m.grad_ready = NULL;
+    finish_grads(r);
+    // tp ranks compute the same logits: their loss and hits count once.
+    r->stats[0] = tp0 ? ce : 0.0;
+    r->stats[1] = tp0 ? correct : 0.0;
+    r->stats[2] = flops;
+    for (int i = 0; i < LH; i++) r->stats[3 + i] = (double)r->edges_acc[i];
+    dist_allreduce(&r->dist, DIST_WORLD, r->stats, (size_t)LH + 3, DIST_F64, DIST_SUM);
+    if (r->m.dim.sbm) {
+        double nb = (double)r->B * r->spe * c->seq_len * c->seq_len;
+        for (int i = 0; i < LH; i++) r->edges_acc[i] = (int64_t)r->stats[3 + i];
+        r->m.reg_loss = model_sbm_stats(&r->m, r->edges_acc, nb, r->m.density);
+    }
+}
+
+// The rows a step reads on this rank, appended to the SBMT_TRACE_ROWS file (tests).
+static void trace_rows(train_run *r, int step) {
+    if (!r->trace || r->dist.tp_rank != 0) return;
+    const int64_t *mine = r->rows + (size_t)r->dist.dp_rank * r->Bl;
+    for (int i = 0; i < r->Bl; i++) fprintf(r->trace, "%d %lld\n", step, (long long)mine[i]);
+    fflush(r->trace);
+}
+
+// A layout that cannot work is refused before any work, naming the key (all ranks agree,
+// as every rank computes the same).
+static int check_layout(train_run *r, char *err) {
+    const sbmt_config *c = &r->cfg;
+    const dist_ctx *d = &r->dist;
+    if (c->heads % c->tp)
+        return sbmt_errf(err, "dist.tp = %d does not divide model.heads = %d", c->tp, c->heads);
+    if (c->batch_size % d->dp)
+        return sbmt_errf(err, "train.batch_size = %d does not split over dp = %d ranks (world %d "
+                              "/ dist.tp %d); use a multiple of %d",
+                         c->batch_size, d->dp, d->world, d->tp, d->dp);
+    if (c->batch_size / d->dp < 1)
+        return sbmt_errf(err, "train.batch_size = %d gives 0 examples per dp rank", c->batch_size);
+    if (c->micro_batch > c->batch_size / d->dp)
+        return sbmt_errf(err, "train.micro_batch = %d is larger than the per-rank batch %d "
+                              "(train.batch_size / dp)", c->micro_batch, c->batch_size / d->dp);
+    return 0;
+}
+
 static int train_main(train_run *r, char *err) {
     sbmt_config *c = &r->cfg;
+    dist_ctx *D = &r->dist;
+    const int root = dist_is_root(D);
     char gen_path[CFG_STR];
+    if (dist_check(D, dist_layout(D, c->tp, "dist.tp", err), err)) return -1;
+    if (dist_check(D, check_layout(r, err), err)) return -1;
     if (!c->path[0]) {
-        if (ensure_generated(r, gen_path, sizeof(gen_path), err)) return -1;
+        int rc = root ? ensure_generated(r, gen_path, sizeof(gen_path), err) : 0;
+        if (dist_check(D, rc, err)) return -1;
+        if (!root) ensure_generated(r, gen_path, sizeof(gen_path), err);  // names it: it exists
         snprintf(c->path, sizeof(c->path), "%s", gen_path);
     }
-    if (ds_open(&r->ds, c->path, err)) return -1;
-    if (run_resolve_config(c, &r->ds, err)) return -1;
-    if (r->ds.rows[SPLIT_TRAIN] <= 0)
-        return sbmt_errf(err, "%s: the dataset has no training rows", c->path);
-    if (mkdir_p(r->out_dir, err)) return -1;
+    int rc = ds_open(&r->ds, c->path, err);
+    if (rc == 0) rc = run_resolve_config(c, &r->ds, err);
+    if (rc == 0 && r->ds.rows[SPLIT_TRAIN] <= 0)
+        rc = sbmt_errf(err, "%s: the dataset has no training rows", c->path);
+    if (dist_check(D, rc, err)) return -1;
+    if (dist_check(D, root ? mkdir_p(r->out_dir, err) : 0, err)) return -1;
 
     model_dims dims = run_model_dims(c);
-    const int B = c->batch_size, n = c->seq_len;
-    const int spe = c->dual ? 2 : 1;  // sequences per example
-    model_init(&r->m, &dims, B, c->seed);
-    r->m.reg_batch = B * spe;
-    batch_alloc(&r->bt, B * spe, n);
-    r->ids = xmalloc(sizeof(int32_t) * (size_t)B * spe * n);
-    r->labels = xmalloc(sizeof(int32_t) * (size_t)B);
-    r->rows = xmalloc(sizeof(int64_t) * (size_t)B);
+    dims.tp = D->tp;
+    dims.tp_rank = D->tp_rank;
+    r->B = c->batch_size;
+    r->Bl = r->B / D->dp;
+    r->mb = c->micro_batch > 0 ? c->micro_batch : r->Bl;
+    r->spe = c->dual ? 2 : 1;  // sequences per example
+    const int n = c->seq_len, spe = r->spe, LH = c->layers * c->heads;
+    model_init(&r->m, &dims, r->mb, c->seed);
+    r->m.dist = D;
+    r->m.grad_ctx = r;
+    r->m.reg_batch = r->B * spe;
+    batch_alloc(&r->bt, r->mb * spe, n);
+    r->ids = xmalloc(sizeof(int32_t) * (size_t)r->Bl * spe * n);
+    r->labels = xmalloc(sizeof(int32_t) * (size_t)r->Bl);
+    r->rows = xmalloc(sizeof(int64_t) * (size_t)r->B);
     r->perm = xmalloc(sizeof(int64_t) * (size_t)r->ds.rows[SPLIT_TRAIN]);
     r->perm_epoch = -1;
-    printf("sbmt train: %s, %zu parameters, attention %s, %d threads, data %s (%lld train rows), "
-           "out %s\n",
-           c->task, r->m.nparams, c->attention, r->k.nthreads, c->path,
-           (long long)r->ds.rows[SPLIT_TRAIN], r->out_dir);
+    r->stats = xcalloc((size_t)LH + 3, sizeof(double));
+    r->edges_acc = xcalloc((size_t)LH, sizeof(int64_t));
+    r->reqs = xcalloc(2 * ((size_t)c->layers + 2), sizeof(dist_req));
+    if (D->dp_rank == 0) r->gathered = xmalloc(sizeof(float) * r->m.nparams * D->tp);
+    if (root) r->full = xmalloc(sizeof(float) * r->m.full.total * 3);
+    const char *trace = getenv("SBMT_TRACE_ROWS");
+    if (trace && *trace) {
+        char tp[4200];
+        snprintf(tp, sizeof(tp), "%s.%d", trace, D->rank);
+        r->trace = fopen(tp, "w");
+    }
+    if (root) {
+        printf("layout: world %d = dp %d x tp %d | %d host%s, %d rank%s on %s | %d thread%s per "
+               "rank | batch %d = dp %d x %d per rank (micro-batch %d)\n",
+               D->world, D->dp, D->tp, D->hosts, D->hosts == 1 ? "" : "s", D->local_size,
+               D->local_size == 1 ? "" : "s", D->host, r->k.nthreads,
+               r->k.nthreads == 1 ? "" : "s", r->B, D->dp, r->Bl, r->mb);
+        printf("sbmt train: %s, %zu parameters, attention %s, %d threads, data %s (%lld train "
+               "rows), out %s\n",
+               c->task, r->m.full.total, c->attention, r->k.nthreads, c->path,
+               (long long)r->ds.rows[SPLIT_TRAIN], r->out_dir);
+    }
     int64_t start = 0;
     if (r->resume) {
         char from[4200];
         double t0 = sbmt_now();
-        if (ckpts_resume(r->resume, r->out_dir, &r->m, c->seed, &start, from, sizeof(from), err))
-            return -1;
-        if (start > c->steps)
-            return sbmt_errf(err, "%s: checkpoint at step %lld is past train.steps = %d", from,
-                             (long long)start, c->steps);
-        if (from[0])
+        rc = ckpts_resume(r->resume, r->out_dir, &r->m, c->seed, &start, from, sizeof(from), root,
+                          err);
+        if (rc == 0 && start > c->steps)
+            rc = sbmt_errf(err, "%s: checkpoint at step %lld is past train.steps = %d", from,
+                           (long long)start, c->steps);
+        if (dist_check(D, rc, err)) return -1;
+        // Every rank read the same directory; a rank that saw another file would fork the run.
+        int64_t lo = start, hi = start;
+        dist_allreduce(D, DIST_WORLD, &lo, 1, DIST_I64, DIST_MIN);
+        dist_allreduce(D, DIST_WORLD, &hi, 1, DIST_I64, DIST_MAX);
+        if (lo != hi)
+            return sbmt_errf(root ? err : NULL, "ranks resumed from different steps (%lld..%lld): "
+                             "is %s on a filesystem all nodes share?", (long long)lo,
+                             (long long)hi, r->out_dir);
+        if (root && from[0])
             printf("resumed from %s at step %lld (loaded in %.3f s)\n", from, (long long)start,
                    sbmt_now() - t0);
-        else
+        else if (root)
             printf("no checkpoint in %s: starting from step 0\n", r->out_dir);
     }
     char mpath[4200];
     snprintf(mpath, sizeof(mpath), "%s/metrics.jsonl", r->out_dir);
-    if (r->resume && metrics_truncate(mpath, start, err)) return -1;
-    r->metrics = fopen(mpath, "a");
-    if (!r->metrics) return sbmt_errf(err, "%s: cannot open for writing: %s", mpath, strerror(errno));
-    char *config_text = config_to_string(c);
+    rc = 0;
+    if (root && r->resume) rc = metrics_truncate(mpath, start, err);
+    if (root && rc == 0) {
+        r->metrics = fopen(mpath, "a");
+        if (!r->metrics) rc = sbmt_errf(err, "%s: cannot open for writing: %s", mpath, strerror(errno));
+    }
+    if (dist_check(D, rc, err)) return -1;
+    r->config_text = config_to_string(c);
     fflush(stdout);
 
     onecycle sched = {c->lr, c->steps, c->warmup, c->cycle_momentum, c->beta1};
     double t_start = sbmt_now(), t_log = t_start, loss_acc = 0.0, flops_acc = 0.0;
+    double comm_log = 0.0;
     int correct_acc = 0, rows_acc = 0, steps_acc = 0;
-    const int LH = c->layers * c->heads;
     double *dens_acc = r->dens_acc = xcalloc((size_t)LH, sizeof(double));
-    signal(SIGTERM, on_stop_signal);
-    signal(SIGINT, on_stop_signal);
+    int64_t *edges_log = r->edges_log = xcalloc((size_t)LH, sizeof(int64_t));
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;  // MPI and file calls continue; the flag is read between steps
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     // A file-size limit must fail the write (EFBIG, reported) rather than kill the process.
     signal(SIGXFSZ, SIG_IGN);
-    int rc = 0;
+    rc = 0;
+    int saved_at = -1;
     for (int step = (int)start; step < c->steps; step++) {
         batch_rows(r, step);
-        if (run_load_batch(&r->ds, SPLIT_TRAIN, r->rows, B, c, r->ids, r->labels, &r->bt, err)) {
+        const int64_t *mine = r->rows + (size_t)D->dp_rank * r->Bl;
+        int lrc = 0;
+        if (D->tp_rank == 0)
+            lrc = run_read_rows(&r->ds, SPLIT_TRAIN, mine, r->Bl, c, r->ids, r->labels, err);
+        if (dist_check(D, lrc, err)) {
             rc = -1;
             break;
         }
-        k_zero(&r->k, r->m.grads, r->m.nparams);
-        int correct = 0;
-        double loss = model_forward(&r->m, &r->k, &r->bt, r->labels, 1, c->seed, (uint32_t)step,
-                                    &correct);
-        model_backward(&r->m, &r->k, &r->bt, r->labels, 1, c->seed, (uint32_t)step,
-                       1.0f / (float)B);
-        if (!isfinite(loss)) {
-            rc = sbmt_errf(err, "step %d: loss is %g; lower train.lr or set train.grad_clip",
-                           step + 1, loss);
+        dist_bcast(D, DIST_TP, r->ids, (size_t)r->Bl * spe * n, DIST_I32, 0);
+        dist_bcast(D, DIST_TP, r->labels, (size_t)r->Bl, DIST_I32, 0);
+        trace_rows(r, step);
+        double comm0 = D->t_comm;
+        train_step(r, step);
+        const double loss = r->stats[0] / r->B + r->m.reg_loss;
+        if (!isfinite(loss)) {  // the same value on every rank
+            rc = sbmt_errf(root ? err : NULL,
+                           "step %d: loss is %g; lower train.lr or set train.grad_clip", step + 1,
+                           loss);
             break;
         }
-        optim_clip(&r->k, &r->m, c->grad_clip);
+        clip_grads(r, c->grad_clip);
+        comm_log += D->t_comm - comm0;
         float lr, beta1;
         onecycle_at(&sched, step, &lr, &beta1);
         optim_adamw(&r->k, &r->m, step + 1, lr, beta1, c->beta2, c->adam_eps, c->weight_decay);
-        loss_acc += loss + r->m.reg_loss * B;
-        flops_acc += model_step_flops(&r->m, &r->bt);
-        for (int i = 0; i < LH; i++) dens_acc[i] += r->m.density[i];
-        correct_acc += correct;
-        rows_acc += B;
+        loss_acc += loss * r->B;
+        flops_acc += r->stats[2];
+        for (int i = 0; i < LH; i++) {
+            dens_acc[i] += r->m.density[i];
+            edges_log[i] += r->edges_acc[i];
+        }
+        correct_acc += (int)r->stats[1];
+        rows_acc += r->B;
         steps_acc++;
         int done = step + 1;
-        if (done % c->log_every == 0 || done == c->steps) {
+        if (root && (done % c->log_every == 0 || done == c->steps)) {
             double now = sbmt_now();
-            double tps = (double)steps_acc * B * spe * n / (now - t_log);
+            double tps = (double)steps_acc * r->B * spe * n / (now - t_log);
             double eta = (now - t_start) / (done - start) * (c->steps - done);
             char etab[32];
             fmt_eta(eta, etab, sizeof(etab));
-            char dens[64] = "";
+            char dens[64] = "", comm[48] = "";
             double dmean = 0.0;
             for (int i = 0; i < LH; i++) dmean += dens_acc[i] / steps_acc / LH;
             if (r->m.dim.sbm) snprintf(dens, sizeof(dens), " | density %.4f", dmean);
-            printf("step %d/%d | loss %.4f | acc %.3f%s | lr %.3e | %.0f tok/s | ETA %s\n", done,
+            if (D->world > 1)
+                snprintf(comm, sizeof(comm), " | comm %.0f%%", 100.0 * comm_log / (now - t_log));
+            printf("step %d/%d | loss %.4f | acc %.3f%s | lr %.3e | %.0f tok/s%s | ETA %s\n", done,
                    c->steps, loss_acc / rows_acc, (double)correct_acc / rows_acc, dens, lr, tps,
-                   etab);
+                   comm, etab);
             fflush(stdout);
             fprintf(r->metrics,
                     "{\"split\":\"train\",\"step\":%d,\"loss\":%.6f,\"accuracy\":%.6f,\"lr\":%.6e,"
                     "\"tokens_per_s\":%.1f,\"model_gflop_per_s\":%.3f,\"elapsed_s\":%.3f",
                     done, loss_acc / rows_acc, (double)correct_acc / rows_acc, lr, tps,
                     1e-9 * flops_acc / (now - t_log), now - t_start);
+            if (D->world > 1)
+                fprintf(r->metrics, ",\"world\":%d,\"dp\":%d,\"tp\":%d,\"comm_fraction\":%.4f",
+                        D->world, D->dp, D->tp, comm_log / (now - t_log));
             if (r->m.dim.sbm) {
                 for (int i = 0; i < LH; i++) dens_acc[i] /= steps_acc;
                 fputc(',', r->metrics);
                 run_json_density(r->metrics, dens_acc, c->layers, c->heads);
+                fputs(",\"edges\":[", r->metrics);
+                for (int i = 0; i < LH; i++)
+                    fprintf(r->metrics, "%s%s%lld%s", i % c->heads ? "," : i ? ",[" : "[", "",
+                            (long long)edges_log[i], i % c->heads == c->heads - 1 ? "]" : "");
+                fputc(']', r->metrics);
             }
             fputs("}\n", r->metrics);
             fflush(r->metrics);
-            for (int i = 0; i < LH; i++) dens_acc[i] = 0.0;
-            loss_acc = flops_acc = 0.0;
+        }
+        if (done % c->log_every == 0 || done == c->steps) {
+            for (int i = 0; i < LH; i++) dens_acc[i] = 0.0, edges_log[i] = 0;
+            loss_acc = flops_acc = comm_log = 0.0;
             correct_acc = rows_acc = steps_acc = 0;
             t_log = sbmt_now();
         }
         if (c->eval_every > 0 && done % c->eval_every == 0 && done != c->steps &&
             r->ds.rows[SPLIT_DEV] > 0) {
-            int64_t max_rows = c->eval_batches > 0 ? (int64_t)c->eval_batches * B : 0;
+            int64_t max_rows = c->eval_batches > 0 ? (int64_t)c->eval_batches * r->B : 0;
             if (evaluate_and_log(r, SPLIT_DEV, max_rows, done, err)) {
                 rc = -1;
                 break;
@@ -309,60 +579,64 @@ static int train_main(train_run *r, char *err) {
         }
         if (c->checkpoint_every > 0 && done % c->checkpoint_every == 0 && done != c->steps) {
             double t0 = sbmt_now();
-            if (ckpts_save(r->out_dir, &r->m, done, c->seed, config_text, c->keep_checkpoints,
-                           err)) {
+            if (save_checkpoint(r, done, err)) {
                 rc = -1;
                 break;
             }
-            if (done % c->log_every == 0)
+            saved_at = done;
+            if (root && done % c->log_every == 0)
                 printf("checkpoint step %d written in %.3f s\n", done, sbmt_now() - t0);
             t_log = sbmt_now();
         }
-        if (stop_signal && done != c->steps) {
-            if (c->checkpoint_every == 0 || done % c->checkpoint_every != 0)
-                rc = ckpts_save(r->out_dir, &r->m, done, c->seed, config_text,
-                                c->keep_checkpoints, err);
+        // A signal on any rank stops every rank here, at the same step: one checkpoint, then
+        // exit status SBMT_EXIT_INTERRUPTED (the handler itself only sets the flag).
+        int sig = (int)stop_signal;
+        dist_agree(D, &sig, 1);
+        if (sig && done != c->steps) {
+            if (saved_at != done) rc = save_checkpoint(r, done, err);
             if (rc == 0) {
-                printf("stopped by signal %d at step %d; resume with --resume auto\n",
-                       (int)stop_signal, done);
-                rc = sbmt_errf(err, "interrupted at step %d (checkpoint written)", done);
+                if (root)
+                    printf("stopped by signal %d at step %d; resume with --resume auto\n", sig,
+                           done);
+                rc = sbmt_errf(root ? err : NULL, "interrupted at step %d (checkpoint written)",
+                               done);
+                if (!root && err) err[0] = '\0';
+                r->interrupted = 1;
             }
             break;
         }
     }
-    if (rc) {
-        free(config_text);
-        return rc;
-    }
+    if (rc) return rc;
     if (r->ds.rows[SPLIT_DEV] > 0 && evaluate_and_log(r, SPLIT_DEV, 0, c->steps, err)) return -1;
     if (r->ds.rows[SPLIT_TEST] > 0 && evaluate_and_log(r, SPLIT_TEST, 0, c->steps, err)) return -1;
 
     // The end-of-run checkpoint, and final.h5 as a second name for it (a hard link, or a copy
     // where the filesystem has none).
-    char fpath[4200], cpath[4200], tpath[4300];
-    snprintf(fpath, sizeof(fpath), "%s/final.h5", r->out_dir);
-    ckpts_path(cpath, sizeof(cpath), r->out_dir, c->steps);
     double t_ck = sbmt_now();
-    rc = ckpts_save(r->out_dir, &r->m, c->steps, c->seed, config_text, c->keep_checkpoints, err);
+    if (save_checkpoint(r, c->steps, err)) return -1;
     t_ck = sbmt_now() - t_ck;
-    if (rc == 0) {
+    rc = 0;
+    if (root) {
+        char fpath[4200], cpath[4200], tpath[4300];
+        snprintf(fpath, sizeof(fpath), "%s/final.h5", r->out_dir);
+        ckpts_path(cpath, sizeof(cpath), r->out_dir, c->steps);
         snprintf(tpath, sizeof(tpath), "%s.tmp", fpath);
         unlink(tpath);
-        if (link(cpath, tpath) == 0 && rename(tpath, fpath) == 0)
-            rc = 0;
-        else
-            rc = ckpt_save(fpath, &r->m.table, r->m.params, r->m.adam_m, r->m.adam_v, c->steps,
-                           c->seed, config_text, err);
+        if (!(link(cpath, tpath) == 0 && rename(tpath, fpath) == 0)) {
+            const size_t nf = r->m.full.total;
+            rc = ckpt_save(fpath, &r->m.full, r->full, r->full + nf, r->full + 2 * nf, c->steps,
+                           c->seed, r->config_text, err);
+        }
+        if (rc == 0)
+            printf("wrote %s (checkpoint written in %.3f s; %.1f s total)\n", fpath, t_ck,
+                   sbmt_now() - t_start);
     }
-    free(config_text);
-    if (rc) return -1;
-    printf("wrote %s (checkpoint written in %.3f s; %.1f s total)\n", fpath, t_ck,
-           sbmt_now() - t_start);
-    return 0;
+    return dist_check(D, rc, err);
 }
 
 static void train_run_free(train_run *r) {
     if (r->metrics) fclose(r->metrics);
+    if (r->trace) fclose(r->trace);
     if (r->m.params) model_free(&r->m);
     if (r->bt.len) batch_free(&r->bt);
     free(r->ids);
@@ -370,7 +644,23 @@ static void train_run_free(train_run *r) {
     free(r->rows);
     free(r->perm);
     free(r->dens_acc);
+    free(r->edges_log);
+    free(r->stats);
+    free(r->edges_acc);
+    free(r->reqs);
+    free(r->gathered);
+    free(r->full);
+    free(r->config_text);
     if (r->ds.file > 0) ds_close(&r->ds);
+}
+
+// Threads per rank when --threads is not given: OMP_NUM_THREADS, else the node's cores shared
+// by its ranks.
+static int default_threads(const dist_ctx *d) {
+    if (getenv("OMP_NUM_THREADS")) return 0;  // kctx_init takes OpenMP's value
+    int cores = omp_get_num_procs();
+    int t = cores / (d->local_size > 0 ? d->local_size : 1);
+    return t > 0 ? t : 1;
 }
 
 int cli_train(int argc, char **argv) {
@@ -378,12 +668,15 @@ int cli_train(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return cli_help("train");
     static train_run run;  // large and zero-initialised; the one run context of the process
     train_run *r = &run;
-    char err[SBMT_ERR_LEN];
+    char err[SBMT_ERR_LEN] = "";
+    dist_init_launched(&r->dist, NULL, NULL);
+    const int root = dist_is_root(&r->dist);
     config_defaults(&r->cfg);
     const char *config_path = NULL, *data = NULL, *out = NULL;
-    int threads = 0;
-    // Pass 1: the config file; pass 2: overrides, so --set wins whatever the order.
-    for (int i = 0; i < argc; i++) {
+    int threads = 0, rc = 0;
+    // Pass 1: the config file; pass 2: overrides, so --set wins whatever the order. Every rank
+    // parses the same arguments, so every rank reaches the same verdict; rank 0 prints it.
+    for (int i = 0; i < argc && rc == 0; i++) {
         const char *a = argv[i];
         int has_val = i + 1 < argc;
         if (!strcmp(a, "--config") && has_val) config_path = argv[++i];
@@ -392,13 +685,19 @@ int cli_train(int argc, char **argv) {
         else if (!strcmp(a, "--resume") && has_val) r->resume = argv[++i];
         else if (!strcmp(a, "--threads") && has_val) {
             int64_t v;
-            if (cli_parse_int("sbmt train", a, argv[++i], 1, 1024, &v)) return 1;
+            if (cli_parse_int(root ? "sbmt train" : NULL, a, argv[++i], 1, 1024, &v)) rc = 1;
             threads = (int)v;
         } else if (!strcmp(a, "--set") && has_val) i++;
         else {
-            fprintf(stderr, "sbmt train: unknown or incomplete option '%s' (see sbmt help train)\n", a);
-            return 1;
+            if (root)
+                fprintf(stderr, "sbmt train: unknown or incomplete option '%s' (see sbmt help "
+                                "train)\n", a);
+            rc = 1;
         }
+    }
+    if (rc) {
+        dist_finalize(&r->dist);
+        return 1;
     }
     if (config_path && config_load_file(&r->cfg, config_path, err)) goto fail;
     // Every option takes one value (checked above), so options sit at even indices.
@@ -416,12 +715,18 @@ int cli_train(int argc, char **argv) {
         snprintf(r->out_dir, sizeof(r->out_dir), "%.4000s", out);
     else
         snprintf(r->out_dir, sizeof(r->out_dir), "runs/%.31s", r->cfg.task);
-    kctx_init(&r->k, KB_CPU, threads);
+    kctx_init(&r->k, KB_CPU, threads ? threads : default_threads(&r->dist));
+    r->in_main = 1;
     if (train_main(r, err)) goto fail;
     train_run_free(r);
+    dist_finalize(&r->dist);
     return 0;
 fail:
-    fprintf(stderr, "sbmt train: error: %s\n", err);
+    // The same configuration error reaches every rank: rank 0 prints it. Errors seen by one
+    // rank only were agreed on (dist_check) and kept in that rank's err alone.
+    if (err[0] && (root || r->in_main)) fprintf(stderr, "sbmt train: error: %s\n", err);
+    rc = r->interrupted ? SBMT_EXIT_INTERRUPTED : 1;
     train_run_free(r);
-    return 1;
+    dist_finalize(&r->dist);
+    return rc;
 }
