@@ -472,7 +472,7 @@ static int train_main(train_run *r, char *err) {
 
     onecycle sched = {c->lr, c->steps, c->warmup, c->cycle_momentum, c->beta1};
     double t_start = sbmt_now(), t_log = t_start, loss_acc = 0.0, flops_acc = 0.0;
-    double comm_log = 0.0;
+    double comm_log = 0.0, elems_log = 0.0;
     int correct_acc = 0, rows_acc = 0, steps_acc = 0;
     double *dens_acc = r->dens_acc = xcalloc((size_t)LH, sizeof(double));
     int64_t *edges_log = r->edges_log = xcalloc((size_t)LH, sizeof(int64_t));
@@ -501,7 +501,7 @@ static int train_main(train_run *r, char *err) {
         dist_bcast(D, DIST_TP, r->ids, (size_t)r->Bl * spe * n, DIST_I32, 0);
         dist_bcast(D, DIST_TP, r->labels, (size_t)r->Bl, DIST_I32, 0);
         trace_rows(r, step);
-        double comm0 = D->t_comm;
+        double comm0 = D->t_comm, elems0 = D->elems;
         train_step(r, step);
         const double loss = r->stats[0] / r->B + r->m.reg_loss;
         if (!isfinite(loss)) {  // the same value on every rank
@@ -512,6 +512,7 @@ static int train_main(train_run *r, char *err) {
         }
         clip_grads(r, c->grad_clip);
         comm_log += D->t_comm - comm0;
+        elems_log += D->elems - elems0;
         float lr, beta1;
         onecycle_at(&sched, step, &lr, &beta1);
         optim_adamw(&r->k, &r->m, step + 1, lr, beta1, c->beta2, c->adam_eps, c->weight_decay);
@@ -547,8 +548,11 @@ static int train_main(train_run *r, char *err) {
                     done, loss_acc / rows_acc, (double)correct_acc / rows_acc, lr, tps,
                     1e-9 * flops_acc / (now - t_log), now - t_start);
             if (D->world > 1)
-                fprintf(r->metrics, ",\"world\":%d,\"dp\":%d,\"tp\":%d,\"comm_fraction\":%.4f",
-                        D->world, D->dp, D->tp, comm_log / (now - t_log));
+                fprintf(r->metrics,
+                        ",\"world\":%d,\"dp\":%d,\"tp\":%d,\"comm_fraction\":%.4f,"
+                        "\"comm_mb_per_step\":%.3f",
+                        D->world, D->dp, D->tp, comm_log / (now - t_log),
+                        4e-6 * elems_log / steps_acc);
             if (r->m.dim.sbm) {
                 for (int i = 0; i < LH; i++) dens_acc[i] /= steps_acc;
                 fputc(',', r->metrics);
@@ -564,7 +568,7 @@ static int train_main(train_run *r, char *err) {
         }
         if (done % c->log_every == 0 || done == c->steps) {
             for (int i = 0; i < LH; i++) dens_acc[i] = 0.0, edges_log[i] = 0;
-            loss_acc = flops_acc = comm_log = 0.0;
+            loss_acc = flops_acc = comm_log = elems_log = 0.0;
             correct_acc = rows_acc = steps_acc = 0;
             t_log = sbmt_now();
         }
