@@ -80,7 +80,12 @@ int cli_help(const char *cmd) {
                "  Writes DIR/metrics.jsonl (one JSON object per line), DIR/ckpt_<step>.h5 every\n"
                "  train.checkpoint_every steps (the newest train.keep_checkpoints kept) and\n"
                "  DIR/final.h5. --resume auto continues from the newest complete checkpoint in\n"
-               "  DIR (a fresh start if there is none). SIGTERM/SIGINT checkpoint and stop.\n");
+               "  DIR (a fresh start if there is none). SIGTERM/SIGINT/SIGUSR1 checkpoint and\n"
+               "  stop with exit status 75.\n"
+               "  Distributed: mpirun -n N sbmt train ... (or srun --mpi=pmix); dist.tp = T ranks\n"
+               "  split the heads, dp = N / T split train.batch_size; train.micro_batch = M\n"
+               "  accumulates gradients over passes of M examples. --threads defaults to the\n"
+               "  node's cores / its ranks.\n");
     } else if (!strcmp(cmd, "inspect")) {
         printf("sbmt inspect FILE.h5\n  Format, version, step, config and tensors of a checkpoint,\n"
                "  or the attributes and splits of a dataset.\n");
