@@ -90,6 +90,8 @@ print(f"  {len(A)} lines agree (largest relative loss difference {worst:.1e})")
 PY
 }
 
+differs() { ! same_curve "$@" > /dev/null 2>&1; }
+
 # same_tensors A.h5 B.h5: every tensor bit-identical (model and Adam moments).
 same_tensors() { h5diff -q "$1" "$2" /model /model && h5diff -q "$1" "$2" /optim /optim; }
 
@@ -111,6 +113,12 @@ for kind in sbm softmax dual; do
         fi
     done
 done
+# Clipping active at every step: the global norm must count each logical parameter once.
+A="$LO --set model.attention=sbm --set train.steps=20 --set train.grad_clip=0.05"
+if run clip-1x1 0 1 $A && run clip-dp2tp2 4 2 $A; then
+    check "sbm, grad_clip active: dp2tp2 agrees with 1x1" same_curve clip-dp2tp2 clip-1x1
+    check "  and clipping changed the run" differs clip-1x1 sbm-1x1
+else bad "clip runs"; fi
 check "layout line states world, dp, tp, hosts, threads" \
     grep -q "^layout: world 4 = dp 2 x tp 2 | 1 host, 4 ranks on .* | 1 thread per rank" sbm-dp2tp2.log
 check "mpirun -n 1 equals a plain process (bit-exact)" \
