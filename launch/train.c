@@ -31,7 +31,9 @@
 static volatile sig_atomic_t stop_signal;
 static void on_stop_signal(int sig) {
     stop_signal = sig;
-    signal(sig, SIG_DFL);  // a second Ctrl-C stops at once
+    // A second Ctrl-C stops at once; a repeated SIGTERM/SIGUSR1 (scancel --full, a launcher
+    // passing the signal on) must not kill a rank before it has checkpointed.
+    if (sig == SIGINT) signal(sig, SIG_DFL);
 }
 
 // After resuming at `step`, drops the metrics lines of steps past it (written by the run that
@@ -597,6 +599,11 @@ static int train_main(train_run *r, char *err) {
         int sig = (int)stop_signal;
         dist_agree(D, &sig, 1);
         if (sig && done != c->steps) {
+            // From here the job is stopping: more signals (srun --kill-on-bad-exit sends SIGTERM
+            // to the ranks still writing once a first one exits 75) change nothing.
+            signal(SIGTERM, SIG_IGN);
+            signal(SIGINT, SIG_IGN);
+            signal(SIGUSR1, SIG_IGN);
             if (saved_at != done) rc = save_checkpoint(r, done, err);
             if (rc == 0) {
                 if (root)
