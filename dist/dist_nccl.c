@@ -60,7 +60,8 @@ void dist_nccl_wait(dist_req *r) { NO_NCCL; }
     do {                                                                                           \
         ncclResult_t nccl_rc_ = (call);                                                            \
         if (nccl_rc_ != ncclSuccess)                                                               \
-            nccl_fail(__FILE__, __LINE__, #call, ncclGetErrorString(nccl_rc_), ncclGetLastError(NULL)); \
+            nccl_fail(__FILE__, __LINE__, #call, ncclGetErrorString(nccl_rc_),                     \
+                      ncclGetLastError(NULL));                                                     \
     } while (0)
 #define CUDA_CHECK(call)                                                                           \
     do {                                                                                           \
