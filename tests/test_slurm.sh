@@ -339,4 +339,38 @@ grep -q 'resumed from' run2.out || fail "b: the second run did not resume from a
 [ -f run2/final.h5 ] || fail "b: run2/final.h5 missing"
 [ "$(last_train_step run2/metrics.jsonl)" = "$steps" ] || fail "b: last train line is not step $steps"
 log "b: ok: $(grep -m1 'resumed from' run2.out); final.h5 written"
+# ---- c. a rank that dies (SIGKILL) ends the job in bounded time; a new job resumes ----
+steps=${SBMT_SLURM_KILL_STEPS:-5000}
+export SBMT_ARGS="$tiny --set train.steps=$steps --set train.log_every=100 --set train.checkpoint_every=200 --out run3"
+log "c. sbatch launch/sbmt.sbatch (2 tasks), SIGKILL of one rank after the first checkpoint"
+j3=$(sbatch --parsable --overcommit --time=5 -o run3.out "$SBATCH_SCRIPT" 2>sbatch3.err | cut -d';' -f1)
+[ -n "$j3" ] || fail "c: sbatch failed: $(cat sbatch3.err)"
+JOBS+=("$j3")
+for _ in $(seq 240); do
+  past_deadline && break
+  [ -f run3/ckpt_00000200.h5 ] && break
+  case "$(job_field "$j3" JobState)" in RUNNING|PENDING|CONFIGURING) ;; *) break ;; esac
+  sleep 0.25
+done
+[ -f run3/ckpt_00000200.h5 ] || fail "c: no checkpoint at step 200 within 60 s (state $(job_field "$j3" JobState))"
+# The ranks are the processes named sbmt whose arguments name run3 (srun's own do too).
+ranks=()
+for p in $(pgrep -x sbmt); do tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q -- '--out run3 ' && ranks+=("$p"); done
+[ "${#ranks[@]}" = 2 ] || fail "c: expected 2 sbmt ranks of job $j3, found ${#ranks[@]}"
+tc=$(date +%s)
+kill -KILL "${ranks[1]}"
+final=$(wait_job_end "$j3" "$(bounded 60)") || fail "c: job $j3 still $final 60 s after SIGKILL of one rank"
+tk=$(($(date +%s) - tc))
+log "c: SIGKILL of rank pid ${ranks[1]}: job $j3 ended $final in $tk s (ExitCode=$(job_field "$j3" ExitCode))"
+[ "$final" != COMPLETED ] || fail "c: job $j3 COMPLETED after one rank was killed"
+[ "$tk" -lt 60 ] || fail "c: the job took $tk s to end"
+for p in "${ranks[@]}"; do kill -0 "$p" 2>/dev/null && fail "c: rank pid $p still alive after the job ended"; done
+timeout "$(bounded 150)" sbatch --wait --parsable --overcommit --time=5 -o run3b.out "$SBATCH_SCRIPT" >jid3b 2>sbatch3b.err
+rc=$?
+j3b=$(head -n 1 jid3b | cut -d';' -f1)
+[ -z "$j3b" ] || JOBS+=("$j3b")
+[ "$rc" = 0 ] || { cat run3b.out; fail "c: the resubmitted job exited $rc"; }
+grep -q 'resumed from run3/ckpt_' run3b.out || fail "c: the resubmitted job did not resume from a checkpoint"
+[ -f run3/final.h5 ] || fail "c: run3/final.h5 missing"
+log "c: ok: $(grep -m1 'resumed from' run3b.out); final.h5 written"
 log "PASS in $(($(date +%s) - T0)) s"
