@@ -182,12 +182,13 @@ void dist_bcast(dist_ctx *d, dist_group g, void *buf, size_t count, dist_dtype t
 void dist_gather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
                  dist_dtype t, int root) {
     size_t es = dist_dtype_size(t);
-    if (dist_size(d, g) == 1) {
-        if (count && recv != send) memcpy(recv, send, count * es);
+    // Device buffers go to NCCL whatever the group size (a host memcpy cannot read them).
+    if (d && d->backend == DIST_BACKEND_NCCL) {
+        dist_nccl_gather(d, g, send, recv, count, t, root);
         return;
     }
-    if (d->backend == DIST_BACKEND_NCCL) {
-        dist_nccl_gather(d, g, send, recv, count, t, root);
+    if (dist_size(d, g) == 1) {
+        if (count && recv != send) memcpy(recv, send, count * es);
         return;
     }
     CHECK(count <= DIST_CHUNK);
@@ -198,12 +199,13 @@ void dist_gather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t
 void dist_scatter(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
                   dist_dtype t, int root) {
     size_t es = dist_dtype_size(t);
-    if (dist_size(d, g) == 1) {
-        if (count && recv != send) memcpy(recv, send, count * es);
+    // Device buffers go to NCCL whatever the group size (a host memcpy cannot read them).
+    if (d && d->backend == DIST_BACKEND_NCCL) {
+        dist_nccl_scatter(d, g, send, recv, count, t, root);
         return;
     }
-    if (d->backend == DIST_BACKEND_NCCL) {
-        dist_nccl_scatter(d, g, send, recv, count, t, root);
+    if (dist_size(d, g) == 1) {
+        if (count && recv != send) memcpy(recv, send, count * es);
         return;
     }
     CHECK(count <= DIST_CHUNK);
@@ -235,7 +237,11 @@ void dist_iallreduce_sum(dist_ctx *d, dist_group g, float *buf, size_t count, di
 
 int dist_test(dist_req *r) {
     if (!r->active) return 1;
-    if (r->active == 2) return 0;  // NCCL: completion is a stream event, checked by dist_wait
+    if (r->active == 2) {  // NCCL: the sum's completion event on the communication stream
+        int done = dist_nccl_test(r);
+        if (done) r->active = 0;
+        return done;
+    }
     int done = 0;
     MPI_CHECK(MPI_Test(&r->req, &done, MPI_STATUS_IGNORE));
     if (done) r->active = 0;
@@ -274,7 +280,7 @@ int dist_check(dist_ctx *d, int rc, char *err) { return dist_check_group(d, DIST
 
 uint64_t dist_checksum(const void *buf, size_t bytes) {
     const unsigned char *p = buf;
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = 14695981039346656037ULL;  // FNV-1a 64-bit offset basis
     for (size_t i = 0; i < bytes; i++) {
         h ^= p[i];
         h *= 1099511628211ULL;

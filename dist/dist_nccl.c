@@ -45,6 +45,7 @@ void dist_nccl_iallreduce_sum(dist_ctx *d, dist_group g, float *buf, size_t coun
     NO_NCCL;
 }
 void dist_nccl_wait(dist_req *r) { NO_NCCL; }
+int dist_nccl_test(dist_req *r) { NO_NCCL; }
 
 #else  // SBMT_HAVE_NCCL
 
@@ -330,6 +331,18 @@ void dist_nccl_wait(dist_req *r) {
     CUDA_CHECK(cudaEventDestroy(p->done));
     free(p);
     r->event = NULL;
+}
+
+int dist_nccl_test(dist_req *r) {
+    nccl_pending *p = r->event;
+    CHECK(r->active == 2 && p != NULL);
+    cudaError_t q = cudaEventQuery(p->done);
+    if (q == cudaErrorNotReady) return 0;
+    CUDA_CHECK(q);
+    CUDA_CHECK(cudaEventDestroy(p->done));
+    free(p);
+    r->event = NULL;
+    return 1;
 }
 
 #endif  // SBMT_HAVE_NCCL

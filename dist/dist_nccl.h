@@ -15,6 +15,8 @@ void dist_nccl_scatter(dist_ctx *d, dist_group g, const void *send, void *recv, 
 // Enqueues the sum on the communication stream; dist_wait synchronises it.
 void dist_nccl_iallreduce_sum(dist_ctx *d, dist_group g, float *buf, size_t count, dist_req *r);
 void dist_nccl_wait(dist_req *r);
+// 1 (and the request released) when the sum has completed on the device, else 0.
+int dist_nccl_test(dist_req *r);
 // Element size of a dtype (shared with dist_mpi.c).
 size_t dist_dtype_size(dist_dtype t);
 
