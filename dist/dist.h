@@ -81,6 +81,9 @@ void dist_bcast(dist_ctx *d, dist_group g, void *buf, size_t count, dist_dtype t
 // recv[size * count] on root (may be NULL elsewhere) = every rank's send[count], by group rank.
 void dist_gather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
                  dist_dtype t, int root);
+// recv[size * count] on every rank = every rank's send[count], by group rank.
+void dist_allgather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
+                    dist_dtype t);
 // recv[count] on every rank = root's send[rank * count .. ] (send may be NULL off root).
 void dist_scatter(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
                   dist_dtype t, int root);

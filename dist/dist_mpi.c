@@ -196,6 +196,25 @@ void dist_gather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t
                          d->comm[g]));
 }
 
+void dist_allgather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
+                    dist_dtype t) {
+    size_t es = dist_dtype_size(t);
+    if (d && d->backend == DIST_BACKEND_NCCL) {
+        dist_nccl_allgather(d, g, send, recv, count, t);
+        return;
+    }
+    if (dist_size(d, g) == 1) {
+        if (count && recv != send) memcpy(recv, send, count * es);
+        return;
+    }
+    CHECK(count <= DIST_CHUNK);
+    double t0 = sbmt_now();
+    MPI_CHECK(MPI_Allgather(send, (int)count, mpi_type(t), recv, (int)count, mpi_type(t),
+                            d->comm[g]));
+    d->t_comm += sbmt_now() - t0;
+    d->elems += (double)count * dist_size(d, g);
+}
+
 void dist_scatter(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
                   dist_dtype t, int root) {
     size_t es = dist_dtype_size(t);

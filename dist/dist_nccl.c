@@ -39,6 +39,8 @@ void dist_nccl_bcast(dist_ctx *d, dist_group g, void *buf, size_t count, dist_dt
 }
 void dist_nccl_gather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
                       dist_dtype t, int root) { NO_NCCL; }
+void dist_nccl_allgather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
+                         dist_dtype t) { NO_NCCL; }
 void dist_nccl_scatter(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
                        dist_dtype t, int root) { NO_NCCL; }
 void dist_nccl_iallreduce_sum(dist_ctx *d, dist_group g, float *buf, size_t count, dist_req *r) {
@@ -257,6 +259,14 @@ void dist_nccl_bcast(dist_ctx *d, dist_group g, void *buf, size_t count, dist_dt
     CHECK(root >= 0 && root < dist_size(d, g));
     if (count == 0) return;
     NCCL_CHECK(ncclBroadcast(buf, buf, count, nccl_type(t), root, comm, s->stream));
+}
+
+void dist_nccl_allgather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
+                         dist_dtype t) {
+    ncclComm_t comm;
+    nccl_state *s = state_of(d, g, &comm);
+    if (count == 0) return;
+    NCCL_CHECK(ncclAllGather(send, recv, count, nccl_type(t), comm, s->stream));
 }
 
 void dist_nccl_gather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,

@@ -10,6 +10,8 @@ void dist_nccl_allreduce(dist_ctx *d, dist_group g, void *buf, size_t count, dis
 void dist_nccl_bcast(dist_ctx *d, dist_group g, void *buf, size_t count, dist_dtype t, int root);
 void dist_nccl_gather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
                       dist_dtype t, int root);
+void dist_nccl_allgather(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
+                         dist_dtype t);
 void dist_nccl_scatter(dist_ctx *d, dist_group g, const void *send, void *recv, size_t count,
                        dist_dtype t, int root);
 // Enqueues the sum on the communication stream; dist_wait synchronises it.

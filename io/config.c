@@ -71,6 +71,8 @@ static const key_def KEYS[] = {
     {"dist", "tp", T_INT, F(tp), 1, 1024, NULL, "head-parallel ranks (dp = world / tp)"},
     {"dist", "grad_buckets", T_BOOL, F(grad_buckets), 0, 1, NULL,
      "all-reduce gradients per layer while backward runs (false: one all-reduce after it)"},
+    {"dist", "balance", T_BOOL, F(balance), 0, 1, NULL,
+     "dp ranks exchange the step's examples so each computes about the same tokens"},
 };
 #undef F
 #define NKEYS ((int)(sizeof(KEYS) / sizeof(KEYS[0])))
@@ -116,6 +118,7 @@ void config_defaults(sbmt_config *c) {
     c->micro_batch = 0;
     c->tp = 1;
     c->grad_buckets = 1;
+    c->balance = 1;
 }
 
 static char *trim(char *s) {

@@ -53,6 +53,7 @@ typedef struct {
     // [dist]
     int tp;                 // head-parallel ranks; dp = world / tp
     int grad_buckets;       // overlap the dp gradient all-reduce with backward, per layer
+    int balance;            // rebalance each step's examples over dp by their token counts
 } sbmt_config;
 
 // Fills defaults (the reference listops settings of SPEC.md section 4).

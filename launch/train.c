@@ -76,7 +76,10 @@ typedef struct {
     kbatch bt;
     int B, Bl, mb, spe;     // global batch, per-rank batch, micro-batch (examples), seqs/example
     int32_t *ids, *labels;  // [Bl * spe, n], [Bl]: this rank's examples of the step
+    int64_t *myrows;        // [Bl] their rows (key every random draw of an example)
     int64_t *rows;          // [B] the step's rows (the global batch, the same on every rank)
+    int32_t *read_ids, *read_labels;  // [Bl * spe, n], [Bl]: the rows this rank read (balance)
+    int32_t *all_ids, *all_labels;    // [B * spe, n], [B]: the dp group's reads (balance)
     int64_t *perm;          // [N] training order of the current epoch
     int64_t perm_epoch;
     double *dens_acc;       // [L*H] densities summed since the last progress line
@@ -324,8 +327,7 @@ static void train_step(train_run *r, int step) {
     for (int first = 0; first < r->Bl; first += r->mb) {
         int count = r->Bl - first < r->mb ? r->Bl - first : r->mb;
         const int last = first + count >= r->Bl;
-        run_pack_rows(r->ids, r->Bl, first, count, r->rows + (size_t)r->dist.dp_rank * r->Bl, c,
-                      &r->bt);
+        run_pack_rows(r->ids, r->Bl, first, count, r->myrows, c, &r->bt);
         r->m.grad_ready = last && c->grad_buckets && r->dist.world > 1 ? on_bucket : NULL;
         ce += model_forward(&r->m, &r->k, &r->bt, r->labels + first, 1, c->seed, (uint32_t)step,
                             &correct);
@@ -355,6 +357,96 @@ static void trace_rows(train_run *r, int step) {
     const int64_t *mine = r->rows + (size_t)r->dist.dp_rank * r->Bl;
     for (int i = 0; i < r->Bl; i++) fprintf(r->trace, "%d %lld\n", step, (long long)mine[i]);
     fflush(r->trace);
+}
+
+// Sequence length of example i of a buffer of `total` examples laid out by run_read_rows
+// (last non-padding position + 1; both documents of a dual example).
+static int64_t example_tokens(const int32_t *ids, int total, int i, const sbmt_config *c) {
+    int64_t t = 0;
+    for (int doc = 0; doc < (c->dual ? 2 : 1); doc++) {
+        const int32_t *row = ids + ((size_t)doc * total + i) * c->seq_len;
+        int last = 0;
+        for (int p = 0; p < c->seq_len; p++)
+            if (row[p] != 0) last = p + 1;
+        t += last;
+    }
+    return t;
+}
+
+typedef struct {
+    int64_t tokens;
+    int idx;
+} example_cost;
+
+static int cmp_cost(const void *a, const void *b) {
+    const example_cost *x = a, *y = b;
+    if (x->tokens != y->tokens) return x->tokens > y->tokens ? -1 : 1;
+    return x->idx - y->idx;
+}
+
+static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+// Every dp rank read its contiguous share of the global batch; packed sequences make the work
+// follow their lengths, so the ranks swap examples until each computes about the same number
+// of tokens: the dp group's reads are gathered, sorted by length and dealt out in snake order
+// (equal counts per rank). A deterministic function of the batch, so every layout computes the
+// same step (examples are keyed by their rows, not by where they run). tp rank 0 only; its tp
+// group gets the result by broadcast.
+static void balance_examples(train_run *r) {
+    const sbmt_config *c = &r->cfg;
+    const int dp = r->dist.dp, Bl = r->Bl, B = r->B, n = c->seq_len, docs = c->dual ? 2 : 1;
+    const size_t per = (size_t)Bl * docs * n;
+    dist_allgather(&r->dist, DIST_DP, r->read_ids, r->all_ids, per, DIST_I32);
+    dist_allgather(&r->dist, DIST_DP, r->read_labels, r->all_labels, (size_t)Bl, DIST_I32);
+    example_cost *ec = xmalloc(sizeof(example_cost) * (size_t)B);
+    for (int g = 0; g < B; g++) {
+        ec[g].tokens = example_tokens(r->all_ids + (size_t)(g / Bl) * per, Bl, g % Bl, c);
+        ec[g].idx = g;
+    }
+    qsort(ec, (size_t)B, sizeof(example_cost), cmp_cost);
+    int *mine = xmalloc(sizeof(int) * (size_t)Bl), k = 0;
+    for (int i = 0; i < B; i++) {
+        int round = i / dp, pos = i % dp;
+        int owner = round % 2 ? dp - 1 - pos : pos;
+        if (owner == r->dist.dp_rank) mine[k++] = ec[i].idx;
+    }
+    CHECK(k == Bl);
+    qsort(mine, (size_t)Bl, sizeof(int), cmp_int);
+    for (int i = 0; i < Bl; i++) {
+        int g = mine[i], src = g / Bl, j = g % Bl;
+        for (int doc = 0; doc < docs; doc++)
+            memcpy(r->ids + ((size_t)doc * Bl + i) * n,
+                   r->all_ids + (size_t)src * per + ((size_t)doc * Bl + j) * n,
+                   sizeof(int32_t) * (size_t)n);
+        r->labels[i] = r->all_labels[g];
+        r->myrows[i] = r->rows[g];
+    }
+    free(mine);
+    free(ec);
+}
+
+// Reads this rank's rows of the step (tp rank 0; hyperslabs of its share of the global batch),
+// agrees on read errors, rebalances over dp, and shares the examples with the tp group.
+static int load_step(train_run *r, int step, char *err) {
+    const sbmt_config *c = &r->cfg;
+    dist_ctx *D = &r->dist;
+    const int balance = c->balance && D->dp > 1;
+    const int64_t *share = r->rows + (size_t)D->dp_rank * r->Bl;
+    int rc = 0;
+    if (D->tp_rank == 0)
+        rc = run_read_rows(&r->ds, SPLIT_TRAIN, share, r->Bl, c, balance ? r->read_ids : r->ids,
+                           balance ? r->read_labels : r->labels, err);
+    if (dist_check(D, rc, err)) return -1;
+    trace_rows(r, step);
+    if (balance && D->tp_rank == 0) {
+        balance_examples(r);
+    } else if (!balance) {
+        memcpy(r->myrows, share, sizeof(int64_t) * (size_t)r->Bl);
+    }
+    dist_bcast(D, DIST_TP, r->ids, (size_t)r->Bl * r->spe * c->seq_len, DIST_I32, 0);
+    dist_bcast(D, DIST_TP, r->labels, (size_t)r->Bl, DIST_I32, 0);
+    dist_bcast(D, DIST_TP, r->myrows, (size_t)r->Bl, DIST_I64, 0);
+    return 0;
 }
 
 // A layout that cannot work is refused before any work, naming the key (all ranks agree,
@@ -412,6 +504,13 @@ static int train_main(train_run *r, char *err) {
     r->ids = xmalloc(sizeof(int32_t) * (size_t)r->Bl * spe * n);
     r->labels = xmalloc(sizeof(int32_t) * (size_t)r->Bl);
     r->rows = xmalloc(sizeof(int64_t) * (size_t)r->B);
+    r->myrows = xmalloc(sizeof(int64_t) * (size_t)r->Bl);
+    if (c->balance && D->dp > 1 && D->tp_rank == 0) {
+        r->read_ids = xmalloc(sizeof(int32_t) * (size_t)r->Bl * spe * n);
+        r->read_labels = xmalloc(sizeof(int32_t) * (size_t)r->Bl);
+        r->all_ids = xmalloc(sizeof(int32_t) * (size_t)r->B * spe * n);
+        r->all_labels = xmalloc(sizeof(int32_t) * (size_t)r->B);
+    }
     r->perm = xmalloc(sizeof(int64_t) * (size_t)r->ds.rows[SPLIT_TRAIN]);
     r->perm_epoch = -1;
     r->stats = xcalloc((size_t)LH + 3, sizeof(double));
@@ -492,18 +591,11 @@ static int train_main(train_run *r, char *err) {
     int saved_at = -1;
     for (int step = (int)start; step < c->steps; step++) {
         batch_rows(r, step);
-        const int64_t *mine = r->rows + (size_t)D->dp_rank * r->Bl;
-        int lrc = 0;
-        if (D->tp_rank == 0)
-            lrc = run_read_rows(&r->ds, SPLIT_TRAIN, mine, r->Bl, c, r->ids, r->labels, err);
-        if (dist_check(D, lrc, err)) {
+        double comm0 = D->t_comm, elems0 = D->elems;
+        if (load_step(r, step, err)) {
             rc = -1;
             break;
         }
-        dist_bcast(D, DIST_TP, r->ids, (size_t)r->Bl * spe * n, DIST_I32, 0);
-        dist_bcast(D, DIST_TP, r->labels, (size_t)r->Bl, DIST_I32, 0);
-        trace_rows(r, step);
-        double comm0 = D->t_comm, elems0 = D->elems;
         train_step(r, step);
         const double loss = r->stats[0] / r->B + r->m.reg_loss;
         if (!isfinite(loss)) {  // the same value on every rank
@@ -653,6 +745,11 @@ static void train_run_free(train_run *r) {
     free(r->ids);
     free(r->labels);
     free(r->rows);
+    free(r->myrows);
+    free(r->read_ids);
+    free(r->read_labels);
+    free(r->all_ids);
+    free(r->all_labels);
     free(r->perm);
     free(r->dens_acc);
     free(r->edges_log);

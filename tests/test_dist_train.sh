@@ -208,6 +208,8 @@ run buck-on 2 1 $A --set dist.grad_buckets=true && run buck-off 2 1 $A --set dis
         same_tensors buck-on/final.h5 buck-off/final.h5
 run buck22-off 4 2 $A --set dist.grad_buckets=false &&
     check "dp2xtp2: single all-reduce agrees with the bucketed run" same_curve buck22-off sbm-dp2tp2
+run nobal 4 2 $A --set dist.balance=false &&
+    check "dp2xtp2 without rebalancing the examples agrees with 1x1" same_curve nobal sbm-1x1
 run micro 0 1 $A --set train.micro_batch=2 &&
     check "micro_batch 2 (4 forward/backward per step) equals the whole batch" same_curve micro sbm-1x1
 run micro-dp2 2 1 $A --set train.micro_batch=1 &&

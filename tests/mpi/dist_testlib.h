@@ -285,6 +285,35 @@ static inline void tcheck_gather(dist_ctx *d, const tbuf_ops *m, dist_group g, s
     }
 }
 
+// allgather: on every rank recv[j * count + i] = (j + 1) * c_i.
+static inline void tcheck_allgather(dist_ctx *d, const tbuf_ops *m, dist_group g, size_t count) {
+    int n = dist_size(d, g), me = dist_grank(d, g);
+    for (int t = 0; t <= DIST_U8; t++) {
+        size_t es = dist_dtype_size((dist_dtype)t), bytes = count * es;
+        void *h = thost_alloc(bytes * (size_t)n), *s = m->alloc(bytes);
+        void *r = m->alloc(bytes * (size_t)n);
+        tfill(h, (dist_dtype)t, count, me + 1);
+        m->put(s, h, bytes);
+        memset(h, 0xA5, bytes * (size_t)n);
+        m->put(r, h, bytes * (size_t)n);
+        dist_allgather(d, g, s, r, count, (dist_dtype)t);
+        long bad = -1;
+        int badj = -1;
+        double got = 0, want = 0;
+        m->get(h, r, bytes * (size_t)n);
+        for (int j = 0; j < n && bad < 0; j++) {
+            bad = tfirst_bad((char *)h + (size_t)j * bytes, (dist_dtype)t, count, DIST_SUM, 0,
+                             j + 1, &got, &want);
+            badj = j;
+        }
+        EXPECT_ALL(bad < 0, "%s allgather %s over %s (count %zu): block %d [%ld] = %g, want %g",
+                   m->name, TDTYPE[t], TGROUP[g], count, badj, bad, got, want);
+        m->release(r);
+        m->release(s);
+        free(h);
+    }
+}
+
 // scatter from group rank n / 2: rank j receives root's block j = (j + 1) * c_i.
 static inline void tcheck_scatter(dist_ctx *d, const tbuf_ops *m, dist_group g, size_t count) {
     int n = dist_size(d, g), me = dist_grank(d, g), root = n / 2;
@@ -382,6 +411,7 @@ static inline void tcheck_all_groups(dist_ctx *d, const tbuf_ops *m, size_t coun
         tcheck_allreduce(d, m, (dist_group)g, count);
         tcheck_bcast(d, m, (dist_group)g, count);
         tcheck_gather(d, m, (dist_group)g, count);
+        tcheck_allgather(d, m, (dist_group)g, count);
         tcheck_scatter(d, m, (dist_group)g, count);
         tcheck_iallreduce(d, m, (dist_group)g, count);
     }
