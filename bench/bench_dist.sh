@@ -8,9 +8,11 @@
 # Environment: BATCH (global batch, 8), ATTN (sbm | softmax), LENGTHS ("lra full": LRA ListOps
 #              lengths 500..2000, and full-length sequences 1950..2048), SBMT (build/sbmt),
 #              OUT (work directory, default a fresh temporary one, kept).
-# Prints per configuration: tokens/s over the steps after the first WARMUP, the share of step
-# time rank 0 spent in collectives (blocking calls and waits on bucket all-reduces), and the
-# payload it handed to collectives per step; then the ratios the distribution issue targets.
+# Prints per configuration: tokens/s and ms per step over the steps after the first WARMUP, the
+# share of step time rank 0 spent in collectives (blocking calls, waits on bucket all-reduces,
+# waiting for slower ranks included), the payload it handed to collectives per step, and how
+# long the end of backward waited for the gradient all-reduce (bucketed: what did not overlap;
+# nobuckets: the whole all-reduce); then the ratios the distribution issue targets.
 set -euo pipefail
 STEPS=${1:-8}
 WARMUP=2
@@ -37,11 +39,12 @@ elapsed = b["elapsed_s"] - a["elapsed_s"]
 tail = rows[w:]
 comm = sum(r.get("comm_fraction", 0.0) for r in tail) / len(tail)
 mb = sum(r.get("comm_mb_per_step", 0.0) for r in tail) / len(tail)
-print(f"{steps / elapsed:.6f} {comm:.4f} {mb:.3f}")
+gs = sum(r.get("grad_sync_ms_per_step", 0.0) for r in tail) / len(tail)
+print(f"{steps / elapsed:.6f} {comm:.4f} {mb:.3f} {gs:.3f} {elapsed / steps * 1e3:.1f}")
 PY
 }
 
-printf "%-6s %-22s %12s %10s %12s\n" lengths run "tokens/s" "comm %" "MB/step"
+printf "%-6s %-16s %10s %9s %8s %8s %12s\n" lengths run "tokens/s" "step ms" "comm %" "MB/step" "grad wait ms"
 for L in $LENGTHS; do
     case $L in
     lra) MIN=500 MAX=2000 ;;
@@ -67,10 +70,11 @@ for L in $LENGTHS; do
         dp2-nobuckets) OMP_NUM_THREADS=1 $MPI -n 2 "$SBMT" train $ARGS --threads 1 \
             --set dist.grad_buckets=false --out "$run" ;;
         esac > "$run.log" 2>&1 || { tail -5 "$run.log" >&2; exit 1; }
-        read -r sps comm mb < <(summary "$run/metrics.jsonl")
+        read -r sps comm mb gs ms < <(summary "$run/metrics.jsonl")
         tps=$(python3 -c "print(f'{$sps * $BATCH * 2048:.0f}')")
         TPS[$cfg]=$tps
-        printf "%-6s %-22s %12s %9.1f%% %12s\n" "$L" "$cfg" "$tps" "$(python3 -c "print($comm*100)")" "$mb"
+        printf "%-6s %-16s %10s %9s %7.1f%% %8s %12s\n" "$L" "$cfg" "$tps" "$ms" \
+            "$(python3 -c "print($comm*100)")" "$mb" "$gs"
     done
     python3 - "${TPS[1rank-1thread]}" "${TPS[1rank-2threads]}" "${TPS[dp2-1thread]}" \
         "${TPS[tp2-1thread]}" "${TPS[dp2-nobuckets]}" "$L" << 'PY'

@@ -90,6 +90,7 @@ typedef struct {
     float *gathered;        // [tp * nparams] tp root: the tp group's slices
     dist_req *reqs;         // [2 (L + 2)] gradient buckets in flight
     int nreqs;
+    double t_grad_sync;     // time backward's end waited for the gradient all-reduce
     FILE *metrics;
     FILE *trace;            // SBMT_TRACE_ROWS: rows this rank read (data-sharding test)
     char *config_text;
@@ -229,9 +230,11 @@ static void on_bucket(void *ctx, int b) {
 // After backward: waits for the buckets, or (grad_buckets = false) reduces everything now in
 // one all-reduce over dp, the tp sums of phi first.
 static void finish_grads(train_run *r) {
+    double t0 = sbmt_now();
     if (r->cfg.grad_buckets) {
         for (int i = 0; i < r->nreqs; i++) dist_wait(&r->reqs[i]);
         r->nreqs = 0;
+        r->t_grad_sync += sbmt_now() - t0;
         return;
     }
     if (r->m.dim.sbm && r->dist.tp > 1)
@@ -241,6 +244,7 @@ static void finish_grads(train_run *r) {
             dist_allreduce(&r->dist, DIST_TP, r->m.grads + split, b1 - split, DIST_F32, DIST_SUM);
         }
     dist_allreduce(&r->dist, DIST_DP, r->m.grads, r->m.nparams, DIST_F32, DIST_SUM);
+    r->t_grad_sync += sbmt_now() - t0;
 }
 
 // Global gradient norm counting each logical parameter once: slices of split tensors add up
@@ -573,7 +577,7 @@ static int train_main(train_run *r, char *err) {
 
     onecycle sched = {c->lr, c->steps, c->warmup, c->cycle_momentum, c->beta1};
     double t_start = sbmt_now(), t_log = t_start, loss_acc = 0.0, flops_acc = 0.0;
-    double comm_log = 0.0, elems_log = 0.0;
+    double comm_log = 0.0, elems_log = 0.0, grad_log = 0.0;
     int correct_acc = 0, rows_acc = 0, steps_acc = 0;
     double *dens_acc = r->dens_acc = xcalloc((size_t)LH, sizeof(double));
     int64_t *edges_log = r->edges_log = xcalloc((size_t)LH, sizeof(int64_t));
@@ -591,7 +595,7 @@ static int train_main(train_run *r, char *err) {
     int saved_at = -1;
     for (int step = (int)start; step < c->steps; step++) {
         batch_rows(r, step);
-        double comm0 = D->t_comm, elems0 = D->elems;
+        double comm0 = D->t_comm, elems0 = D->elems, grad0 = r->t_grad_sync;
         if (load_step(r, step, err)) {
             rc = -1;
             break;
@@ -607,6 +611,7 @@ static int train_main(train_run *r, char *err) {
         clip_grads(r, c->grad_clip);
         comm_log += D->t_comm - comm0;
         elems_log += D->elems - elems0;
+        grad_log += r->t_grad_sync - grad0;
         float lr, beta1;
         onecycle_at(&sched, step, &lr, &beta1);
         optim_adamw(&r->k, &r->m, step + 1, lr, beta1, c->beta2, c->adam_eps, c->weight_decay);
@@ -644,9 +649,9 @@ static int train_main(train_run *r, char *err) {
             if (D->world > 1)
                 fprintf(r->metrics,
                         ",\"world\":%d,\"dp\":%d,\"tp\":%d,\"comm_fraction\":%.4f,"
-                        "\"comm_mb_per_step\":%.3f",
+                        "\"comm_mb_per_step\":%.3f,\"grad_sync_ms_per_step\":%.3f",
                         D->world, D->dp, D->tp, comm_log / (now - t_log),
-                        4e-6 * elems_log / steps_acc);
+                        4e-6 * elems_log / steps_acc, 1e3 * grad_log / steps_acc);
             if (r->m.dim.sbm) {
                 for (int i = 0; i < LH; i++) dens_acc[i] /= steps_acc;
                 fputc(',', r->metrics);
@@ -662,7 +667,7 @@ static int train_main(train_run *r, char *err) {
         }
         if (done % c->log_every == 0 || done == c->steps) {
             for (int i = 0; i < LH; i++) dens_acc[i] = 0.0, edges_log[i] = 0;
-            loss_acc = flops_acc = comm_log = elems_log = 0.0;
+            loss_acc = flops_acc = comm_log = elems_log = grad_log = 0.0;
             correct_acc = rows_acc = steps_acc = 0;
             t_log = sbmt_now();
         }
