@@ -301,6 +301,10 @@ static int check_replicas(train_run *r, int step, char *err) {
 // Collective: gathers the tp slices into whole tensors on rank 0, which writes
 // DIR/ckpt_<step>.h5 under the commit protocol; other ranks never write into the run directory.
 static int save_checkpoint(train_run *r, int step, char *err) {
+    // Test hook: one rank's copy drifts by one ulp, as a silent fork would (test_dist_train).
+    const char *perturb = getenv("SBMT_TEST_PERTURB_RANK");
+    if (perturb && atoi(perturb) == r->dist.rank)
+        r->m.params[0] = nextafterf(r->m.params[0], INFINITY);
     int rc = check_replicas(r, step, err);
     if (rc == 0 && r->dist.dp_rank == 0) {
         const size_t nf = r->m.full.total, np = r->m.nparams;

@@ -144,6 +144,16 @@ else bad "resume dp2xtp2 -> dp2xtp2"; fi
 check "checkpoints hold whole tensors" \
     bash -c "h5ls -r ck-22/final.h5 | grep -q 'layers/0/attn/wo/weight .*{32, 32}' && h5ls -r ck-22/final.h5 | grep -q 'attn/clusters .*{2, 8, 16}'"
 
+# A replica that drifted (one ulp on rank 1, by a test hook) is an error at the save, not a fork.
+SBMT_TEST_PERTURB_RANK=1 run fork 2 1 $A
+rc=$?
+check "diverged dp replicas: exit non-zero, error printed once, no checkpoint written" \
+    bash -c "test $rc -ne 0 && test \$(grep -c 'replicas diverged (dp replicas differ' fork.log) = 1 && ! ls fork/ckpt_*.h5 > /dev/null 2>&1"
+SBMT_TEST_PERTURB_RANK=1 run fork-tp 2 2 $A
+rc=$?
+check "diverged tp copies of a replicated tensor: an error too" \
+    bash -c "test $rc -ne 0 && grep -q 'the tp copies of replicated tensors differ' fork-tp.log"
+
 echo "# failures and signals"
 LONG="$LO --set model.attention=sbm --set train.steps=400 --set train.checkpoint_every=20 --set train.log_every=20"
 # wait_file F SECONDS: until F exists.
