@@ -60,8 +60,9 @@ _Noreturn void dist_mpi_fail(const char *file, int line, const char *expr, int r
 void dist_init(dist_ctx *d, int *argc, char ***argv);
 // As dist_init when the process was started by mpirun/mpiexec or srun (their environment
 // variables are present, or SBMT_FORCE_MPI is set); otherwise a world of one without MPI, so a
-// plain `sbmt train` needs no MPI runtime at all.
-void dist_init_launched(dist_ctx *d, int *argc, char ***argv);
+// plain `sbmt train` needs no MPI runtime at all. Fails (-1, message) for one of several srun
+// tasks started without an MPI plugin, which would otherwise each train alone.
+int dist_init_launched(dist_ctx *d, int *argc, char ***argv, char *err);
 // Splits the world into dp x tp (tp consecutive ranks per group). Returns -1 with a message
 // naming `key` when world is not divisible by tp. Collective over the world.
 int dist_layout(dist_ctx *d, int tp, const char *key, char *err);

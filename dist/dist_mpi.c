@@ -2,6 +2,7 @@
 // NCCL backend takes over the data-moving calls when dist_nccl_init switched the context).
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -83,16 +84,23 @@ static int launched_by_mpi(void) {
     return 0;
 }
 
-void dist_init_launched(dist_ctx *d, int *argc, char ***argv) {
+int dist_init_launched(dist_ctx *d, int *argc, char ***argv, char *err) {
     if (launched_by_mpi()) {
         dist_init(d, argc, argv);
-        return;
+        return 0;
     }
     memset(d, 0, sizeof(*d));
+    // srun without an MPI plugin starts independent processes that would all train alone and
+    // write the same run directory: refuse rather than fork the run.
+    const char *tasks = getenv("SLURM_STEP_NUM_TASKS");
+    if (tasks && atoi(tasks) > 1)
+        return sbmt_errf(err, "started by srun as one of %s tasks but without MPI (no PMIx/PMI "
+                              "in the environment): use srun --mpi=pmix", tasks);
     d->world = d->dp = d->tp = d->local_size = d->hosts = 1;
     if (gethostname(d->host, sizeof(d->host) - 1)) snprintf(d->host, sizeof(d->host), "?");
     for (int g = 0; g < DIST_NGROUPS; g++) d->comm[g] = MPI_COMM_NULL;
     d->initialized = 1;
+    return 0;
 }
 
 int dist_layout(dist_ctx *d, int tp, const char *key, char *err) {

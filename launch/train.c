@@ -786,7 +786,11 @@ int cli_train(int argc, char **argv) {
     static train_run run;  // large and zero-initialised; the one run context of the process
     train_run *r = &run;
     char err[SBMT_ERR_LEN] = "";
-    dist_init_launched(&r->dist, NULL, NULL);
+    if (dist_init_launched(&r->dist, NULL, NULL, err)) {
+        const char *task = getenv("SLURM_PROCID");  // the tasks cannot agree: task 0 prints
+        if (!task || !strcmp(task, "0")) fprintf(stderr, "sbmt train: error: %s\n", err);
+        return 1;
+    }
     const int root = dist_is_root(&r->dist);
     config_defaults(&r->cfg);
     const char *config_path = NULL, *data = NULL, *out = NULL;

@@ -253,6 +253,14 @@ tiny+=" --set model.head_dim=16 --set data.seq_len=64 --set train.batch_size=8"
 tiny+=" --set train.warmup=4 --set train.eval_every=0"
 export SBMT_BIN=$BIN SBMT_OVERCOMMIT=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
+# ---- 0. srun without an MPI plugin: refused once, not two independent trainings ----
+out=$(timeout 60 srun --mpi=none -n 2 --overcommit "$BIN" train $tiny --set train.steps=5 --out run0 2>&1)
+rc=$?
+[ "$rc" -ne 0 ] || fail "0: srun --mpi=none -n 2 sbmt train exited 0: $out"
+[ "$(grep -c 'without MPI' <<<"$out")" = 1 ] || fail "0: expected the error once: $out"
+[ ! -e run0 ] || fail "0: the refused run wrote run0/"
+log "0: srun --mpi=none: $(grep 'without MPI' <<<"$out")"
+
 # ---- a. sbatch --wait: 2 tasks train a tiny model ----
 export SBMT_ARGS="$tiny --set train.steps=40 --set train.log_every=5 --set train.checkpoint_every=10 --out run1"
 log "a. sbatch --wait --overcommit launch/sbmt.sbatch (2 tasks), SBMT_ARGS=$SBMT_ARGS"
