@@ -274,7 +274,6 @@ static double clip_grads(train_run *r, float clip) {
 // tensors): compared by checksum at every save, a divergence is an error, not a silent fork.
 static int check_replicas(train_run *r, int step, char *err) {
     const model *m = &r->m;
-    int64_t ck[2][2];  // [params, replicated part] x [as min, as max]
     uint64_t a = dist_checksum(m->params, sizeof(float) * m->nparams);
     a ^= dist_checksum(m->adam_m, sizeof(float) * m->nparams) * 31;
     a ^= dist_checksum(m->adam_v, sizeof(float) * m->nparams) * 131;
@@ -283,9 +282,9 @@ static int check_replicas(train_run *r, int step, char *err) {
         if (m->table.e[i].shard < 0)
             b = b * 1099511628211ULL ^
                 dist_checksum(m->params + m->table.e[i].offset, sizeof(float) * m->table.e[i].numel);
-    ck[0][0] = ck[0][1] = (int64_t)a;
-    ck[1][0] = ck[1][1] = (int64_t)b;
-    int64_t mn[2] = {ck[0][0], ck[1][0]}, mx[2] = {ck[0][1], ck[1][1]};
+    // [0] this rank's slices and moments (equal across dp), [1] its replicated tensors (equal
+    // across tp too): equal when their minimum and maximum over the group are.
+    int64_t mn[2] = {(int64_t)a, (int64_t)b}, mx[2] = {(int64_t)a, (int64_t)b};
     dist_allreduce(&r->dist, DIST_DP, mn, 1, DIST_I64, DIST_MIN);
     dist_allreduce(&r->dist, DIST_DP, mx, 1, DIST_I64, DIST_MAX);
     dist_allreduce(&r->dist, DIST_TP, mn + 1, 1, DIST_I64, DIST_MIN);

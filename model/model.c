@@ -269,13 +269,6 @@ void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed) {
     m->tmp = xmalloc(T * D * sizeof(float));
 }
 
-void model_reset(model *m, uint64_t seed) {
-    memset(m->grads, 0, sizeof(float) * m->nparams);
-    memset(m->adam_m, 0, sizeof(float) * m->nparams);
-    memset(m->adam_v, 0, sizeof(float) * m->nparams);
-    init_local(m, seed);
-}
-
 void model_free(model *m) {
     for (int l = 0; l < m->dim.layers; l++) {
         layer_acts *a = &m->la[l];

@@ -129,8 +129,6 @@ typedef struct {
 // and initialises parameters (PyTorch defaults, SPEC.md section 1) from the seed.
 void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed);
 void model_free(model *m);
-// Re-initialises the parameters from the seed and zeroes gradients and Adam moments.
-void model_reset(model *m, uint64_t seed);
 
 // Forward pass; returns the summed cross-entropy over the batch and adds argmax hits to
 // *correct. train != 0 enables dropout keyed by (seed, step). For a dual encoder bt holds the

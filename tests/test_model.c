@@ -230,9 +230,64 @@ static void test_param_names(void **state) {
     model_free(&m);
 }
 
+// Head parallelism: the slices of tp ranks, put back together, are exactly the tensors of a
+// one-process model (a tp run starts where 1x1 does), and every slice is where the table says.
+static void test_tp_slices(void **state) {
+    (void)state;
+    int saved = use_sbm;
+    use_sbm = 1;
+    {
+        const int tp = 2;
+        model_dims d = small_dims(0);
+        model one, part[2];
+        model_init(&one, &d, 1, 42);
+        size_t np = 0;
+        float *gathered = NULL;
+        for (int r = 0; r < tp; r++) {
+            model_dims dr = d;
+            dr.tp = tp;
+            dr.tp_rank = r;
+            model_init(&part[r], &dr, 1, 42);
+            assert_int_equal(part[r].heads_local, d.heads / tp);
+            assert_int_equal(part[r].head0, r * d.heads / tp);
+            np = part[r].nparams;
+            if (!gathered) gathered = xmalloc(sizeof(float) * np * tp);
+            memcpy(gathered + (size_t)r * np, part[r].params, sizeof(float) * np);
+        }
+        assert_true(np < one.nparams);  // split tensors are smaller, replicated ones whole
+        assert_int_equal(part[0].full.total, one.nparams);
+        float *full = xmalloc(sizeof(float) * one.nparams);
+        memset(full, 0xff, sizeof(float) * one.nparams);
+        model_to_full(&part[0], gathered, full);
+        assert_memory_equal(full, one.params, sizeof(float) * one.nparams);
+        // wo is split by columns: rank 1's first row is columns [H/2 d, H d) of the full row 0.
+        int i = param_table_find(&part[1].table, "layers/0/attn/wo/weight");
+        assert_true(i >= 0);
+        const param_entry *e = &part[1].table.e[i];
+        assert_int_equal(e->shard, 1);
+        assert_int_equal(e->gshape[1], (int64_t)d.heads * d.head_dim);
+        const param_entry *f = &one.table.e[i];
+        assert_memory_equal(part[1].params + e->offset,
+                            one.params + f->offset + e->shape[1], sizeof(float) * e->shape[1]);
+        // And back: every rank's slices come out of the whole tensors unchanged.
+        for (int r = 0; r < tp; r++) {
+            float *back = xmalloc(sizeof(float) * np);
+            model_from_full(&part[r], one.params, back);
+            assert_memory_equal(back, part[r].params, sizeof(float) * np);
+            free(back);
+            model_free(&part[r]);
+        }
+        free(full);
+        free(gathered);
+        model_free(&one);
+    }
+    use_sbm = saved;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_param_names),
+        cmocka_unit_test(test_tp_slices),
         cmocka_unit_test(test_gradcheck_eval),
         cmocka_unit_test(test_gradcheck_dropout),
         cmocka_unit_test(test_gradcheck_cls),
