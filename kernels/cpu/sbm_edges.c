@@ -1,9 +1,9 @@
-// cpu_sbm_edges.c: per-row SBM attention kernels on sampled edges (see sbm_edges.h).
+// sbm_edges.c: per-row SBM attention kernels on sampled edges (see sbm_edges.h).
 //
 // The AVX2 path holds a row's query (or output gradient) in NV = dh / 8 registers. Scores and
 // dy . v are computed for eight edges at once and reduced across lanes together (two rounds of
 // horizontal adds and one 128-bit swap for eight sums), so no edge pays a full horizontal sum.
-#include "kernels/sbm_edges.h"
+#include "kernels/cpu/sbm_edges.h"
 
 #include <string.h>
 

@@ -1,4 +1,4 @@
-// cpu_dense.c: CPU backend of the position-wise primitives: linear layers (BLAS), LayerNorm,
+// dense.c: CPU backend of the position-wise primitives: linear layers (BLAS), LayerNorm,
 // activations, dropout, embeddings, pooling, cross-entropy and AdamW. OpenMP splits rows over
 // threads and each thread's BLAS call runs single-threaded, so there is one level of parallelism.
 #include <cblas.h>
@@ -8,7 +8,7 @@
 
 #include "kernels/common.h"
 #include "kernels/dropout.h"
-#include "kernels/fastmath.h"
+#include "kernels/cpu/fastmath.h"
 #include "kernels/kernels.h"
 
 void kctx_init(kctx *k, kbackend backend, int nthreads) {
@@ -325,3 +325,14 @@ void k_scale(kctx *k, float *x, size_t n, float s) {
 }
 
 void k_zero(kctx *k, float *x, size_t n) { memset(x, 0, n * sizeof(float)); }
+void k_copy2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols) {
+#pragma omp parallel for num_threads(k->nthreads) schedule(static)
+    for (int r = 0; r < rows; r++)
+        memcpy(dst + (size_t)r * ld_dst, src + (size_t)r * ld_src, sizeof(float) * (size_t)cols);
+}
+
+void k_add2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols) {
+#pragma omp parallel for num_threads(k->nthreads) schedule(static)
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(size_t)r * ld_dst + c] += src[(size_t)r * ld_src + c];
+}

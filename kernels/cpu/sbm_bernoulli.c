@@ -1,7 +1,7 @@
-// cpu_sbm_bernoulli.c: fused probabilities and Bernoulli draws of the dense sampler (see
+// sbm_bernoulli.c: fused probabilities and Bernoulli draws of the dense sampler (see
 // sbm_bernoulli.h). The 6 x 16 register tile is the usual AVX2 shape: 12 accumulators, two
 // loads of a key panel row and six broadcasts per cluster index.
-#include "kernels/sbm_bernoulli.h"
+#include "kernels/cpu/sbm_bernoulli.h"
 
 #include <string.h>
 

@@ -1,4 +1,4 @@
-// cpu_attention.c: CPU backend of full softmax attention with key padding mask and
+// attention.c: CPU backend of full softmax attention with key padding mask and
 // attention-probability dropout (the baseline). Scores are formed in blocks of query rows
 // (never a whole n x n matrix), the log-sum-exp of each row is kept, and backward recomputes
 // the probabilities from it, so memory is O(T * H) beyond the inputs.
@@ -9,7 +9,7 @@
 
 #include "kernels/common.h"
 #include "kernels/dropout.h"
-#include "kernels/fastmath.h"
+#include "kernels/cpu/fastmath.h"
 #include "kernels/kernels.h"
 
 #define ATT_ROWS 64  // query rows per block: 64 x n scores stay in L2 for n <= 4096

@@ -1,4 +1,4 @@
-// cpu_spmm.c: the straight-through products G B and G^T A over a CSR graph (see spmm.h).
+// spmm.c: the straight-through products G B and G^T A over a CSR graph (see spmm.h).
 //
 // k is taken 32 floats (one chunk) at a time, with A, B and both results packed chunk-major
 // ([chunk][row][32]): the source rows are H * k floats apart, a power of two, and unpacked
@@ -9,7 +9,7 @@
 // its edges into a tile follow on from where the previous tile stopped. A sparse graph gets wider
 // tiles: each (row, tile) visit and each reload of a tile has a fixed cost, so a tile is made
 // wide enough for rows to have about SPMM_SEG edges in it (up to all columns in one tile).
-#include "kernels/spmm.h"
+#include "kernels/cpu/spmm.h"
 
 #include <string.h>
 
