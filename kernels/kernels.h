@@ -14,14 +14,23 @@
 
 typedef enum { KB_CPU = 0, KB_CUDA = 1 } kbackend;
 
+struct kops;  // kernels/backend.h
+
 typedef struct {
     kbackend backend;
+    const struct kops *ops;  // the backend's implementations of every k_* primitive
     int nthreads;  // CPU: OpenMP threads; BLAS runs single-threaded inside each
     int simd;      // CPU: 1 (default) uses the AVX2 kernels where compiled in; 0 the portable
                    // loops that non-AVX2 builds run (tests compare the two)
 } kctx;
 
+// Opens a backend: -1 with a message when this build or machine cannot run it (the CUDA
+// backend without a CUDA build or without a device). nthreads 0: OpenMP's default.
+int kctx_open(kctx *k, kbackend backend, int nthreads, char *err);
+// kctx_open that must succeed (the CPU backend always does).
 void kctx_init(kctx *k, kbackend backend, int nthreads);
+// "cpu" or "cuda".
+const char *kbackend_name(kbackend b);
 
 // A batch in packed form (host memory on CPU).
 typedef struct {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/dropout.h"
 #include "kernels/cpu/fastmath.h"
 #include "kernels/kernels.h"
@@ -20,7 +21,7 @@ static void drop_row(float *ks, int L, int i, int n, rng_stream s, uint32_t thr,
     dropout_factors(ks, (uint32_t)i * (uint32_t)n, L, s, thr, scale, scratch);
 }
 
-void k_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const kbatch *bt, int H,
+void cpu_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const kbatch *bt, int H,
                         int dh, float p, kdrop d) {
     const int HD = H * dh, ld = 3 * HD;
     const float sc = 1.0f / sqrtf((float)dh);
@@ -97,7 +98,7 @@ void k_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const
     free(ub);
 }
 
-void k_attn_softmax_bwd(kctx *k, float *dqkv, const float *dout, const float *qkv,
+void cpu_attn_softmax_bwd(kctx *k, float *dqkv, const float *dout, const float *qkv,
                         const float *out, const float *lse, const kbatch *bt, int H, int dh,
                         float p, kdrop d) {
     const int HD = H * dh, ld = 3 * HD;

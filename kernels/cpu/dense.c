@@ -7,13 +7,14 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/dropout.h"
 #include "kernels/cpu/fastmath.h"
 #include "kernels/kernels.h"
 
-void kctx_init(kctx *k, kbackend backend, int nthreads) {
-    CHECK(backend == KB_CPU);
-    k->backend = backend;
+void cpu_ctx_init(kctx *k, int nthreads) {
+    k->backend = KB_CPU;
+    k->ops = &kops_cpu;
     k->nthreads = nthreads > 0 ? nthreads : omp_get_max_threads();
     k->simd = 1;
     openblas_set_num_threads(1);
@@ -25,7 +26,7 @@ static void split_range(int N, int t, int nt, int *r0, int *r1) {
     *r1 = (int)((long)N * (t + 1) / nt);
 }
 
-void k_linear_fwd(kctx *k, float *out, const float *in, const float *W, const float *b, int N,
+void cpu_linear_fwd(kctx *k, float *out, const float *in, const float *W, const float *b, int N,
                   int nin, int nout) {
 #pragma omp parallel num_threads(k->nthreads)
     {
@@ -43,7 +44,7 @@ void k_linear_fwd(kctx *k, float *out, const float *in, const float *W, const fl
     }
 }
 
-void k_linear_bwd(kctx *k, float *din, float *dW, float *db, const float *dout, const float *in,
+void cpu_linear_bwd(kctx *k, float *din, float *dW, float *db, const float *dout, const float *in,
                   const float *W, int N, int nin, int nout, int accumulate) {
 #pragma omp parallel num_threads(k->nthreads)
     {
@@ -68,7 +69,7 @@ void k_linear_bwd(kctx *k, float *din, float *dW, float *db, const float *dout, 
     }
 }
 
-void k_layernorm_fwd(kctx *k, float *out, float *mean, float *rstd, const float *in,
+void cpu_layernorm_fwd(kctx *k, float *out, float *mean, float *rstd, const float *in,
                      const float *w, const float *b, int N, int C) {
 #pragma omp parallel for num_threads(k->nthreads) schedule(static)
     for (int r = 0; r < N; r++) {
@@ -90,7 +91,7 @@ void k_layernorm_fwd(kctx *k, float *out, float *mean, float *rstd, const float 
     }
 }
 
-void k_layernorm_bwd(kctx *k, float *din, float *dw, float *db, const float *dout,
+void cpu_layernorm_bwd(kctx *k, float *din, float *dw, float *db, const float *dout,
                      const float *in, const float *mean, const float *rstd, const float *w, int N,
                      int C) {
     int nt = k->nthreads;
@@ -129,12 +130,12 @@ void k_layernorm_bwd(kctx *k, float *din, float *dw, float *db, const float *dou
     free(part);
 }
 
-void k_gelu_fwd(kctx *k, float *out, const float *in, size_t n) {
+void cpu_gelu_fwd(kctx *k, float *out, const float *in, size_t n) {
 #pragma omp parallel for num_threads(k->nthreads) schedule(static)
     for (size_t i = 0; i < n; i++) out[i] = 0.5f * in[i] * (1.0f + erff(in[i] * 0.70710678118f));
 }
 
-void k_gelu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n) {
+void cpu_gelu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n) {
 #pragma omp parallel for num_threads(k->nthreads) schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = in[i];
@@ -144,20 +145,20 @@ void k_gelu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t 
     }
 }
 
-void k_relu_fwd(kctx *k, float *out, const float *in, size_t n) {
+void cpu_relu_fwd(kctx *k, float *out, const float *in, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
 }
 
-void k_relu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n) {
+void cpu_relu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n) {
     for (size_t i = 0; i < n; i++) din[i] = in[i] > 0.0f ? dout[i] : 0.0f;
 }
 
-void k_add(kctx *k, float *y, const float *x, size_t n) {
+void cpu_add(kctx *k, float *y, const float *x, size_t n) {
 #pragma omp parallel for num_threads(k->nthreads) schedule(static)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-void k_bias_add(kctx *k, float *x, const float *b, int N, int C) {
+void cpu_bias_add(kctx *k, float *x, const float *b, int N, int C) {
 #pragma omp parallel for num_threads(k->nthreads) schedule(static)
     for (int r = 0; r < N; r++) {
         float *o = x + (size_t)r * C;
@@ -165,7 +166,7 @@ void k_bias_add(kctx *k, float *x, const float *b, int N, int C) {
     }
 }
 
-void k_dropout(kctx *k, float *x, const kbatch *bt, int C, float p, kdrop d) {
+void cpu_dropout(kctx *k, float *x, const kbatch *bt, int C, float p, kdrop d) {
     if (p <= 0.0f) return;
     enum { CHUNK = 4096 };
     uint32_t thr = dropout_threshold(p);
@@ -188,7 +189,7 @@ void k_dropout(kctx *k, float *x, const kbatch *bt, int C, float p, kdrop d) {
     }
 }
 
-void k_embed_fwd(kctx *k, float *out, const kbatch *bt, const float *tok, const float *pos, int D) {
+void cpu_embed_fwd(kctx *k, float *out, const kbatch *bt, const float *tok, const float *pos, int D) {
 #pragma omp parallel for num_threads(k->nthreads) schedule(dynamic, 1)
     for (int b = 0; b < bt->B; b++)
         for (int t = 0; t < bt->len[b]; t++) {
@@ -199,7 +200,7 @@ void k_embed_fwd(kctx *k, float *out, const kbatch *bt, const float *tok, const 
         }
 }
 
-void k_embed_bwd(kctx *k, float *dtok, float *dpos, const float *dout, const kbatch *bt, int D) {
+void cpu_embed_bwd(kctx *k, float *dtok, float *dpos, const float *dout, const kbatch *bt, int D) {
     // Several rows share a token or a position: accumulate serially (T*D adds, negligible).
     for (int b = 0; b < bt->B; b++)
         for (int t = 0; t < bt->len[b]; t++) {
@@ -213,7 +214,7 @@ void k_embed_bwd(kctx *k, float *dtok, float *dpos, const float *dout, const kba
         }
 }
 
-void k_mask_pool_fwd(kctx *k, float *pooled, float *x, const kbatch *bt, int D, int cls) {
+void cpu_mask_pool_fwd(kctx *k, float *pooled, float *x, const kbatch *bt, int D, int cls) {
     for (int b = 0; b < bt->B; b++) {
         float *pb = pooled + (size_t)b * D;
         memset(pb, 0, (size_t)D * sizeof(float));
@@ -231,7 +232,7 @@ void k_mask_pool_fwd(kctx *k, float *pooled, float *x, const kbatch *bt, int D, 
     }
 }
 
-void k_mask_pool_bwd(kctx *k, float *dx, const float *dpooled, const kbatch *bt, int D, int cls) {
+void cpu_mask_pool_bwd(kctx *k, float *dx, const float *dpooled, const kbatch *bt, int D, int cls) {
     for (int b = 0; b < bt->B; b++) {
         const float *g = dpooled + (size_t)b * D;
         for (int r = bt->off[b]; r < bt->off[b + 1]; r++) {
@@ -248,7 +249,7 @@ void k_mask_pool_bwd(kctx *k, float *dx, const float *dpooled, const kbatch *bt,
     }
 }
 
-void k_dual_combine_fwd(kctx *k, float *out, const float *pooled, int B, int D) {
+void cpu_dual_combine_fwd(kctx *k, float *out, const float *pooled, int B, int D) {
     for (int b = 0; b < B; b++) {
         const float *x0 = pooled + (size_t)2 * b * D, *x1 = x0 + D;
         float *o = out + (size_t)4 * b * D;
@@ -261,7 +262,7 @@ void k_dual_combine_fwd(kctx *k, float *out, const float *pooled, int B, int D) 
     }
 }
 
-void k_dual_combine_bwd(kctx *k, float *dpooled, const float *dout, const float *pooled, int B,
+void cpu_dual_combine_bwd(kctx *k, float *dpooled, const float *dout, const float *pooled, int B,
                         int D) {
     for (int b = 0; b < B; b++) {
         const float *x0 = pooled + (size_t)2 * b * D, *x1 = x0 + D;
@@ -274,7 +275,7 @@ void k_dual_combine_bwd(kctx *k, float *dpooled, const float *dout, const float 
     }
 }
 
-double k_xent_fwd(kctx *k, float *probs, const float *logits, const int32_t *labels, int B, int C,
+double cpu_xent_fwd(kctx *k, float *probs, const float *logits, const int32_t *labels, int B, int C,
                   int *correct) {
     double loss = 0.0;
     for (int b = 0; b < B; b++) {
@@ -293,7 +294,7 @@ double k_xent_fwd(kctx *k, float *probs, const float *logits, const int32_t *lab
     return loss;
 }
 
-void k_xent_bwd(kctx *k, float *dlogits, const float *probs, const int32_t *labels, int B, int C,
+void cpu_xent_bwd(kctx *k, float *dlogits, const float *probs, const int32_t *labels, int B, int C,
                 float scale) {
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++)
@@ -301,7 +302,7 @@ void k_xent_bwd(kctx *k, float *dlogits, const float *probs, const int32_t *labe
                 (probs[(size_t)b * C + c] - (c == labels[b] ? 1.0f : 0.0f)) * scale;
 }
 
-void k_adamw(kctx *k, float *param, const float *grad, float *m, float *v, size_t n, float lr,
+void cpu_adamw(kctx *k, float *param, const float *grad, float *m, float *v, size_t n, float lr,
              float beta1, float beta2, float eps, float wd, float bc1, float bc2) {
     float step = lr / bc1, sbc2 = sqrtf(bc2), decay = 1.0f - lr * wd;
 #pragma omp parallel for num_threads(k->nthreads) schedule(static)
@@ -313,25 +314,25 @@ void k_adamw(kctx *k, float *param, const float *grad, float *m, float *v, size_
     }
 }
 
-double k_sumsq(kctx *k, const float *x, size_t n) {
+double cpu_sumsq(kctx *k, const float *x, size_t n) {
     double s = 0.0;
 #pragma omp parallel for num_threads(k->nthreads) reduction(+ : s) schedule(static)
     for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
     return s;
 }
 
-void k_scale(kctx *k, float *x, size_t n, float s) {
+void cpu_scale(kctx *k, float *x, size_t n, float s) {
     for (size_t i = 0; i < n; i++) x[i] *= s;
 }
 
-void k_zero(kctx *k, float *x, size_t n) { memset(x, 0, n * sizeof(float)); }
-void k_copy2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols) {
+void cpu_zero(kctx *k, float *x, size_t n) { memset(x, 0, n * sizeof(float)); }
+void cpu_copy2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols) {
 #pragma omp parallel for num_threads(k->nthreads) schedule(static)
     for (int r = 0; r < rows; r++)
         memcpy(dst + (size_t)r * ld_dst, src + (size_t)r * ld_src, sizeof(float) * (size_t)cols);
 }
 
-void k_add2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols) {
+void cpu_add2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols) {
 #pragma omp parallel for num_threads(k->nthreads) schedule(static)
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < cols; c++) dst[(size_t)r * ld_dst + c] += src[(size_t)r * ld_src + c];

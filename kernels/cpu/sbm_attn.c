@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/cpu/fastmath.h"
 #include "kernels/cpu/sbm_edges.h"
 #include "kernels/cpu/spmm.h"
@@ -251,7 +252,7 @@ static void unit_fwd(sbm_graph *g, const unit_io *io, attn_scratch *sc) {
         unit_fwd_sparse(g, io, sc);
 }
 
-void k_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt,
+void cpu_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt,
                     int H, int dh, float p, kdrop d) {
     const int HD = H * dh, ld = 3 * HD;
 #pragma omp parallel num_threads(k->nthreads)
@@ -376,7 +377,7 @@ static void unit_bwd(const sbm_graph *g, const unit_io *io, const unit_grad *gr,
               gr->kc, sc->spmm, io->simd);
 }
 
-void k_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dout,
+void cpu_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dout,
                     const float *qkv, const float *out, const sbm_graphs *gs, const float *Y,
                     const float *S, const kbatch *bt, int H, int dh, int kc, float p, kdrop d,
                     float reg) {

@@ -6,10 +6,11 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/cpu/fastmath.h"
 #include "kernels/sbm.h"
 
-void k_sbm_blocks_fwd(kctx *k, float *S, const float *C, int H, int kc, int d) {
+void cpu_sbm_blocks_fwd(kctx *k, float *S, const float *C, int H, int kc, int d) {
     for (int h = 0; h < H; h++) {
         const float *Ch = C + (size_t)h * kc * d;
         float *Sh = S + (size_t)h * kc * kc;
@@ -28,7 +29,7 @@ void k_sbm_blocks_fwd(kctx *k, float *S, const float *C, int H, int kc, int d) {
     }
 }
 
-void k_sbm_blocks_bwd(kctx *k, float *dC, const float *dS, const float *S, const float *C, int H,
+void cpu_sbm_blocks_bwd(kctx *k, float *dC, const float *dS, const float *S, const float *C, int H,
                       int kc, int d) {
     size_t kk = (size_t)kc * kc;
     float *dM = xmalloc(sizeof(float) * kk);
@@ -52,7 +53,7 @@ static void split_range(int N, int t, int nt, int *r0, int *r1) {
     *r1 = (int)((long)N * (t + 1) / nt);
 }
 
-void k_sbm_members_fwd(kctx *k, float *Y, const float *phi, const float *C, const kbatch *bt,
+void cpu_sbm_members_fwd(kctx *k, float *Y, const float *phi, const float *C, const kbatch *bt,
                        int rows, int H, int kc, int d) {
     const int Hk = H * kc, Hd = H * d, T = bt->T;
 #pragma omp parallel num_threads(k->nthreads)
@@ -76,7 +77,7 @@ void k_sbm_members_fwd(kctx *k, float *Y, const float *phi, const float *C, cons
     }
 }
 
-void k_sbm_members_bwd(kctx *k, float *dphi, float *dC, float *dY, const float *Y,
+void cpu_sbm_members_bwd(kctx *k, float *dphi, float *dC, float *dY, const float *Y,
                        const float *phi, const float *C, int rows, int H, int kc, int d) {
     const int Hk = H * kc, Hd = H * d;
     const int nt = k->nthreads;

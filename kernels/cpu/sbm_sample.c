@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/cpu/fastmath.h"
 #include "kernels/cpu/sbm_bernoulli.h"
 #include "kernels/philox.h"
@@ -500,7 +501,7 @@ static void sample_dense_blocks(sbm_graph *g, const float *Yq, const float *Yk, 
     g->nnz = nnz;
 }
 
-void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const kbatch *bt, int H,
+void cpu_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const kbatch *bt, int H,
                   int kc, float eps, sbm_sampler sampler, uint64_t seed, uint32_t step,
                   uint32_t layer, uint32_t head0, int64_t *edges) {
     const int units = bt->B * H, Hk = H * kc;
