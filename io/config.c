@@ -66,6 +66,7 @@ static const key_def KEYS[] = {
     {"train", "keep_checkpoints", T_INT, F(keep_checkpoints), 1, 1 << 20, NULL,
      "newest checkpoints kept"},
     {"train", "seed", T_U64, F(seed), 0, 0, NULL, "run seed"},
+    {"train", "backend", T_STR, F(backend), 0, 0, "cpu|cuda", "compute backend"},
     {"train", "micro_batch", T_INT, F(micro_batch), 0, 1 << 24, NULL,
      "examples per forward/backward (gradient accumulation), 0 = the whole per-rank batch"},
     {"dist", "tp", T_INT, F(tp), 1, 1024, NULL, "head-parallel ranks (dp = world / tp)"},
@@ -115,6 +116,7 @@ void config_defaults(sbmt_config *c) {
     c->checkpoint_every = 500;
     c->keep_checkpoints = 3;
     c->seed = 1234;
+    strcpy(c->backend, "cpu");
     c->micro_batch = 0;
     c->tp = 1;
     c->grad_buckets = 1;

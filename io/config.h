@@ -49,6 +49,7 @@ typedef struct {
     int checkpoint_every;   // checkpoint period in steps; 0 = only at the end
     int keep_checkpoints;   // newest checkpoints kept in the run directory
     uint64_t seed;
+    char backend[8];        // cpu | cuda
     int micro_batch;        // examples per forward/backward; 0 = the whole per-rank batch
     // [dist]
     int tp;                 // head-parallel ranks; dp = world / tp

@@ -14,9 +14,8 @@ int kctx_open(kctx *k, kbackend backend, int nthreads, char *err) {
         cpu_ctx_init(k, nthreads);
         return 0;
     }
-    return sbmt_errf(err,
-                     "backend cuda: this build of sbmt has no CUDA backend (the CPU backend "
-                     "is the only one built; use backend = cpu)");
+    return sbmt_errf(err, "this build of sbmt has no CUDA backend (the CPU backend is the only "
+                          "one built; use cpu)");
 }
 
 void kctx_init(kctx *k, kbackend backend, int nthreads) {

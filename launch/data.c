@@ -91,7 +91,7 @@ int cli_help(const char *cmd) {
                "  or the attributes and splits of a dataset.\n");
     } else if (!strcmp(cmd, "eval")) {
         printf("sbmt eval --ckpt F.h5 --data D.h5 [--split train|dev|test] [--json] [--threads N]\n"
-               "          [--batch N]\n"
+               "          [--batch N] [--backend cpu|cuda]\n"
                "  With --json the last line is {\"split\", \"accuracy\", \"loss\", ...}.\n");
     } else {
         fprintf(stderr, "sbmt help: unknown command '%s' (data, train, eval)\n", cmd);

@@ -17,12 +17,14 @@ int cli_eval(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return cli_help("eval");
     const char *ckpt = NULL, *data = NULL, *split_name = "test";
     int json = 0, threads = 0, batch = 0;
+    const char *backend = "cpu";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         int has_val = i + 1 < argc;
         if (!strcmp(a, "--ckpt") && has_val) ckpt = argv[++i];
         else if (!strcmp(a, "--data") && has_val) data = argv[++i];
         else if (!strcmp(a, "--split") && has_val) split_name = argv[++i];
+        else if (!strcmp(a, "--backend") && has_val) backend = argv[++i];
         else if (!strcmp(a, "--json")) json = 1;
         else if ((!strcmp(a, "--threads") || !strcmp(a, "--batch")) && has_val) {
             int64_t v;
@@ -61,7 +63,15 @@ int cli_eval(int argc, char **argv) {
     model_init(&m, &dims, batch ? batch : (cfg.batch_size < 64 ? cfg.batch_size : 64), cfg.seed);
     if (ckpt_load(ckpt, &m.table, m.params, NULL, NULL, err)) goto done;
     kctx k;
-    kctx_init(&k, KB_CPU, threads);
+    if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
+        sbmt_errf(err, "--backend '%s': expected cpu or cuda", backend);
+        goto done;
+    }
+    char e2[SBMT_ERR_LEN];
+    if (kctx_open(&k, strcmp(backend, "cuda") ? KB_CPU : KB_CUDA, threads, e2)) {
+        sbmt_errf(err, "--backend %s: %.900s", backend, e2);
+        goto done;
+    }
     eval_result res;
     double t0 = sbmt_now();
     if (run_evaluate(&m, &k, NULL, &ds, split, 0, &cfg, &res, err)) goto done;

@@ -835,7 +835,12 @@ int cli_train(int argc, char **argv) {
         snprintf(r->out_dir, sizeof(r->out_dir), "%.4000s", out);
     else
         snprintf(r->out_dir, sizeof(r->out_dir), "runs/%.31s", r->cfg.task);
-    kctx_init(&r->k, KB_CPU, threads ? threads : default_threads(&r->dist));
+    char e2[SBMT_ERR_LEN];
+    if (kctx_open(&r->k, strcmp(r->cfg.backend, "cuda") ? KB_CPU : KB_CUDA,
+                  threads ? threads : default_threads(&r->dist), e2)) {
+        sbmt_errf(err, "train.backend = %s: %.900s", r->cfg.backend, e2);
+        goto fail;
+    }
     r->in_main = 1;
     if (train_main(r, err)) goto fail;
     train_run_free(r);

@@ -222,6 +222,14 @@ static void test_cli_errors(void **state) {
     expect_fail("train --data lo.h5 --set data.seq_len=128", "seq_len is 64");
     expect_fail("eval --ckpt lo.h5 --data lo.h5", "lo.h5");
     expect_fail("eval --ckpt run/final.h5 --data lo.h5 --split nope", "--split 'nope'");
+    expect_fail("train --data lo.h5 --set data.seq_len=64 --set train.backend=tpu",
+                "train.backend: 'tpu' is not one of cpu|cuda");
+    expect_fail("train --data lo.h5 --set data.seq_len=64 --set train.backend=cuda",
+                "train.backend = cuda: this build of sbmt has no CUDA backend");
+    expect_fail("eval --ckpt run/final.h5 --data lo.h5 --backend cuda",
+                "--backend cuda: this build of sbmt has no CUDA backend");
+    expect_fail("train --data lo.h5 --set data.seq_len=64 --set dist.tp=3",
+                "dist.tp = 3 does not divide model.heads = 2");
     expect_fail("data listops --out x.h5 --train abc", "--train 'abc'");
     expect_fail("data listops --out x.h5 --min-len 100 --max-len 50 --seq-len 64", "min_len");
     char *out = NULL;
