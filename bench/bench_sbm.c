@@ -191,7 +191,7 @@ static double time_layer(kctx *k, int n, int sbm, double *density) {
                     .attn_dropout = 0.1f, .sbm = sbm, .clusters = 128, .edge_floor = 0.01f,
                     .sparsity_weight = 1e-4f, .sampler = SBM_SAMPLER_AUTO};
     model m;
-    model_init(&m, &d, 1, 1);
+    model_init(&m, k, &d, 1, 1);
     kbatch bt;
     make_batch(&bt, n);
     int32_t label = 3;

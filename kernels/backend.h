@@ -10,6 +10,11 @@
 
 typedef struct kops {
     const char *name;
+    __typeof__(k_alloc) *alloc;
+    __typeof__(k_free) *free;
+    __typeof__(k_upload) *upload;
+    __typeof__(k_download) *download;
+    __typeof__(k_copy) *copy;
     __typeof__(k_linear_fwd) *linear_fwd;
     __typeof__(k_linear_bwd) *linear_bwd;
     __typeof__(k_layernorm_fwd) *layernorm_fwd;
@@ -40,6 +45,7 @@ typedef struct kops {
     __typeof__(k_sbm_members_fwd) *sbm_members_fwd;
     __typeof__(k_sbm_members_bwd) *sbm_members_bwd;
     __typeof__(k_sbm_sample) *sbm_sample;
+    __typeof__(k_sbm_graph_stats) *sbm_graph_stats;
     __typeof__(k_sbm_attn_fwd) *sbm_attn_fwd;
     __typeof__(k_sbm_attn_bwd) *sbm_attn_bwd;
     __typeof__(k_copy2d) *copy2d;

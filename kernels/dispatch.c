@@ -23,6 +23,20 @@ void kctx_init(kctx *k, kbackend backend, int nthreads) {
     if (kctx_open(k, backend, nthreads, err)) sbmt_fatal(__FILE__, __LINE__, "%s", err);
 }
 
+void *k_alloc(kctx *k, size_t bytes) { return k->ops->alloc(k, bytes); }
+
+void k_free(kctx *k, void *p) { k->ops->free(k, p); }
+
+void k_upload(kctx *k, void *dst, const void *host, size_t bytes) {
+    k->ops->upload(k, dst, host, bytes);
+}
+
+void k_download(kctx *k, void *host, const void *src, size_t bytes) {
+    k->ops->download(k, host, src, bytes);
+}
+
+void k_copy(kctx *k, float *dst, const float *src, size_t n) { k->ops->copy(k, dst, src, n); }
+
 void k_linear_fwd(kctx *k, float *out, const float *in, const float *W, const float *b, int N,
                   int nin, int nout) {
     k->ops->linear_fwd(k, out, in, W, b, N, nin, nout);
@@ -144,6 +158,10 @@ void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const
                   int kc, float eps, sbm_sampler sampler, uint64_t seed, uint32_t step,
                   uint32_t layer, uint32_t head0, int64_t *edges) {
     k->ops->sbm_sample(k, gs, Y, S, bt, H, kc, eps, sampler, seed, step, layer, head0, edges);
+}
+
+void k_sbm_graph_stats(kctx *k, const sbm_graphs *gs, int H, int64_t *edges, double *expected) {
+    k->ops->sbm_graph_stats(k, gs, H, edges, expected);
 }
 
 void k_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt, int H,

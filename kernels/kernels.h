@@ -55,6 +55,16 @@ typedef struct {
 enum { KSLOT_EMBED = 0x8000, KSLOT_ATTN_OUT = 0x8001, KSLOT_FFN_HID = 0x8002,
        KSLOT_FFN_OUT = 0x8003 };
 
+// ---- tensor memory: host memory on the CPU backend, device memory on CUDA ----
+// Zero-filled; one allocation per buffer the model or the trainer owns (never per call).
+void *k_alloc(kctx *k, size_t bytes);
+void k_free(kctx *k, void *p);
+// Host <-> backend copies of `bytes` bytes.
+void k_upload(kctx *k, void *dst, const void *host, size_t bytes);
+void k_download(kctx *k, void *host, const void *src, size_t bytes);
+// dst[n] = src[n] within the backend.
+void k_copy(kctx *k, float *dst, const float *src, size_t n);
+
 // ---- dense layers (rows = packed tokens or batch entries) ----
 // out[N,nout] = in[N,nin] W[nout,nin]^T + b[nout]   (b may be NULL)
 void k_linear_fwd(kctx *k, float *out, const float *in, const float *W, const float *b, int N,

@@ -70,6 +70,10 @@ void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const
                   int kc, float eps, sbm_sampler sampler, uint64_t seed, uint32_t step,
                   uint32_t layer, uint32_t head0, int64_t *edges);
 
+// Per-head totals over the units of a layer's graphs (unit u = b * H + h): edges[h] the sampled
+// edges, expected[h] the expected count (either may be NULL).
+void k_sbm_graph_stats(kctx *k, const sbm_graphs *gs, int H, int64_t *edges, double *expected);
+
 // Sparse attention on the sampled edges: out [T, H*d] from qkv [T, 3*H*d] (layout of
 // k_attn_softmax_fwd); stores per-edge probabilities and dropout flags in gs.
 void k_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt,

@@ -99,9 +99,11 @@ static int load_one(const char *path, model *m, uint64_t seed, int64_t *step, in
     float *full = xmalloc(sizeof(float) * nf * 3);
     int lrc = ckpt_load(path, &m->full, full, full + nf, full + 2 * nf, err);
     if (lrc == 0) {
-        model_from_full(m, full, m->params);
-        model_from_full(m, full + nf, m->adam_m);
-        model_from_full(m, full + 2 * nf, m->adam_v);
+        const size_t np = m->nparams;
+        float *local = xmalloc(sizeof(float) * np * 3);
+        for (int i = 0; i < 3; i++) model_from_full(m, full + i * nf, local + i * np);
+        model_set_state(m, local, local + np, local + 2 * np);
+        free(local);
     }
     free(full);
     if (lrc) return -1;

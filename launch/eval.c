@@ -54,14 +54,12 @@ int cli_eval(int argc, char **argv) {
     uint64_t seed;
     char *text = NULL;
     int rc = 1;
+    float *host = NULL;
     if (ckpt_read_meta(ckpt, &step, &seed, &text, err)) goto done;
     config_defaults(&cfg);
     if (config_load_string(&cfg, text, ckpt, err)) goto done;
     if (ds_open(&ds, data, err)) goto done;
     if (run_resolve_config(&cfg, &ds, err)) goto done;
-    model_dims dims = run_model_dims(&cfg);
-    model_init(&m, &dims, batch ? batch : (cfg.batch_size < 64 ? cfg.batch_size : 64), cfg.seed);
-    if (ckpt_load(ckpt, &m.table, m.params, NULL, NULL, err)) goto done;
     kctx k;
     if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
         sbmt_errf(err, "--backend '%s': expected cpu or cuda", backend);
@@ -72,6 +70,12 @@ int cli_eval(int argc, char **argv) {
         sbmt_errf(err, "--backend %s: %.900s", backend, e2);
         goto done;
     }
+    model_dims dims = run_model_dims(&cfg);
+    model_init(&m, &k, &dims, batch ? batch : (cfg.batch_size < 64 ? cfg.batch_size : 64), cfg.seed);
+    // A one-process model: its table is the checkpoint's logical one.
+    host = xmalloc(sizeof(float) * m.nparams);
+    if (ckpt_load(ckpt, &m.table, host, NULL, NULL, err)) goto done;
+    model_set_state(&m, host, NULL, NULL);
     eval_result res;
     double t0 = sbmt_now();
     if (run_evaluate(&m, &k, NULL, &ds, split, 0, &cfg, &res, err)) goto done;
@@ -96,6 +100,7 @@ int cli_eval(int argc, char **argv) {
 done:
     if (rc) fprintf(stderr, "sbmt eval: error: %s\n", err);
     free(text);
+    free(host);
     if (m.params) model_free(&m);
     if (ds.file > 0) ds_close(&ds);
     return rc;

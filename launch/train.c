@@ -88,6 +88,7 @@ typedef struct {
     int64_t *edges_acc;     // [L*H] edges of this rank's micro-batches
     float *full;            // [3 * full.total] rank 0: whole tensors for a checkpoint
     float *gathered;        // [tp * nparams] tp root: the tp group's slices
+    float *state;           // [3 * nparams] host copy of parameters and moments (checkpoints)
     dist_req *reqs;         // [2 (L + 2)] gradient buckets in flight
     int nreqs;
     double t_grad_sync;     // time backward's end waited for the gradient all-reduce
@@ -274,14 +275,16 @@ static double clip_grads(train_run *r, float clip) {
 // tensors): compared by checksum at every save, a divergence is an error, not a silent fork.
 static int check_replicas(train_run *r, int step, char *err) {
     const model *m = &r->m;
-    uint64_t a = dist_checksum(m->params, sizeof(float) * m->nparams);
-    a ^= dist_checksum(m->adam_m, sizeof(float) * m->nparams) * 31;
-    a ^= dist_checksum(m->adam_v, sizeof(float) * m->nparams) * 131;
+    const size_t np = m->nparams;
+    const float *params = r->state, *adam_m = r->state + np, *adam_v = r->state + 2 * np;
+    uint64_t a = dist_checksum(params, sizeof(float) * np);
+    a ^= dist_checksum(adam_m, sizeof(float) * np) * 31;
+    a ^= dist_checksum(adam_v, sizeof(float) * np) * 131;
     uint64_t b = 0;
     for (int i = 0; i < m->table.n; i++)
         if (m->table.e[i].shard < 0)
             b = b * 1099511628211ULL ^
-                dist_checksum(m->params + m->table.e[i].offset, sizeof(float) * m->table.e[i].numel);
+                dist_checksum(params + m->table.e[i].offset, sizeof(float) * m->table.e[i].numel);
     // [0] this rank's slices and moments (equal across dp), [1] its replicated tensors (equal
     // across tp too): equal when their minimum and maximum over the group are.
     int64_t mn[2] = {(int64_t)a, (int64_t)b}, mx[2] = {(int64_t)a, (int64_t)b};
@@ -300,16 +303,16 @@ static int check_replicas(train_run *r, int step, char *err) {
 // Collective: gathers the tp slices into whole tensors on rank 0, which writes
 // DIR/ckpt_<step>.h5 under the commit protocol; other ranks never write into the run directory.
 static int save_checkpoint(train_run *r, int step, char *err) {
+    const size_t np = r->m.nparams;
+    model_get_state(&r->m, r->state, r->state + np, r->state + 2 * np);
     // Test hook: one rank's copy drifts by one ulp, as a silent fork would (test_dist_train).
     const char *perturb = getenv("SBMT_TEST_PERTURB_RANK");
-    if (perturb && atoi(perturb) == r->dist.rank)
-        r->m.params[0] = nextafterf(r->m.params[0], INFINITY);
+    if (perturb && atoi(perturb) == r->dist.rank) r->state[0] = nextafterf(r->state[0], INFINITY);
     int rc = check_replicas(r, step, err);
     if (rc == 0 && r->dist.dp_rank == 0) {
-        const size_t nf = r->m.full.total, np = r->m.nparams;
-        float *bufs[3] = {r->m.params, r->m.adam_m, r->m.adam_v};
+        const size_t nf = r->m.full.total;
         for (int i = 0; i < 3; i++) {
-            dist_gather(&r->dist, DIST_TP, bufs[i], r->gathered, np, DIST_F32, 0);
+            dist_gather(&r->dist, DIST_TP, r->state + i * np, r->gathered, np, DIST_F32, 0);
             if (dist_is_root(&r->dist)) model_to_full(&r->m, r->gathered, r->full + i * nf);
         }
         if (dist_is_root(&r->dist))
@@ -503,7 +506,7 @@ static int train_main(train_run *r, char *err) {
     r->mb = c->micro_batch > 0 ? c->micro_batch : r->Bl;
     r->spe = c->dual ? 2 : 1;  // sequences per example
     const int n = c->seq_len, spe = r->spe, LH = c->layers * c->heads;
-    model_init(&r->m, &dims, r->mb, c->seed);
+    model_init(&r->m, &r->k, &dims, r->mb, c->seed);
     r->m.dist = D;
     r->m.grad_ctx = r;
     r->m.reg_batch = r->B * spe;
@@ -524,6 +527,7 @@ static int train_main(train_run *r, char *err) {
     r->edges_acc = xcalloc((size_t)LH, sizeof(int64_t));
     r->reqs = xcalloc(2 * ((size_t)c->layers + 2), sizeof(dist_req));
     if (D->dp_rank == 0) r->gathered = xmalloc(sizeof(float) * r->m.nparams * D->tp);
+    r->state = xmalloc(sizeof(float) * r->m.nparams * 3);
     if (root) r->full = xmalloc(sizeof(float) * r->m.full.total * 3);
     const char *trace = getenv("SBMT_TRACE_ROWS");
     if (trace && *trace) {
@@ -765,6 +769,7 @@ static void train_run_free(train_run *r) {
     free(r->edges_acc);
     free(r->reqs);
     free(r->gathered);
+    free(r->state);
     free(r->full);
     free(r->config_text);
     if (r->ds.file > 0) ds_close(&r->ds);

@@ -179,13 +179,42 @@ void model_to_full(const model *m, const float *gathered, float *full) {
 
 static void init_local(model *m, uint64_t seed) {
     float *full = xmalloc(sizeof(float) * m->full.total);
+    float *local = xmalloc(sizeof(float) * m->nparams);
     init_params(&m->full, full, seed);
-    model_from_full(m, full, m->params);
+    model_from_full(m, full, local);
+    k_upload(m->k, m->params, local, sizeof(float) * m->nparams);
+    free(local);
     free(full);
 }
 
-void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed) {
+// The activation and scratch buffers: one backend allocation carved into tensors (as llm.c
+// does), described here once. Each slot starts on a 64-byte boundary.
+typedef struct {
+    float **ptr;
+    size_t n;  // floats
+} arena_slot;
+
+typedef struct {
+    arena_slot *s;
+    int n, cap;
+} arena_plan;
+
+static void plan(arena_plan *a, float **ptr, size_t n) {
+    if (a->n == a->cap) {
+        a->cap = a->cap ? 2 * a->cap : 64;
+        a->s = realloc(a->s, sizeof(arena_slot) * (size_t)a->cap);
+        CHECK(a->s != NULL);
+    }
+    a->s[a->n].ptr = ptr;
+    a->s[a->n].n = n;
+    a->n++;
+}
+
+static size_t arena_round(size_t n) { return (n + 15) / 16 * 16; }
+
+void model_init(model *m, kctx *k, const model_dims *dim, int max_batch, uint64_t seed) {
     memset(m, 0, sizeof(*m));
+    m->k = k;
     m->dim = *dim;
     m->tp = dim->tp > 1 ? dim->tp : 1;
     m->tp_rank = m->tp > 1 ? dim->tp_rank : 0;
@@ -195,103 +224,116 @@ void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed) {
     build_table(m, &m->table, m->tp, 1);
     build_table(m, &m->full, 1, 0);
     size_t np = m->nparams;
-    m->params = xcalloc(np, sizeof(float));
-    m->grads = xcalloc(np, sizeof(float));
-    m->adam_m = xcalloc(np, sizeof(float));
-    m->adam_v = xcalloc(np, sizeof(float));
+    // Parameters, gradients and both moments: one allocation, four [nparams] buffers.
+    m->params = k_alloc(k, sizeof(float) * arena_round(np) * 4);
+    m->grads = m->params + arena_round(np);
+    m->adam_m = m->grads + arena_round(np);
+    m->adam_v = m->adam_m + arena_round(np);
     init_local(m, seed);
 
     // Activations hold this rank's heads only.
-    const int D = dim->d_model, Dh = dim->d_ff, H = m->heads_local, HD = H * dim->head_dim;
-    const int C = dim->classes;
-    size_t S = (size_t)max_batch * (dim->dual ? 2 : 1);  // sequences
-    size_t T = S * dim->seq_len;
+    const size_t D = dim->d_model, Dh = dim->d_ff, H = m->heads_local, HD = H * dim->head_dim;
+    const size_t C = dim->classes, kc = dim->clusters;
+    const size_t S = (size_t)max_batch * (dim->dual ? 2 : 1);  // sequences
+    const size_t T = S * dim->seq_len, B = (size_t)max_batch;
     m->max_batch = max_batch;
     m->max_tokens = (int)T;
     m->la = xcalloc((size_t)dim->layers, sizeof(layer_acts));
+    arena_plan ap = {0};
     for (int l = 0; l < dim->layers; l++) {
         layer_acts *a = &m->la[l];
-        a->res_in = xmalloc(T * D * sizeof(float));
-        a->ln1 = xmalloc(T * D * sizeof(float));
-        a->ln1_mean = xmalloc(T * sizeof(float));
-        a->ln1_rstd = xmalloc(T * sizeof(float));
-        a->qkv = xmalloc(T * 3 * HD * sizeof(float));
-        a->att = xmalloc(T * HD * sizeof(float));
-        a->lse = xmalloc(T * H * sizeof(float));
-        a->res_mid = xmalloc(T * D * sizeof(float));
-        a->ln2 = xmalloc(T * D * sizeof(float));
-        a->ln2_mean = xmalloc(T * sizeof(float));
-        a->ln2_rstd = xmalloc(T * sizeof(float));
-        a->ffn_pre = xmalloc(T * Dh * sizeof(float));
-        a->ffn_act = xmalloc(T * Dh * sizeof(float));
+        plan(&ap, &a->res_in, T * D);
+        plan(&ap, &a->ln1, T * D);
+        plan(&ap, &a->ln1_mean, T);
+        plan(&ap, &a->ln1_rstd, T);
+        plan(&ap, &a->qkv, T * 3 * HD);
+        plan(&ap, &a->att, T * HD);
+        plan(&ap, &a->lse, T * H);
+        plan(&ap, &a->res_mid, T * D);
+        plan(&ap, &a->ln2, T * D);
+        plan(&ap, &a->ln2_mean, T);
+        plan(&ap, &a->ln2_rstd, T);
+        plan(&ap, &a->ffn_pre, T * Dh);
+        plan(&ap, &a->ffn_act, T * Dh);
         if (dim->sbm) {
-            size_t kc = (size_t)dim->clusters;
-            a->qk = xmalloc(2 * T * HD * sizeof(float));
-            a->phi_pre = xmalloc(2 * T * HD * sizeof(float));
-            a->phi_hid = xmalloc(2 * T * HD * sizeof(float));
-            a->phi = xmalloc(2 * T * HD * sizeof(float));
-            a->Y = xmalloc(2 * T * H * kc * sizeof(float));
-            a->S = xmalloc(H * kc * kc * sizeof(float));
+            plan(&ap, &a->qk, 2 * T * HD);
+            plan(&ap, &a->phi_pre, 2 * T * HD);
+            plan(&ap, &a->phi_hid, 2 * T * HD);
+            plan(&ap, &a->phi, 2 * T * HD);
+            plan(&ap, &a->Y, 2 * T * H * kc);
+            plan(&ap, &a->S, H * kc * kc);
         }
     }
     if (dim->sbm) {
-        size_t kc = (size_t)dim->clusters;
-        m->d_qk = xmalloc(2 * T * HD * sizeof(float));
-        m->d_phi = xmalloc(2 * T * HD * sizeof(float));
-        m->d_phi_hid = xmalloc(2 * T * HD * sizeof(float));
-        m->d_Y = xmalloc(2 * T * H * kc * sizeof(float));
-        m->d_S = xmalloc(H * kc * kc * sizeof(float));
+        plan(&ap, &m->d_qk, 2 * T * HD);
+        plan(&ap, &m->d_phi, 2 * T * HD);
+        plan(&ap, &m->d_phi_hid, 2 * T * HD);
+        plan(&ap, &m->d_Y, 2 * T * H * kc);
+        plan(&ap, &m->d_S, H * kc * kc);
     }
+    plan(&ap, &m->res_out, T * D);
+    plan(&ap, &m->lnf, T * D);
+    plan(&ap, &m->lnf_mean, T);
+    plan(&ap, &m->lnf_rstd, T);
+    plan(&ap, &m->pooled, S * D);
+    plan(&ap, &m->head_in, B * 4 * D);
+    plan(&ap, &m->head_pre, B * Dh);
+    plan(&ap, &m->head_act, B * Dh);
+    plan(&ap, &m->logits, B * C);
+    plan(&ap, &m->probs, B * C);
+    plan(&ap, &m->d_res, T * D);
+    plan(&ap, &m->d_tmp, T * D);
+    plan(&ap, &m->d_ln, T * D);
+    plan(&ap, &m->d_qkv, T * 3 * HD);
+    plan(&ap, &m->d_att, T * HD);
+    plan(&ap, &m->d_ffn, T * Dh);
+    plan(&ap, &m->d_pooled, S * D);
+    plan(&ap, &m->d_head_in, B * 4 * D);
+    plan(&ap, &m->d_head, B * Dh);
+    plan(&ap, &m->d_logits, B * C);
+    plan(&ap, &m->tmp, T * D);
+    size_t total = 0;
+    for (int i = 0; i < ap.n; i++) total += arena_round(ap.s[i].n);
+    m->arena = k_alloc(k, sizeof(float) * total);
+    m->arena_floats = total;
+    float *p = m->arena;
+    for (int i = 0; i < ap.n; i++) {
+        *ap.s[i].ptr = p;
+        p += arena_round(ap.s[i].n);
+    }
+    free(ap.s);
+    // Host-side statistics.
     m->edges = xcalloc((size_t)dim->layers * dim->heads, sizeof(int64_t));
     m->expected = xcalloc((size_t)dim->layers * dim->heads, sizeof(double));
     m->density = xcalloc((size_t)dim->layers * dim->heads, sizeof(float));
-    size_t B = (size_t)max_batch;
-    m->res_out = xmalloc(T * D * sizeof(float));
-    m->lnf = xmalloc(T * D * sizeof(float));
-    m->lnf_mean = xmalloc(T * sizeof(float));
-    m->lnf_rstd = xmalloc(T * sizeof(float));
-    m->pooled = xmalloc(S * D * sizeof(float));
-    m->head_in = xmalloc(B * 4 * D * sizeof(float));
-    m->head_pre = xmalloc(B * Dh * sizeof(float));
-    m->head_act = xmalloc(B * Dh * sizeof(float));
-    m->logits = xmalloc(B * C * sizeof(float));
-    m->probs = xmalloc(B * C * sizeof(float));
-    m->d_res = xmalloc(T * D * sizeof(float));
-    m->d_tmp = xmalloc(T * D * sizeof(float));
-    m->d_ln = xmalloc(T * D * sizeof(float));
-    m->d_qkv = xmalloc(T * 3 * HD * sizeof(float));
-    m->d_att = xmalloc(T * HD * sizeof(float));
-    m->d_ffn = xmalloc(T * Dh * sizeof(float));
-    m->d_pooled = xmalloc(S * D * sizeof(float));
-    m->d_head_in = xmalloc(B * 4 * D * sizeof(float));
-    m->d_head = xmalloc(B * Dh * sizeof(float));
-    m->d_logits = xmalloc(B * C * sizeof(float));
-    m->tmp = xmalloc(T * D * sizeof(float));
 }
 
 void model_free(model *m) {
-    for (int l = 0; l < m->dim.layers; l++) {
-        layer_acts *a = &m->la[l];
-        float *bufs[] = {a->res_in, a->ln1,     a->ln1_mean, a->ln1_rstd, a->qkv,     a->att,
-                         a->lse,    a->res_mid, a->ln2,      a->ln2_mean, a->ln2_rstd, a->ffn_pre,
-                         a->ffn_act, a->qk,     a->phi_pre,  a->phi_hid,  a->phi,      a->Y,
-                         a->S};
-        for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
-        sbm_graphs_free(&a->graphs);
-    }
-    float *bufs[] = {m->params, m->grads, m->adam_m, m->adam_v, m->res_out, m->lnf, m->lnf_mean,
-                     m->lnf_rstd, m->pooled, m->head_pre, m->head_act, m->logits, m->probs,
-                     m->d_res, m->d_tmp, m->d_ln, m->d_qkv, m->d_att, m->d_ffn, m->d_pooled,
-                     m->d_head, m->d_logits, m->tmp, m->d_qk, m->d_phi, m->d_phi_hid,
-                     m->d_Y, m->d_S, m->density, m->head_in, m->d_head_in};
-    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
+    for (int l = 0; l < m->dim.layers; l++) sbm_graphs_free(&m->la[l].graphs);
+    k_free(m->k, m->params);
+    k_free(m->k, m->arena);
     free(m->la);
     free(m->lo);
     free(m->edges);
     free(m->expected);
+    free(m->density);
     param_table_free(&m->table);
     param_table_free(&m->full);
     memset(m, 0, sizeof(*m));
+}
+
+void model_set_state(model *m, const float *params, const float *adam_m, const float *adam_v) {
+    const size_t bytes = sizeof(float) * m->nparams;
+    if (params) k_upload(m->k, m->params, params, bytes);
+    if (adam_m) k_upload(m->k, m->adam_m, adam_m, bytes);
+    if (adam_v) k_upload(m->k, m->adam_v, adam_v, bytes);
+}
+
+void model_get_state(const model *m, float *params, float *adam_m, float *adam_v) {
+    const size_t bytes = sizeof(float) * m->nparams;
+    if (params) k_download(m->k, params, m->params, bytes);
+    if (adam_m) k_download(m->k, adam_m, m->adam_m, bytes);
+    if (adam_v) k_download(m->k, adam_v, m->adam_v, bytes);
 }
 
 static kdrop drop_key(uint64_t seed, uint32_t step, int layer, uint32_t slot) {
@@ -320,16 +362,7 @@ static void sbm_forward(model *m, kctx *k, int l, const kbatch *bt, uint64_t see
     if (!m->freeze_graphs)
         k_sbm_sample(k, &a->graphs, a->Y, a->S, bt, H, kc, d->edge_floor, d->sampler, seed, step,
                      (uint32_t)l, (uint32_t)m->head0, edges);
-    else
-        for (int h = 0; h < H; h++) {
-            edges[h] = 0;
-            for (int u = h; u < a->graphs.units; u += H) edges[h] += a->graphs.g[u].nnz;
-        }
-    for (int h = 0; h < H; h++) {
-        double e = 0.0;
-        for (int u = h; u < a->graphs.units; u += H) e += a->graphs.g[u].expected;
-        m->expected[(size_t)l * d->heads + m->head0 + h] = e;
-    }
+    k_sbm_graph_stats(k, &a->graphs, H, edges, m->expected + (size_t)l * d->heads + m->head0);
     k_sbm_attn_fwd(k, a->att, &a->graphs, a->qkv, bt, H, dh, pa,
                    drop_key(seed, step, l, (uint32_t)m->head0));
 }
@@ -401,7 +434,7 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
             k_linear_fwd(k, m->tmp, a->att, P + o->wo, P + o->bo, T, HD, D);
         }
         k_dropout(k, m->tmp, bt, D, p, drop_key(seed, step, l, KSLOT_ATTN_OUT));
-        memcpy(a->res_mid, a->res_in, sizeof(float) * (size_t)T * D);
+        k_copy(k, a->res_mid, a->res_in, (size_t)T * D);
         k_add(k, a->res_mid, m->tmp, (size_t)T * D);
         k_layernorm_fwd(k, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid, P + o->ln2_w,
                         P + o->ln2_b, T, D);
@@ -410,7 +443,7 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
         k_dropout(k, a->ffn_act, bt, Dh, p, drop_key(seed, step, l, KSLOT_FFN_HID));
         k_linear_fwd(k, m->tmp, a->ffn_act, P + o->fc2_w, P + o->fc2_b, T, Dh, D);
         k_dropout(k, m->tmp, bt, D, p, drop_key(seed, step, l, KSLOT_FFN_OUT));
-        memcpy(next, a->res_mid, sizeof(float) * (size_t)T * D);
+        k_copy(k, next, a->res_mid, (size_t)T * D);
         k_add(k, next, m->tmp, (size_t)T * D);
     }
     m->reg_loss = 0.0;
@@ -467,7 +500,7 @@ void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, 
         const layer_offsets *o = &m->lo[l];
         layer_acts *a = &m->la[l];
         // FFN branch: d_res is the gradient w.r.t. the layer output = res_mid + ffn(res_mid).
-        memcpy(m->d_tmp, m->d_res, sizeof(float) * (size_t)T * D);
+        k_copy(k, m->d_tmp, m->d_res, (size_t)T * D);
         k_dropout(k, m->d_tmp, bt, D, p, drop_key(seed, step, l, KSLOT_FFN_OUT));
         k_linear_bwd(k, m->d_ffn, G + o->fc2_w, G + o->fc2_b, m->d_tmp, a->ffn_act, P + o->fc2_w,
                      T, Dh, D, 0);
@@ -478,7 +511,7 @@ void model_backward(model *m, kctx *k, const kbatch *bt, const int32_t *labels, 
         k_layernorm_bwd(k, m->d_res, G + o->ln2_w, G + o->ln2_b, m->d_ln, a->res_mid, a->ln2_mean,
                         a->ln2_rstd, P + o->ln2_w, T, D);
         // Attention branch: d_res is now the gradient w.r.t. res_mid = res_in + attn(res_in).
-        memcpy(m->d_tmp, m->d_res, sizeof(float) * (size_t)T * D);
+        k_copy(k, m->d_tmp, m->d_res, (size_t)T * D);
         k_dropout(k, m->d_tmp, bt, D, p, drop_key(seed, step, l, KSLOT_ATTN_OUT));
         k_linear_bwd(k, m->d_att, G + o->wo, G + o->bo, m->d_tmp, a->att, P + o->wo, T, HD, D, 0);
         if (d->sbm)
@@ -533,9 +566,10 @@ double model_step_flops(const model *m, const kbatch *bt) {
     double f = 3.0 * per_token * T * d->layers;
     for (int l = 0; l < d->layers; l++) {
         if (d->sbm) {
-            const sbm_graphs *gs = &m->la[l].graphs;
-            for (int u = 0; u < gs->units; u++)
-                f += (12.0 * dh + 4.0 * kc) * gs->g[u].nnz + 6.0 * gs->g[u].rows * kc * kc;
+            // Every (sequence, head) unit has its sequence's rows: T rows per head.
+            for (int h = 0; h < d->heads; h++)
+                f += (12.0 * dh + 4.0 * kc) * (double)m->edges[(size_t)l * d->heads + h];
+            f += 6.0 * T * H * kc * kc;
         } else {
             for (int b = 0; b < bt->B; b++) f += 12.0 * (double)bt->len[b] * bt->len[b] * dh * H;
         }

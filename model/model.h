@@ -69,6 +69,9 @@ typedef struct {
 
 typedef struct {
     model_dims dim;
+    kctx *k;              // the backend every buffer below lives on
+    float *arena;         // [arena_floats] activations and scratch, carved into the tensors below
+    size_t arena_floats;
     param_table table;    // this rank's tensors (slices of the logical ones when tp > 1)
     param_table full;     // the logical whole tensors (SPEC.md section 6), same entry order
     size_t nparams;       // floats in this rank's buffers (table.total)
@@ -80,7 +83,7 @@ typedef struct {
     // buckets L+1 (final LayerNorm and head), L..1 (layers), 0 (embeddings), in that order.
     void (*grad_ready)(void *ctx, int bucket);
     void *grad_ctx;
-    float *params, *grads, *adam_m, *adam_v;  // [nparams] each
+    float *params, *grads, *adam_m, *adam_v;  // [nparams] each (backend memory, one allocation)
     size_t tok, pos;                          // [V, D], [n, D]
     layer_offsets *lo;                        // [L]
     size_t lnf_w, lnf_b;                      // [D]
@@ -125,10 +128,15 @@ typedef struct {
     int freeze_graphs, no_ste;
 } model;
 
-// Builds the parameter table, allocates buffers for batches of up to max_batch examples,
-// and initialises parameters (PyTorch defaults, SPEC.md section 1) from the seed.
-void model_init(model *m, const model_dims *dim, int max_batch, uint64_t seed);
+// Builds the parameter table, allocates the backend's buffers for batches of up to max_batch
+// examples (parameters, gradients and moments in one allocation, activations carved from one
+// arena), and initialises parameters (PyTorch defaults, SPEC.md section 1) on the host from the
+// seed, then uploads them. Every later call on m uses the same backend context k.
+void model_init(model *m, kctx *k, const model_dims *dim, int max_batch, uint64_t seed);
 void model_free(model *m);
+// Host copies of this rank's parameters and Adam moments [nparams] (any may be NULL), in and out.
+void model_set_state(model *m, const float *params, const float *adam_m, const float *adam_v);
+void model_get_state(const model *m, float *params, float *adam_m, float *adam_v);
 
 // Forward pass; returns the summed cross-entropy over the batch and adds argmax hits to
 // *correct. train != 0 enables dropout keyed by (seed, step). For a dual encoder bt holds the

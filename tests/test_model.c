@@ -53,9 +53,9 @@ static double loss_of(model *m, kctx *k, const kbatch *bt, const int32_t *labels
 static void gradcheck(int train, int cls) {
     model_dims d = small_dims(cls);
     model m;
-    model_init(&m, &d, B, 1234);
     kctx k;
     kctx_init(&k, KB_CPU, 1);
+    model_init(&m, &k, &d, B, 1234);
     kbatch bt;
     batch_alloc(&bt, B, N);
     // Dual: the first two sequences form one example (one label); a third would be unpaired.
@@ -144,9 +144,9 @@ static void test_packing_exact(void **state) {
     use_sbm = 0;
     model_dims d = small_dims(0);
     model m;
-    model_init(&m, &d, B, 99);
     kctx k;
     kctx_init(&k, KB_CPU, 1);
+    model_init(&m, &k, &d, B, 99);
     kbatch packed, full;
     batch_alloc(&packed, B, N);
     batch_alloc(&full, B, N);
@@ -189,9 +189,9 @@ static void test_batch_independence(void **state) {
     use_sbm = 0;
     model_dims d = small_dims(0);
     model m;
-    model_init(&m, &d, B, 7);
     kctx k;
     kctx_init(&k, KB_CPU, 2);
+    model_init(&m, &k, &d, B, 7);
     kbatch bt;
     batch_alloc(&bt, B, N);
     batch_pack(&bt, IDS, B, N, SAMPLE, 0, 0);
@@ -214,7 +214,9 @@ static void test_param_names(void **state) {
     (void)state;
     model_dims d = small_dims(0);
     model m;
-    model_init(&m, &d, 1, 1);
+    kctx k;
+    kctx_init(&k, KB_CPU, 1);
+    model_init(&m, &k, &d, 1, 1);
     const char *names[] = {"embed/tokens", "embed/positions", "layers/1/attn/wk/weight",
                            "layers/0/attn/wo/bias", "layers/1/ffn/fc2/weight", "final_ln/bias",
                            "head/fc2/weight"};
@@ -240,14 +242,16 @@ static void test_tp_slices(void **state) {
         const int tp = 2;
         model_dims d = small_dims(0);
         model one, part[2];
-        model_init(&one, &d, 1, 42);
+        kctx k;
+        kctx_init(&k, KB_CPU, 1);
+        model_init(&one, &k, &d, 1, 42);
         size_t np = 0;
         float *gathered = NULL;
         for (int r = 0; r < tp; r++) {
             model_dims dr = d;
             dr.tp = tp;
             dr.tp_rank = r;
-            model_init(&part[r], &dr, 1, 42);
+            model_init(&part[r], &k, &dr, 1, 42);
             assert_int_equal(part[r].heads_local, d.heads / tp);
             assert_int_equal(part[r].head0, r * d.heads / tp);
             np = part[r].nparams;

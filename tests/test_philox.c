@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "kernels/dropout.h"
-#include "kernels/fastmath.h"
+#include "kernels/cpu/fastmath.h"
 #include "kernels/philox.h"
 
 static void test_known_answers(void **state) {

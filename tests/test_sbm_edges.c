@@ -18,9 +18,9 @@
 #include "kernels/common.h"
 #include "kernels/philox.h"
 #include "kernels/sbm.h"
-#include "kernels/sbm_bernoulli.h"
-#include "kernels/sbm_edges.h"
-#include "kernels/spmm.h"
+#include "kernels/cpu/sbm_bernoulli.h"
+#include "kernels/cpu/sbm_edges.h"
+#include "kernels/cpu/spmm.h"
 #include "model/model.h"
 
 static uint32_t rng_state;

@@ -8,6 +8,11 @@
 // Fills a context for the CPU backend (threads, SIMD variant, single-threaded BLAS).
 void cpu_ctx_init(kctx *k, int nthreads);
 
+__typeof__(k_alloc) cpu_alloc;
+__typeof__(k_free) cpu_free;
+__typeof__(k_upload) cpu_upload;
+__typeof__(k_download) cpu_download;
+__typeof__(k_copy) cpu_copy;
 __typeof__(k_linear_fwd) cpu_linear_fwd;
 __typeof__(k_linear_bwd) cpu_linear_bwd;
 __typeof__(k_layernorm_fwd) cpu_layernorm_fwd;
@@ -38,6 +43,7 @@ __typeof__(k_sbm_blocks_bwd) cpu_sbm_blocks_bwd;
 __typeof__(k_sbm_members_fwd) cpu_sbm_members_fwd;
 __typeof__(k_sbm_members_bwd) cpu_sbm_members_bwd;
 __typeof__(k_sbm_sample) cpu_sbm_sample;
+__typeof__(k_sbm_graph_stats) cpu_sbm_graph_stats;
 __typeof__(k_sbm_attn_fwd) cpu_sbm_attn_fwd;
 __typeof__(k_sbm_attn_bwd) cpu_sbm_attn_bwd;
 __typeof__(k_copy2d) cpu_copy2d;

@@ -12,6 +12,31 @@
 #include "kernels/cpu/fastmath.h"
 #include "kernels/kernels.h"
 
+void *cpu_alloc(kctx *k, size_t bytes) {
+    (void)k;
+    return xcalloc(bytes ? bytes : 1, 1);
+}
+
+void cpu_free(kctx *k, void *p) {
+    (void)k;
+    free(p);
+}
+
+void cpu_upload(kctx *k, void *dst, const void *host, size_t bytes) {
+    (void)k;
+    if (bytes && dst != host) memcpy(dst, host, bytes);
+}
+
+void cpu_download(kctx *k, void *host, const void *src, size_t bytes) {
+    (void)k;
+    if (bytes && host != src) memcpy(host, src, bytes);
+}
+
+void cpu_copy(kctx *k, float *dst, const float *src, size_t n) {
+#pragma omp parallel for num_threads(k->nthreads) schedule(static)
+    for (size_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
 void cpu_ctx_init(kctx *k, int nthreads) {
     k->backend = KB_CPU;
     k->ops = &kops_cpu;

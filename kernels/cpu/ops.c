@@ -3,6 +3,11 @@
 
 const kops kops_cpu = {
     .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .copy = cpu_copy,
     .linear_fwd = cpu_linear_fwd,
     .linear_bwd = cpu_linear_bwd,
     .layernorm_fwd = cpu_layernorm_fwd,
@@ -33,6 +38,7 @@ const kops kops_cpu = {
     .sbm_members_fwd = cpu_sbm_members_fwd,
     .sbm_members_bwd = cpu_sbm_members_bwd,
     .sbm_sample = cpu_sbm_sample,
+    .sbm_graph_stats = cpu_sbm_graph_stats,
     .sbm_attn_fwd = cpu_sbm_attn_fwd,
     .sbm_attn_bwd = cpu_sbm_attn_bwd,
     .copy2d = cpu_copy2d,

@@ -562,3 +562,15 @@ void cpu_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, con
     for (int h = 0; h < H; h++) edges[h] = 0;
     for (int u = 0; u < units; u++) edges[u % H] += gs->g[u].nnz;
 }
+
+void cpu_sbm_graph_stats(kctx *k, const sbm_graphs *gs, int H, int64_t *edges, double *expected) {
+    (void)k;
+    for (int h = 0; h < H; h++) {
+        if (edges) edges[h] = 0;
+        if (expected) expected[h] = 0.0;
+    }
+    for (int u = 0; u < gs->units; u++) {
+        if (edges) edges[u % H] += gs->g[u].nnz;
+        if (expected) expected[u % H] += gs->g[u].expected;
+    }
+}
