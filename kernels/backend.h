@@ -15,6 +15,7 @@ typedef struct kops {
     __typeof__(k_upload) *upload;
     __typeof__(k_download) *download;
     __typeof__(k_copy) *copy;
+    __typeof__(k_batch_upload) *batch_upload;
     __typeof__(k_linear_fwd) *linear_fwd;
     __typeof__(k_linear_bwd) *linear_bwd;
     __typeof__(k_layernorm_fwd) *layernorm_fwd;

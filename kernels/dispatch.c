@@ -5,22 +5,39 @@
 #include "kernels/backend.h"
 #include "kernels/common.h"
 #include "kernels/cpu/cpu.h"
+#ifdef SBMT_HAVE_CUDA_BACKEND
+#include "kernels/cuda/cuda_api.h"
+#endif
 
 const char *kbackend_name(kbackend b) { return b == KB_CUDA ? "cuda" : "cpu"; }
 
-int kctx_open(kctx *k, kbackend backend, int nthreads, char *err) {
+int kctx_open(kctx *k, kbackend backend, int nthreads, int local_rank, char *err) {
     memset(k, 0, sizeof(*k));
     if (backend == KB_CPU) {
         cpu_ctx_init(k, nthreads);
         return 0;
     }
-    return sbmt_errf(err, "this build of sbmt has no CUDA backend (the CPU backend is the only "
-                          "one built; use cpu)");
+#ifdef SBMT_HAVE_CUDA_BACKEND
+    return cuda_ctx_open(k, local_rank, err);
+#else
+    (void)local_rank;
+    return sbmt_errf(err, "this build of sbmt has no CUDA backend (configure where nvcc and the "
+                          "CUDA toolkit are found; the CPU backend is the only one built)");
+#endif
+}
+
+void kctx_close(kctx *k) {
+    if (k->ops && k->backend == KB_CUDA) {
+#ifdef SBMT_HAVE_CUDA_BACKEND
+        cuda_ctx_close(k);
+#endif
+    }
+    memset(k, 0, sizeof(*k));
 }
 
 void kctx_init(kctx *k, kbackend backend, int nthreads) {
     char err[SBMT_ERR_LEN];
-    if (kctx_open(k, backend, nthreads, err)) sbmt_fatal(__FILE__, __LINE__, "%s", err);
+    if (kctx_open(k, backend, nthreads, 0, err)) sbmt_fatal(__FILE__, __LINE__, "%s", err);
 }
 
 void *k_alloc(kctx *k, size_t bytes) { return k->ops->alloc(k, bytes); }
@@ -36,6 +53,8 @@ void k_download(kctx *k, void *host, const void *src, size_t bytes) {
 }
 
 void k_copy(kctx *k, float *dst, const float *src, size_t n) { k->ops->copy(k, dst, src, n); }
+
+void k_batch_upload(kctx *k, const kbatch *bt) { k->ops->batch_upload(k, bt); }
 
 void k_linear_fwd(kctx *k, float *out, const float *in, const float *W, const float *b, int N,
                   int nin, int nout) {

@@ -22,17 +22,22 @@ typedef struct {
     int nthreads;  // CPU: OpenMP threads; BLAS runs single-threaded inside each
     int simd;      // CPU: 1 (default) uses the AVX2 kernels where compiled in; 0 the portable
                    // loops that non-AVX2 builds run (tests compare the two)
+    int device;    // CUDA: the GPU of this rank
+    void *impl;    // backend state (CUDA: stream, cuBLAS handle, the batch's device arrays)
 } kctx;
 
 // Opens a backend: -1 with a message when this build or machine cannot run it (the CUDA
-// backend without a CUDA build or without a device). nthreads 0: OpenMP's default.
-int kctx_open(kctx *k, kbackend backend, int nthreads, char *err);
+// backend without a CUDA build or without a device). nthreads 0: OpenMP's default. The CUDA
+// backend takes GPU local_rank mod the node's device count (one device per rank).
+int kctx_open(kctx *k, kbackend backend, int nthreads, int local_rank, char *err);
+void kctx_close(kctx *k);
 // kctx_open that must succeed (the CPU backend always does).
 void kctx_init(kctx *k, kbackend backend, int nthreads);
 // "cpu" or "cuda".
 const char *kbackend_name(kbackend b);
 
-// A batch in packed form (host memory on CPU).
+// A batch in packed form: host metadata and arrays, which k_batch_upload mirrors into the
+// backend (CPU: the same memory; CUDA: device arrays kept by the context) before kernels run.
 typedef struct {
     int B;              // sequences
     int n;              // padded length (positions are 0..n-1)
@@ -87,6 +92,10 @@ void k_gelu_fwd(kctx *k, float *out, const float *in, size_t n);
 void k_gelu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n);
 void k_relu_fwd(kctx *k, float *out, const float *in, size_t n);
 void k_relu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n);
+
+// Makes bt's arrays (len, off, ids, mask, sample) available to the backend's kernels; the
+// model calls it once per forward (backward reuses it).
+void k_batch_upload(kctx *k, const kbatch *bt);
 
 // y += x
 void k_add(kctx *k, float *y, const float *x, size_t n);

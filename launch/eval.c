@@ -55,18 +55,19 @@ int cli_eval(int argc, char **argv) {
     char *text = NULL;
     int rc = 1;
     float *host = NULL;
+    kctx k;
+    memset(&k, 0, sizeof(k));
     if (ckpt_read_meta(ckpt, &step, &seed, &text, err)) goto done;
     config_defaults(&cfg);
     if (config_load_string(&cfg, text, ckpt, err)) goto done;
     if (ds_open(&ds, data, err)) goto done;
     if (run_resolve_config(&cfg, &ds, err)) goto done;
-    kctx k;
     if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
         sbmt_errf(err, "--backend '%s': expected cpu or cuda", backend);
         goto done;
     }
     char e2[SBMT_ERR_LEN];
-    if (kctx_open(&k, strcmp(backend, "cuda") ? KB_CPU : KB_CUDA, threads, e2)) {
+    if (kctx_open(&k, strcmp(backend, "cuda") ? KB_CPU : KB_CUDA, threads, 0, e2)) {
         sbmt_errf(err, "--backend %s: %.900s", backend, e2);
         goto done;
     }
@@ -102,6 +103,7 @@ done:
     free(text);
     free(host);
     if (m.params) model_free(&m);
+    if (k.ops) kctx_close(&k);
     if (ds.file > 0) ds_close(&ds);
     return rc;
 }

@@ -753,6 +753,7 @@ static void train_run_free(train_run *r) {
     if (r->metrics) fclose(r->metrics);
     if (r->trace) fclose(r->trace);
     if (r->m.params) model_free(&r->m);
+    if (r->k.ops) kctx_close(&r->k);
     if (r->bt.len) batch_free(&r->bt);
     free(r->ids);
     free(r->labels);
@@ -842,7 +843,7 @@ int cli_train(int argc, char **argv) {
         snprintf(r->out_dir, sizeof(r->out_dir), "runs/%.31s", r->cfg.task);
     char e2[SBMT_ERR_LEN];
     if (kctx_open(&r->k, strcmp(r->cfg.backend, "cuda") ? KB_CPU : KB_CUDA,
-                  threads ? threads : default_threads(&r->dist), e2)) {
+                  threads ? threads : default_threads(&r->dist), r->dist.local_rank, e2)) {
         sbmt_errf(err, "train.backend = %s: %.900s", r->cfg.backend, e2);
         goto fail;
     }

@@ -405,6 +405,7 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
     const float p = train ? d->dropout : 0.0f, pa = train ? d->attn_dropout : 0.0f;
     const float *P = m->params;
     CHECK(T <= m->max_tokens && (!d->dual || B % 2 == 0));
+    k_batch_upload(k, bt);
     memset(m->edges, 0, sizeof(int64_t) * (size_t)d->layers * d->heads);
     memset(m->expected, 0, sizeof(double) * (size_t)d->layers * d->heads);
     const int NB = d->dual ? B / 2 : B;  // examples

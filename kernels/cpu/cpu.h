@@ -13,6 +13,7 @@ __typeof__(k_free) cpu_free;
 __typeof__(k_upload) cpu_upload;
 __typeof__(k_download) cpu_download;
 __typeof__(k_copy) cpu_copy;
+__typeof__(k_batch_upload) cpu_batch_upload;
 __typeof__(k_linear_fwd) cpu_linear_fwd;
 __typeof__(k_linear_bwd) cpu_linear_bwd;
 __typeof__(k_layernorm_fwd) cpu_layernorm_fwd;

@@ -37,6 +37,11 @@ void cpu_copy(kctx *k, float *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = src[i];
 }
 
+void cpu_batch_upload(kctx *k, const kbatch *bt) {
+    (void)k;  // CPU kernels read the host arrays
+    (void)bt;
+}
+
 void cpu_ctx_init(kctx *k, int nthreads) {
     k->backend = KB_CPU;
     k->ops = &kops_cpu;

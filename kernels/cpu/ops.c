@@ -8,6 +8,7 @@ const kops kops_cpu = {
     .upload = cpu_upload,
     .download = cpu_download,
     .copy = cpu_copy,
+    .batch_upload = cpu_batch_upload,
     .linear_fwd = cpu_linear_fwd,
     .linear_bwd = cpu_linear_bwd,
     .layernorm_fwd = cpu_layernorm_fwd,
