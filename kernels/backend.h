@@ -53,6 +53,10 @@ typedef struct kops {
     __typeof__(k_add2d) *add2d;
 } kops;
 
+// The first primitive a model needs that the context's backend lacks (softmax attention, and
+// SBM attention when sbm is set), by name, or NULL when it has them all.
+const char *kctx_missing_op(const kctx *k, int sbm);
+
 // The CPU backend (kernels/cpu/ops.c).
 extern const kops kops_cpu;
 

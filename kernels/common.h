@@ -20,11 +20,18 @@
 #define SBMT_PRINTF(a, b)
 #endif
 
+// C11 and the C++ of the CUDA files spell "does not return" differently.
+#if defined(__cplusplus)
+#define SBMT_NORETURN [[noreturn]]
+#else
+#define SBMT_NORETURN _Noreturn
+#endif
+
 // Writes a formatted message into err (SBMT_ERR_LEN bytes, may be NULL) and returns -1.
 int sbmt_errf(char *err, const char *fmt, ...) SBMT_PRINTF(2, 3);
 
 // Prints "sbmt: fatal: file:line: message" to stderr and exits with status 2.
-_Noreturn void sbmt_fatal(const char *file, int line, const char *fmt, ...) SBMT_PRINTF(3, 4);
+SBMT_NORETURN void sbmt_fatal(const char *file, int line, const char *fmt, ...) SBMT_PRINTF(3, 4);
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

@@ -26,6 +26,58 @@ int kctx_open(kctx *k, kbackend backend, int nthreads, int local_rank, char *err
 #endif
 }
 
+const char *kctx_missing_op(const kctx *k, int sbm) {
+    const struct {
+        const char *name;
+        int present, sbm_only;
+    } ops[] = {
+        {"alloc", k->ops->alloc != NULL, 0},
+        {"free", k->ops->free != NULL, 0},
+        {"upload", k->ops->upload != NULL, 0},
+        {"download", k->ops->download != NULL, 0},
+        {"copy", k->ops->copy != NULL, 0},
+        {"batch_upload", k->ops->batch_upload != NULL, 0},
+        {"linear_fwd", k->ops->linear_fwd != NULL, 0},
+        {"linear_bwd", k->ops->linear_bwd != NULL, 0},
+        {"layernorm_fwd", k->ops->layernorm_fwd != NULL, 0},
+        {"layernorm_bwd", k->ops->layernorm_bwd != NULL, 0},
+        {"gelu_fwd", k->ops->gelu_fwd != NULL, 0},
+        {"gelu_bwd", k->ops->gelu_bwd != NULL, 0},
+        {"relu_fwd", k->ops->relu_fwd != NULL, 0},
+        {"relu_bwd", k->ops->relu_bwd != NULL, 0},
+        {"add", k->ops->add != NULL, 0},
+        {"bias_add", k->ops->bias_add != NULL, 0},
+        {"dropout", k->ops->dropout != NULL, 0},
+        {"embed_fwd", k->ops->embed_fwd != NULL, 0},
+        {"embed_bwd", k->ops->embed_bwd != NULL, 0},
+        {"attn_softmax_fwd", k->ops->attn_softmax_fwd != NULL, 0},
+        {"attn_softmax_bwd", k->ops->attn_softmax_bwd != NULL, 0},
+        {"mask_pool_fwd", k->ops->mask_pool_fwd != NULL, 0},
+        {"mask_pool_bwd", k->ops->mask_pool_bwd != NULL, 0},
+        {"dual_combine_fwd", k->ops->dual_combine_fwd != NULL, 0},
+        {"dual_combine_bwd", k->ops->dual_combine_bwd != NULL, 0},
+        {"xent_fwd", k->ops->xent_fwd != NULL, 0},
+        {"xent_bwd", k->ops->xent_bwd != NULL, 0},
+        {"adamw", k->ops->adamw != NULL, 0},
+        {"sumsq", k->ops->sumsq != NULL, 0},
+        {"scale", k->ops->scale != NULL, 0},
+        {"zero", k->ops->zero != NULL, 0},
+        {"sbm_blocks_fwd", k->ops->sbm_blocks_fwd != NULL, 1},
+        {"sbm_blocks_bwd", k->ops->sbm_blocks_bwd != NULL, 1},
+        {"sbm_members_fwd", k->ops->sbm_members_fwd != NULL, 1},
+        {"sbm_members_bwd", k->ops->sbm_members_bwd != NULL, 1},
+        {"sbm_sample", k->ops->sbm_sample != NULL, 1},
+        {"sbm_graph_stats", k->ops->sbm_graph_stats != NULL, 1},
+        {"sbm_attn_fwd", k->ops->sbm_attn_fwd != NULL, 1},
+        {"sbm_attn_bwd", k->ops->sbm_attn_bwd != NULL, 1},
+        {"copy2d", k->ops->copy2d != NULL, 0},
+        {"add2d", k->ops->add2d != NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        if (!ops[i].present && (sbm || !ops[i].sbm_only)) return ops[i].name;
+    return NULL;
+}
+
 void kctx_close(kctx *k) {
     if (k->ops && k->backend == KB_CUDA) {
 #ifdef SBMT_HAVE_CUDA_BACKEND

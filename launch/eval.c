@@ -8,6 +8,7 @@
 #include "io/config.h"
 #include "io/dataset.h"
 #include "io/inspect.h"
+#include "kernels/backend.h"
 #include "kernels/common.h"
 #include "launch/cli.h"
 #include "launch/run.h"
@@ -69,6 +70,12 @@ int cli_eval(int argc, char **argv) {
     char e2[SBMT_ERR_LEN];
     if (kctx_open(&k, strcmp(backend, "cuda") ? KB_CPU : KB_CUDA, threads, 0, e2)) {
         sbmt_errf(err, "--backend %s: %.900s", backend, e2);
+        goto done;
+    }
+    const char *missing = kctx_missing_op(&k, strcmp(cfg.attention, "sbm") == 0);
+    if (missing) {
+        sbmt_errf(err, "--backend %s: this backend has no %s kernel yet (the checkpoint's "
+                       "model.attention = %s); use --backend cpu", backend, missing, cfg.attention);
         goto done;
     }
     model_dims dims = run_model_dims(&cfg);

@@ -15,6 +15,7 @@
 #include "io/config.h"
 #include "io/dataset.h"
 #include "io/listops.h"
+#include "kernels/backend.h"
 #include "kernels/common.h"
 #include "kernels/philox.h"
 #include "launch/checkpoints.h"
@@ -845,6 +846,12 @@ int cli_train(int argc, char **argv) {
     if (kctx_open(&r->k, strcmp(r->cfg.backend, "cuda") ? KB_CPU : KB_CUDA,
                   threads ? threads : default_threads(&r->dist), r->dist.local_rank, e2)) {
         sbmt_errf(err, "train.backend = %s: %.900s", r->cfg.backend, e2);
+        goto fail;
+    }
+    const char *missing = kctx_missing_op(&r->k, strcmp(r->cfg.attention, "sbm") == 0);
+    if (missing) {  // refused, never a silent fallback to another backend
+        sbmt_errf(err, "train.backend = %s: this backend has no %s kernel yet (model.attention = "
+                       "%s); use train.backend = cpu", r->cfg.backend, missing, r->cfg.attention);
         goto fail;
     }
     r->in_main = 1;

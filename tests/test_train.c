@@ -224,10 +224,11 @@ static void test_cli_errors(void **state) {
     expect_fail("eval --ckpt run/final.h5 --data lo.h5 --split nope", "--split 'nope'");
     expect_fail("train --data lo.h5 --set data.seq_len=64 --set train.backend=tpu",
                 "train.backend: 'tpu' is not one of cpu|cuda");
+    // Without CUDA in the build, without a device, or (today) without attention kernels on it:
+    // refused, naming the setting, whichever applies on this machine.
     expect_fail("train --data lo.h5 --set data.seq_len=64 --set train.backend=cuda",
-                "train.backend = cuda: this build of sbmt has no CUDA backend");
-    expect_fail("eval --ckpt run/final.h5 --data lo.h5 --backend cuda",
-                "--backend cuda: this build of sbmt has no CUDA backend");
+                "train.backend = cuda: ");
+    expect_fail("eval --ckpt run/final.h5 --data lo.h5 --backend cuda", "--backend cuda: ");
     expect_fail("train --data lo.h5 --set data.seq_len=64 --set dist.tp=3",
                 "dist.tp = 3 does not divide model.heads = 2");
     expect_fail("data listops --out x.h5 --train abc", "--train 'abc'");

@@ -1,0 +1,481 @@
+// dense.cu: the CUDA backend's position-wise primitives: linear layers (cuBLAS, fp32), LayerNorm,
+// GELU/ReLU, dropout with the CPU's Philox masks (kernels/dropout.h), embeddings, masking and
+// pooling, the dual-encoder combine, cross-entropy, AdamW and reductions. Kernels read the
+// batch from the context's device mirror (k_batch_upload); `bt` only gives host counts.
+#include <math.h>
+
+#include "kernels/cuda/cuda_ops.cuh"
+#include "kernels/dropout.h"
+
+#define THREADS 256
+
+static cudaStream_t stream_of(kctx *k) { return cuda_of(k)->stream; }
+
+// ---------------------------------------------------------------- elementwise
+
+__global__ void bias_add_kernel(float *x, const float *b, size_t n, int C) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        x[i] += b[i % C];
+}
+
+void cuda_bias_add(kctx *k, float *x, const float *b, int N, int C) {
+    size_t n = (size_t)N * C;
+    if (!n) return;
+    bias_add_kernel<<<grid_for(n, THREADS), THREADS, 0, stream_of(k)>>>(x, b, n, C);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+__global__ void gelu_fwd_kernel(float *out, const float *in, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = 0.5f * in[i] * (1.0f + erff(in[i] * 0.70710678118f));
+}
+
+__global__ void gelu_bwd_kernel(float *din, const float *dout, const float *in, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float x = in[i];
+        float cdf = 0.5f * (1.0f + erff(x * 0.70710678118f));
+        float pdf = 0.3989422804f * expf(-0.5f * x * x);
+        din[i] = dout[i] * (cdf + x * pdf);
+    }
+}
+
+__global__ void relu_fwd_kernel(float *out, const float *in, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+}
+
+__global__ void relu_bwd_kernel(float *din, const float *dout, const float *in, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        din[i] = in[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+__global__ void add_kernel(float *y, const float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] += x[i];
+}
+
+__global__ void scale_kernel(float *x, size_t n, float s) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        x[i] *= s;
+}
+
+#define LAUNCH1D(kernel, n, ...)                                                                   \
+    do {                                                                                           \
+        if (n) {                                                                                   \
+            kernel<<<grid_for(n, THREADS), THREADS, 0, stream_of(k)>>>(__VA_ARGS__);               \
+            CUDA_CHECK(cudaGetLastError());                                                        \
+        }                                                                                          \
+    } while (0)
+
+void cuda_gelu_fwd(kctx *k, float *out, const float *in, size_t n) {
+    LAUNCH1D(gelu_fwd_kernel, n, out, in, n);
+}
+void cuda_gelu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n) {
+    LAUNCH1D(gelu_bwd_kernel, n, din, dout, in, n);
+}
+void cuda_relu_fwd(kctx *k, float *out, const float *in, size_t n) {
+    LAUNCH1D(relu_fwd_kernel, n, out, in, n);
+}
+void cuda_relu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n) {
+    LAUNCH1D(relu_bwd_kernel, n, din, dout, in, n);
+}
+void cuda_add(kctx *k, float *y, const float *x, size_t n) { LAUNCH1D(add_kernel, n, y, x, n); }
+void cuda_scale(kctx *k, float *x, size_t n, float s) { LAUNCH1D(scale_kernel, n, x, n, s); }
+
+void cuda_zero(kctx *k, float *x, size_t n) {
+    if (n) CUDA_CHECK(cudaMemsetAsync(x, 0, n * sizeof(float), stream_of(k)));
+}
+
+void cuda_copy2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows,
+                 int cols) {
+    if (!rows || !cols) return;
+    CUDA_CHECK(cudaMemcpy2DAsync(dst, sizeof(float) * ld_dst, src, sizeof(float) * ld_src,
+                                 sizeof(float) * cols, rows, cudaMemcpyDeviceToDevice,
+                                 stream_of(k)));
+}
+
+__global__ void add2d_kernel(float *dst, int ld_dst, const float *src, int ld_src, int rows,
+                             int cols) {
+    size_t n = (size_t)rows * cols;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / cols, c = i % cols;
+        dst[r * ld_dst + c] += src[r * ld_src + c];
+    }
+}
+
+void cuda_add2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols) {
+    size_t n = (size_t)rows * cols;
+    LAUNCH1D(add2d_kernel, n, dst, ld_dst, src, ld_src, rows, cols);
+}
+
+// ---------------------------------------------------------------- linear layers (cuBLAS)
+
+// Row-major out[N, nout] = in[N, nin] W[nout, nin]^T is column-major out^T = W^T-as-stored x in^T.
+void cuda_linear_fwd(kctx *k, float *out, const float *in, const float *W, const float *b, int N,
+                     int nin, int nout) {
+    if (N <= 0) return;
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_CHECK(cublasSgemm(cuda_of(k)->blas, CUBLAS_OP_T, CUBLAS_OP_N, nout, N, nin, &one, W,
+                             nin, in, nin, &zero, out, nout));
+    if (b) cuda_bias_add(k, out, b, N, nout);
+}
+
+// Column sums of dout [N, C] added to db [C]: one thread per column, rows in order.
+__global__ void colsum_kernel(float *db, const float *dout, int N, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float s = 0.0f;
+    for (int r = 0; r < N; r++) s += dout[(size_t)r * C + c];
+    db[c] += s;
+}
+
+void cuda_linear_bwd(kctx *k, float *din, float *dW, float *db, const float *dout, const float *in,
+                     const float *W, int N, int nin, int nout, int accumulate) {
+    if (N <= 0) return;
+    cublasHandle_t h = cuda_of(k)->blas;
+    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    if (din)  // din[N, nin] = dout[N, nout] W[nout, nin]
+        CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, nin, N, nout, &one, W, nin, dout,
+                                 nout, &beta, din, nin));
+    // dW[nout, nin] += dout^T in
+    CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, nin, nout, N, &one, in, nin, dout, nout,
+                             &one, dW, nin));
+    if (db) {
+        colsum_kernel<<<(nout + 127) / 128, 128, 0, stream_of(k)>>>(db, dout, N, nout);
+        CUDA_CHECK(cudaGetLastError());
+    }
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+// Sum over a block of THREADS threads (power of two).
+__device__ float block_sum(float v, float *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+__global__ void layernorm_fwd_kernel(float *out, float *mean, float *rstd, const float *in,
+                                     const float *w, const float *b, int C) {
+    __shared__ float sh[THREADS];
+    const float *x = in + (size_t)blockIdx.x * C;
+    float *y = out + (size_t)blockIdx.x * C;
+    float s = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
+    float m = block_sum(s, sh) / (float)C;
+    float v = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) v += (x[c] - m) * (x[c] - m);
+    float var = block_sum(v, sh) / (float)C;
+    float r = 1.0f / sqrtf(var + 1e-5f);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (x[c] - m) * r * w[c] + b[c];
+    if (threadIdx.x == 0) {
+        mean[blockIdx.x] = m;
+        rstd[blockIdx.x] = r;
+    }
+}
+
+void cuda_layernorm_fwd(kctx *k, float *out, float *mean, float *rstd, const float *in,
+                        const float *w, const float *b, int N, int C) {
+    if (N <= 0) return;
+    layernorm_fwd_kernel<<<N, THREADS, 0, stream_of(k)>>>(out, mean, rstd, in, w, b, C);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// din += per row; dw, db accumulate with atomics (order differs from the CPU's: fp32 rounding).
+__global__ void layernorm_bwd_kernel(float *din, float *dw, float *db, const float *dout,
+                                     const float *in, const float *mean, const float *rstd,
+                                     const float *w, int C) {
+    __shared__ float sh[THREADS];
+    const size_t row = blockIdx.x;
+    const float *x = in + row * C, *g = dout + row * C;
+    float *dx = din + row * C;
+    const float m = mean[row], s = rstd[row];
+    float sg = 0.0f, sgx = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float xh = (x[c] - m) * s, gw = g[c] * w[c];
+        sg += gw;
+        sgx += gw * xh;
+        atomicAdd(&dw[c], g[c] * xh);
+        atomicAdd(&db[c], g[c]);
+    }
+    sg = block_sum(sg, sh) / (float)C;
+    sgx = block_sum(sgx, sh) / (float)C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float xh = (x[c] - m) * s;
+        dx[c] += s * (g[c] * w[c] - sg - xh * sgx);
+    }
+}
+
+void cuda_layernorm_bwd(kctx *k, float *din, float *dw, float *db, const float *dout,
+                        const float *in, const float *mean, const float *rstd, const float *w,
+                        int N, int C) {
+    if (N <= 0) return;
+    layernorm_bwd_kernel<<<N, THREADS, 0, stream_of(k)>>>(din, dw, db, dout, in, mean, rstd, w, C);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// ---------------------------------------------------------------- dropout (CPU-identical masks)
+
+// Element (row r, column c) of sequence b is element e = (r - off[b]) * C + c of b's stream.
+__global__ void dropout_kernel(float *x, dbatch bt, int C, uint32_t thr, float scale,
+                               kdrop d) {
+    size_t n = (size_t)bt.T * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int r = (int)(i / C), b = row_seq(bt, r);
+        uint32_t e = (uint32_t)(r - bt.off[b]) * (uint32_t)C + (uint32_t)(i % C);
+        rng_stream s = rng_make(d.seed, RNG_DROPOUT, d.step, d.layer, d.slot, bt.sample[b]);
+        x[i] *= dropout_u16(rng_block(s, e >> 3), e) >= thr ? scale : 0.0f;
+    }
+}
+
+void cuda_dropout(kctx *k, float *x, const kbatch *bt, int C, float p, kdrop d) {
+    if (p <= 0.0f || bt->T == 0) return;
+    cuda_state *s = cuda_of(k);
+    size_t n = (size_t)bt->T * C;
+    dropout_kernel<<<grid_for(n, THREADS), THREADS, 0, s->stream>>>(
+        x, s->batch, C, dropout_threshold(p), 1.0f / (1.0f - p), d);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// ---------------------------------------------------------------- embeddings
+
+__global__ void embed_fwd_kernel(float *out, dbatch bt, const float *tok, const float *pos, int D) {
+    size_t n = (size_t)bt.T * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int r = (int)(i / D), c = (int)(i % D), t = r - bt.off[row_seq(bt, r)];
+        out[i] = tok[(size_t)bt.ids[r] * D + c] + pos[(size_t)t * D + c];
+    }
+}
+
+__global__ void embed_bwd_kernel(float *dtok, float *dpos, const float *dout, dbatch bt, int D) {
+    size_t n = (size_t)bt.T * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int r = (int)(i / D), c = (int)(i % D), t = r - bt.off[row_seq(bt, r)];
+        atomicAdd(&dtok[(size_t)bt.ids[r] * D + c], dout[i]);
+        atomicAdd(&dpos[(size_t)t * D + c], dout[i]);
+    }
+}
+
+void cuda_embed_fwd(kctx *k, float *out, const kbatch *bt, const float *tok, const float *pos,
+                    int D) {
+    cuda_state *s = cuda_of(k);
+    size_t n = (size_t)bt->T * D;
+    LAUNCH1D(embed_fwd_kernel, n, out, s->batch, tok, pos, D);
+}
+
+void cuda_embed_bwd(kctx *k, float *dtok, float *dpos, const float *dout, const kbatch *bt, int D) {
+    cuda_state *s = cuda_of(k);
+    size_t n = (size_t)bt->T * D;
+    LAUNCH1D(embed_bwd_kernel, n, dtok, dpos, dout, s->batch, D);
+}
+
+// ---------------------------------------------------------------- masking and pooling
+
+// One block per sequence, threads over D: rows masked in place, then pooled.
+__global__ void mask_pool_fwd_kernel(float *pooled, float *x, dbatch bt, int D, int cls) {
+    int b = blockIdx.x;
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float acc = 0.0f;
+        for (int r = bt.off[b]; r < bt.off[b + 1]; r++) {
+            float v = x[(size_t)r * D + c] * bt.mask[r];
+            x[(size_t)r * D + c] = v;
+            acc += v;
+        }
+        pooled[(size_t)b * D + c] = cls ? x[(size_t)bt.off[b] * D + c] : acc / (float)bt.n;
+    }
+}
+
+__global__ void mask_pool_bwd_kernel(float *dx, const float *dpooled, dbatch bt, int D, int cls) {
+    size_t n = (size_t)bt.T * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int r = (int)(i / D), c = (int)(i % D), b = row_seq(bt, r);
+        float m = bt.mask[r];
+        float f = cls ? (r == bt.off[b] ? m : 0.0f) : m / (float)bt.n;
+        dx[i] = dpooled[(size_t)b * D + c] * f;
+    }
+}
+
+void cuda_mask_pool_fwd(kctx *k, float *pooled, float *x, const kbatch *bt, int D, int cls) {
+    if (bt->B == 0) return;
+    cuda_state *s = cuda_of(k);
+    mask_pool_fwd_kernel<<<bt->B, 128, 0, s->stream>>>(pooled, x, s->batch, D, cls);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+void cuda_mask_pool_bwd(kctx *k, float *dx, const float *dpooled, const kbatch *bt, int D,
+                        int cls) {
+    cuda_state *s = cuda_of(k);
+    size_t n = (size_t)bt->T * D;
+    LAUNCH1D(mask_pool_bwd_kernel, n, dx, dpooled, s->batch, D, cls);
+}
+
+__global__ void dual_fwd_kernel(float *out, const float *pooled, int B, int D) {
+    size_t n = (size_t)B * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t b = i / D, c = i % D;
+        float x0 = pooled[2 * b * D + c], x1 = pooled[(2 * b + 1) * D + c];
+        float *o = out + 4 * b * D;
+        o[c] = x0;
+        o[D + c] = x1;
+        o[2 * D + c] = x0 * x1;
+        o[3 * D + c] = x0 - x1;
+    }
+}
+
+__global__ void dual_bwd_kernel(float *dpooled, const float *dout, const float *pooled, int B,
+                                int D) {
+    size_t n = (size_t)B * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t b = i / D, c = i % D;
+        float x0 = pooled[2 * b * D + c], x1 = pooled[(2 * b + 1) * D + c];
+        const float *g = dout + 4 * b * D;
+        dpooled[2 * b * D + c] = g[c] + g[2 * D + c] * x1 + g[3 * D + c];
+        dpooled[(2 * b + 1) * D + c] = g[D + c] + g[2 * D + c] * x0 - g[3 * D + c];
+    }
+}
+
+void cuda_dual_combine_fwd(kctx *k, float *out, const float *pooled, int B, int D) {
+    size_t n = (size_t)B * D;
+    LAUNCH1D(dual_fwd_kernel, n, out, pooled, B, D);
+}
+
+void cuda_dual_combine_bwd(kctx *k, float *dpooled, const float *dout, const float *pooled, int B,
+                           int D) {
+    size_t n = (size_t)B * D;
+    LAUNCH1D(dual_bwd_kernel, n, dpooled, dout, pooled, B, D);
+}
+
+// ---------------------------------------------------------------- cross-entropy
+
+// One thread per example (C is small): the CPU's formula, in double like it.
+__global__ void xent_fwd_kernel(float *probs, double *loss, int *hit, const float *logits,
+                                const int32_t *labels, int B, int C) {
+    int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b >= B) return;
+    const float *l = logits + (size_t)b * C;
+    float *p = probs + (size_t)b * C;
+    int arg = 0;
+    float mx = l[0];
+    for (int c = 1; c < C; c++)
+        if (l[c] > mx) mx = l[c], arg = c;
+    double sum = 0.0;
+    for (int c = 0; c < C; c++) sum += exp((double)l[c] - mx);
+    for (int c = 0; c < C; c++) p[c] = (float)(exp((double)l[c] - mx) / sum);
+    loss[b] = log(sum) + mx - l[labels[b]];
+    hit[b] = arg == labels[b];
+}
+
+double cuda_xent_fwd(kctx *k, float *probs, const float *logits, const int32_t *labels, int B,
+                     int C, int *correct) {
+    if (B <= 0) return 0.0;
+    cuda_state *s = cuda_of(k);
+    // Workspace: labels [B] | losses [B] (double) | hits [B].
+    size_t lb = sizeof(int32_t) * B, ll = sizeof(double) * B, lh = sizeof(int) * B;
+    cuda_work_reserve(s, lb + ll + lh + 16);
+    char *dw = (char *)s->dwork, *hw = (char *)s->hwork;
+    CUDA_CHECK(cudaMemcpyAsync(dw, labels, lb, cudaMemcpyHostToDevice, s->stream));
+    double *dloss = (double *)(dw + ((lb + 7) / 8) * 8);
+    int *dhit = (int *)((char *)dloss + ll);
+    xent_fwd_kernel<<<(B + 127) / 128, 128, 0, s->stream>>>(probs, dloss, dhit, logits,
+                                                            (const int32_t *)dw, B, C);
+    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(cudaMemcpyAsync(hw, dloss, ll + lh, cudaMemcpyDeviceToHost, s->stream));
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
+    const double *hl = (const double *)hw;
+    const int *hh = (const int *)(hw + ll);
+    double loss = 0.0;
+    for (int b = 0; b < B; b++) {
+        loss += hl[b];
+        if (correct) *correct += hh[b];
+    }
+    return loss;
+}
+
+__global__ void xent_bwd_kernel(float *dlogits, const float *probs, const int32_t *labels, int B,
+                                int C, float scale) {
+    size_t n = (size_t)B * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dlogits[i] = (probs[i] - ((int)(i % C) == labels[i / C] ? 1.0f : 0.0f)) * scale;
+}
+
+void cuda_xent_bwd(kctx *k, float *dlogits, const float *probs, const int32_t *labels, int B,
+                   int C, float scale) {
+    if (B <= 0) return;
+    cuda_state *s = cuda_of(k);
+    size_t lb = sizeof(int32_t) * B;
+    cuda_work_reserve(s, lb);
+    CUDA_CHECK(cudaMemcpyAsync(s->dwork, labels, lb, cudaMemcpyHostToDevice, s->stream));
+    size_t n = (size_t)B * C;
+    LAUNCH1D(xent_bwd_kernel, n, dlogits, probs, (const int32_t *)s->dwork, B, C, scale);
+}
+
+// ---------------------------------------------------------------- optimizer and reductions
+
+__global__ void adamw_kernel(float *param, const float *grad, float *m, float *v, size_t n,
+                             float beta1, float beta2, float eps, float step, float sbc2,
+                             float decay) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float g = grad[i];
+        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+        param[i] = param[i] * decay - step * m[i] / (sqrtf(v[i]) / sbc2 + eps);
+    }
+}
+
+void cuda_adamw(kctx *k, float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                float beta1, float beta2, float eps, float wd, float bc1, float bc2) {
+    LAUNCH1D(adamw_kernel, n, param, grad, m, v, n, beta1, beta2, eps, lr / bc1, sqrtf(bc2),
+             1.0f - lr * wd);
+}
+
+__global__ void sumsq_kernel(double *out, const float *x, size_t n) {
+    __shared__ double sh[THREADS];
+    double s = 0.0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        s += (double)x[i] * x[i];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) atomicAdd(out, sh[0]);
+}
+
+double cuda_sumsq(kctx *k, const float *x, size_t n) {
+    if (!n) return 0.0;
+    cuda_state *s = cuda_of(k);
+    cuda_work_reserve(s, sizeof(double));
+    CUDA_CHECK(cudaMemsetAsync(s->dwork, 0, sizeof(double), s->stream));
+    unsigned g = grid_for(n, THREADS);
+    if (g > 1024) g = 1024;
+    sumsq_kernel<<<g, THREADS, 0, s->stream>>>((double *)s->dwork, x, n);
+    CUDA_CHECK(cudaGetLastError());
+    double r = 0.0;
+    CUDA_CHECK(cudaMemcpyAsync(&r, s->dwork, sizeof(double), cudaMemcpyDeviceToHost, s->stream));
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
+    return r;
+}
