@@ -1,0 +1,390 @@
+// test_backend_ops.c: every primitive a second backend implements, run on that backend and on the
+// CPU backend with the same inputs and compared (in the spirit of ggml's test-backend-ops). One
+// table of cases (op, shapes, which buffers are inputs and outputs); inputs are fresh random
+// values (never zeros), outputs are poisoned with NaN before each run, so an op that skips an
+// element or writes the wrong one fails. Error: ||a - b|| / max(||b||, 1e-30) per output, within
+// the case's tolerance (fp32: rounding of a different summation order; dropout masks and
+// integer-like results exactly). The CPU backend itself is checked against finite differences
+// and double references by the other tests; this file only compares backends. Exits 77 (ctest
+// skip) when no other backend can run here (no CUDA build or no GPU), saying why.
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kernels/backend.h"
+#include "kernels/common.h"
+#include "testlib.h"
+
+#define MAXBUF 8
+
+// A case's buffers: sizes in floats; role 0 input, 1 output, 2 input and output.
+typedef struct {
+    size_t n[MAXBUF];
+    int role[MAXBUF];
+    float scale[MAXBUF];  // input magnitude (0: 1)
+    int nbuf;
+    double tol;
+    double scalar;  // a scalar result (xent loss, sumsq), compared too
+} op_case;
+
+typedef void (*op_run)(kctx *k, float **b, const kbatch *bt, op_case *c);
+
+typedef struct {
+    const char *name;
+    op_run run;
+    void (*shape)(op_case *c, const kbatch *bt);
+} op_entry;
+
+static int32_t g_labels[8];
+static tbatch g_tb;  // B = 3 sequences of 5, 9 and 16 rows, n = 16
+
+enum { D = 24, DH = 40, C = 5 };
+
+// ---- the cases ----
+
+#define SHAPE(nm) static void nm(op_case *c, const kbatch *bt)
+#define BUF(i, size, r)                                                                            \
+    do {                                                                                           \
+        c->n[i] = (size);                                                                          \
+        c->role[i] = (r);                                                                          \
+        if (c->nbuf < (i) + 1) c->nbuf = (i) + 1;                                                  \
+    } while (0)
+
+SHAPE(shape_linear_fwd) {
+    BUF(0, (size_t)bt->T * D, 0);   // in
+    BUF(1, (size_t)DH * D, 0);      // W
+    BUF(2, DH, 0);                  // b
+    BUF(3, (size_t)bt->T * DH, 1);  // out
+    c->tol = 1e-5;
+}
+static void run_linear_fwd(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_linear_fwd(k, b[3], b[0], b[1], b[2], bt->T, D, DH);
+}
+
+SHAPE(shape_linear_bwd) {
+    BUF(0, (size_t)bt->T * DH, 0);  // dout
+    BUF(1, (size_t)bt->T * D, 0);   // in
+    BUF(2, (size_t)DH * D, 0);      // W
+    BUF(3, (size_t)bt->T * D, 2);   // din (accumulated)
+    BUF(4, (size_t)DH * D, 2);      // dW
+    BUF(5, DH, 2);                  // db
+    c->tol = 1e-5;
+}
+static void run_linear_bwd(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_linear_bwd(k, b[3], b[4], b[5], b[0], b[1], b[2], bt->T, D, DH, 1);
+}
+static void run_linear_bwd_overwrite(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_linear_bwd(k, b[3], b[4], b[5], b[0], b[1], b[2], bt->T, D, DH, 0);
+}
+
+SHAPE(shape_layernorm_fwd) {
+    BUF(0, (size_t)bt->T * D, 0);  // in
+    BUF(1, D, 0);                  // w
+    BUF(2, D, 0);                  // b
+    BUF(3, (size_t)bt->T * D, 1);  // out
+    BUF(4, bt->T, 1);              // mean
+    BUF(5, bt->T, 1);              // rstd
+    c->tol = 1e-5;
+}
+static void run_layernorm_fwd(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_layernorm_fwd(k, b[3], b[4], b[5], b[0], b[1], b[2], bt->T, D);
+}
+
+SHAPE(shape_layernorm_bwd) {
+    BUF(0, (size_t)bt->T * D, 0);  // dout
+    BUF(1, (size_t)bt->T * D, 0);  // in
+    BUF(2, D, 0);                  // w
+    BUF(3, (size_t)bt->T * D, 2);  // din
+    BUF(4, D, 2);                  // dw
+    BUF(5, D, 2);                  // db
+    BUF(6, bt->T, 1);              // mean (computed by the forward first)
+    BUF(7, bt->T, 1);              // rstd
+    c->tol = 1e-5;
+}
+static void run_layernorm_bwd(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    float *tmp = k_alloc(k, sizeof(float) * (size_t)bt->T * D);
+    k_layernorm_fwd(k, tmp, b[6], b[7], b[1], b[2], b[2], bt->T, D);
+    k_layernorm_bwd(k, b[3], b[4], b[5], b[0], b[1], b[6], b[7], b[2], bt->T, D);
+    k_free(k, tmp);
+}
+
+#define ELEMENTWISE(nm, call)                                                                      \
+    SHAPE(shape_##nm) {                                                                            \
+        BUF(0, (size_t)bt->T * D, 0);                                                              \
+        BUF(1, (size_t)bt->T * D, 0);                                                              \
+        BUF(2, (size_t)bt->T * D, 1);                                                              \
+        c->tol = 1e-6;                                                                             \
+    }                                                                                              \
+    static void run_##nm(kctx *k, float **b, const kbatch *bt, op_case *c) {                       \
+        size_t n = (size_t)bt->T * D;                                                              \
+        call;                                                                                      \
+    }
+ELEMENTWISE(gelu_fwd, k_gelu_fwd(k, b[2], b[0], n))
+ELEMENTWISE(gelu_bwd, k_gelu_bwd(k, b[2], b[0], b[1], n))
+ELEMENTWISE(relu_fwd, k_relu_fwd(k, b[2], b[0], n))
+ELEMENTWISE(relu_bwd, k_relu_bwd(k, b[2], b[0], b[1], n))
+ELEMENTWISE(add, (k_copy(k, b[2], b[0], n), k_add(k, b[2], b[1], n)))
+ELEMENTWISE(bias_add, (k_copy(k, b[2], b[0], n), k_bias_add(k, b[2], b[1], bt->T, D)))
+ELEMENTWISE(scale, (k_copy(k, b[2], b[0], n), k_scale(k, b[2], n, -1.75f)))
+ELEMENTWISE(zero, (k_copy(k, b[2], b[0], n), k_zero(k, b[2] + 3, n - 7)))
+ELEMENTWISE(copy2d, (k_zero(k, b[2], n), k_copy2d(k, b[2] + 1, D, b[0] + 2, D, bt->T, D - 5)))
+ELEMENTWISE(add2d, (k_copy(k, b[2], b[1], n), k_add2d(k, b[2] + 1, D, b[0] + 2, D, bt->T, D - 5)))
+
+// Dropout masks are the same Philox words on every backend: compared exactly.
+SHAPE(shape_dropout) {
+    BUF(0, (size_t)bt->T * D, 0);
+    BUF(1, (size_t)bt->T * D, 1);
+    c->tol = 0.0;
+}
+static void run_dropout(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    kdrop d = {77, 5, 1, KSLOT_FFN_HID};
+    k_copy(k, b[1], b[0], (size_t)bt->T * D);
+    k_dropout(k, b[1], bt, D, 0.3f, d);
+}
+
+SHAPE(shape_embed_fwd) {
+    BUF(0, (size_t)12 * D, 0);    // tok (ids < 12)
+    BUF(1, (size_t)bt->n * D, 0);  // pos
+    BUF(2, (size_t)bt->T * D, 1);
+    c->tol = 1e-6;
+}
+static void run_embed_fwd(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_embed_fwd(k, b[2], bt, b[0], b[1], D);
+}
+
+SHAPE(shape_embed_bwd) {
+    BUF(0, (size_t)bt->T * D, 0);  // dout
+    BUF(1, (size_t)12 * D, 2);     // dtok
+    BUF(2, (size_t)bt->n * D, 2);  // dpos
+    c->tol = 1e-5;
+}
+static void run_embed_bwd(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_embed_bwd(k, b[1], b[2], b[0], bt, D);
+}
+
+SHAPE(shape_mask_pool) {
+    BUF(0, (size_t)bt->T * D, 2);  // x, masked in place
+    BUF(1, (size_t)bt->B * D, 1);  // pooled
+    c->tol = 1e-6;
+}
+static void run_mask_pool_mean(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_mask_pool_fwd(k, b[1], b[0], bt, D, 0);
+}
+static void run_mask_pool_cls(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_mask_pool_fwd(k, b[1], b[0], bt, D, 1);
+}
+
+SHAPE(shape_mask_pool_bwd) {
+    BUF(0, (size_t)bt->B * D, 0);  // dpooled
+    BUF(1, (size_t)bt->T * D, 1);  // dx
+    c->tol = 1e-6;
+}
+static void run_mask_pool_bwd_mean(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_mask_pool_bwd(k, b[1], b[0], bt, D, 0);
+}
+static void run_mask_pool_bwd_cls(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_mask_pool_bwd(k, b[1], b[0], bt, D, 1);
+}
+
+SHAPE(shape_dual) {
+    BUF(0, (size_t)4 * D, 0);  // pooled [2B, D], B = 2
+    BUF(1, (size_t)8 * D, 0);  // dout [B, 4D]
+    BUF(2, (size_t)8 * D, 1);  // out
+    BUF(3, (size_t)4 * D, 1);  // dpooled
+    c->tol = 1e-6;
+}
+static void run_dual(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_dual_combine_fwd(k, b[2], b[0], 2, D);
+    k_dual_combine_bwd(k, b[3], b[1], b[0], 2, D);
+}
+
+SHAPE(shape_xent) {
+    BUF(0, (size_t)8 * C, 0);  // logits [8, C]
+    BUF(1, (size_t)8 * C, 1);  // probs
+    BUF(2, (size_t)8 * C, 1);  // dlogits
+    c->scale[0] = 3.0f;
+    c->tol = 1e-6;
+}
+static void run_xent(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    int correct = 0;
+    double loss = k_xent_fwd(k, b[1], b[0], g_labels, 8, C, &correct);
+    k_xent_bwd(k, b[2], b[1], g_labels, 8, C, 0.125f);
+    c->scalar = loss + 1000.0 * correct;  // hits compared exactly through the scalar
+}
+
+SHAPE(shape_adamw) {
+    BUF(0, 1000, 2);  // param
+    BUF(1, 1000, 0);  // grad
+    BUF(2, 1000, 2);  // m
+    BUF(3, 1000, 2);  // v (made positive by the runner)
+    c->tol = 1e-6;
+}
+static void run_adamw(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    float *sq = k_alloc(k, sizeof(float) * 1000);
+    k_copy(k, sq, b[3], 1000);
+    k_zero(k, b[3], 1000);
+    k_adamw(k, b[0], b[1], b[2], b[3], 1000, 1e-3f, 0.9f, 0.999f, 1e-6f, 0.01f, 0.19f, 0.002f);
+    k_adamw(k, b[0], sq, b[2], b[3], 1000, 1e-3f, 0.9f, 0.999f, 1e-6f, 0.01f, 0.271f, 0.004f);
+    k_free(k, sq);
+}
+
+SHAPE(shape_sumsq) {
+    BUF(0, 100003, 0);
+    c->tol = 1e-9;
+}
+static void run_sumsq(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    c->scalar = k_sumsq(k, b[0], 100003);
+}
+
+static const op_entry OPS[] = {
+    {"linear_fwd", run_linear_fwd, shape_linear_fwd},
+    {"linear_bwd (accumulate)", run_linear_bwd, shape_linear_bwd},
+    {"linear_bwd (overwrite din)", run_linear_bwd_overwrite, shape_linear_bwd},
+    {"layernorm_fwd", run_layernorm_fwd, shape_layernorm_fwd},
+    {"layernorm_bwd", run_layernorm_bwd, shape_layernorm_bwd},
+    {"gelu_fwd", run_gelu_fwd, shape_gelu_fwd},
+    {"gelu_bwd", run_gelu_bwd, shape_gelu_bwd},
+    {"relu_fwd", run_relu_fwd, shape_relu_fwd},
+    {"relu_bwd", run_relu_bwd, shape_relu_bwd},
+    {"add", run_add, shape_add},
+    {"bias_add", run_bias_add, shape_bias_add},
+    {"scale", run_scale, shape_scale},
+    {"zero", run_zero, shape_zero},
+    {"copy2d", run_copy2d, shape_copy2d},
+    {"add2d", run_add2d, shape_add2d},
+    {"dropout", run_dropout, shape_dropout},
+    {"embed_fwd", run_embed_fwd, shape_embed_fwd},
+    {"embed_bwd", run_embed_bwd, shape_embed_bwd},
+    {"mask_pool_fwd (mean)", run_mask_pool_mean, shape_mask_pool},
+    {"mask_pool_fwd (cls)", run_mask_pool_cls, shape_mask_pool},
+    {"mask_pool_bwd (mean)", run_mask_pool_bwd_mean, shape_mask_pool_bwd},
+    {"mask_pool_bwd (cls)", run_mask_pool_bwd_cls, shape_mask_pool_bwd},
+    {"dual_combine fwd+bwd", run_dual, shape_dual},
+    {"xent fwd+bwd", run_xent, shape_xent},
+    {"adamw (two steps)", run_adamw, shape_adamw},
+    {"sumsq", run_sumsq, shape_sumsq},
+};
+#define NOPS ((int)(sizeof(OPS) / sizeof(OPS[0])))
+
+// ---- the harness ----
+
+// Runs case `e` on backend k with the given host inputs; returns the outputs (host, malloc'd).
+static float **run_on(kctx *k, const op_entry *e, op_case *c, float **host_in) {
+    float *dev[MAXBUF] = {0};
+    float **out = calloc(MAXBUF, sizeof(float *));
+    float *nan = fill_buf(1 << 20, NAN);
+    for (int i = 0; i < c->nbuf; i++) {
+        dev[i] = k_alloc(k, sizeof(float) * c->n[i]);
+        if (c->role[i] == 1) {
+            for (size_t o = 0; o < c->n[i]; o += 1 << 20) {
+                size_t m = c->n[i] - o < (1u << 20) ? c->n[i] - o : (1u << 20);
+                k_upload(k, dev[i] + o, nan, sizeof(float) * m);
+            }
+        } else {
+            k_upload(k, dev[i], host_in[i], sizeof(float) * c->n[i]);
+        }
+    }
+    k_batch_upload(k, &g_tb.bt);
+    e->run(k, dev, &g_tb.bt, c);
+    for (int i = 0; i < c->nbuf; i++) {
+        if (c->role[i] != 0) {
+            out[i] = xmalloc(sizeof(float) * c->n[i]);
+            k_download(k, out[i], dev[i], sizeof(float) * c->n[i]);
+        }
+        k_free(k, dev[i]);
+    }
+    free(nan);
+    return out;
+}
+
+static double rel_err(const float *a, const float *b, size_t n, long *nonfinite) {
+    double num = 0.0, den = 0.0;
+    *nonfinite = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) != !isfinite(b[i]) && *nonfinite < 0) *nonfinite = (long)i;
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num) / (den > 1e-60 ? sqrt(den) : 1e-30);
+}
+
+static kctx g_cpu, g_other;
+
+static void compare_all(void **state) {
+    (void)state;
+    int failures = 0;
+    for (int o = 0; o < NOPS; o++) {
+        const op_entry *e = &OPS[o];
+        op_case c1, c2;
+        memset(&c1, 0, sizeof(c1));
+        e->shape(&c1, &g_tb.bt);
+        c2 = c1;
+        float *in[MAXBUF] = {0};
+        for (int i = 0; i < c1.nbuf; i++) {
+            float sc = c1.scale[i] > 0 ? c1.scale[i] : 1.0f;
+            in[i] = randn_buf(c1.n[i], sc);
+            // Never zero, so an op that ignores an input cannot pass by accident.
+            for (size_t j = 0; j < c1.n[i]; j++)
+                if (in[i][j] == 0.0f) in[i][j] = 1e-3f;
+        }
+        float **ref = run_on(&g_cpu, e, &c1, in);
+        float **got = run_on(&g_other, e, &c2, in);
+        double worst = 0.0;
+        int bad = 0;
+        for (int i = 0; i < c1.nbuf; i++) {
+            if (c1.role[i] == 0) continue;
+            long nf;
+            double err = rel_err(got[i], ref[i], c1.n[i], &nf);
+            if (err > worst) worst = err;
+            if (nf >= 0 || !(err <= c1.tol)) {
+                print_error("%s: output %d: relative error %.3e (tolerance %.1e)%s\n", e->name, i,
+                            err, c1.tol, nf >= 0 ? ", non-finite where the CPU is finite" : "");
+                bad = 1;
+            }
+        }
+        double sd = fabs(c2.scalar - c1.scalar) / (fabs(c1.scalar) > 1 ? fabs(c1.scalar) : 1.0);
+        if (!(sd <= (c1.tol > 1e-9 ? c1.tol : 1e-9))) {
+            print_error("%s: scalar %.12g vs CPU %.12g\n", e->name, c2.scalar, c1.scalar);
+            bad = 1;
+        }
+        printf("%-28s %s: relative error %.2e%s\n", e->name, g_other.ops->name, worst,
+               bad ? "  FAILED" : "");
+        failures += bad;
+        for (int i = 0; i < c1.nbuf; i++) {
+            free(in[i]);
+            free(ref[i]);
+            free(got[i]);
+        }
+        free(ref);
+        free(got);
+    }
+    assert_int_equal(failures, 0);
+}
+
+int main(void) {
+    char err[SBMT_ERR_LEN];
+    kctx_init(&g_cpu, KB_CPU, 1);
+    if (kctx_open(&g_other, KB_CUDA, 0, 0, err)) {
+        printf("test_backend_ops: the CUDA backend cannot run here: %s; its cases are skipped\n",
+               err);
+        return 77;
+    }
+    seed_rng(11);
+    int lens[3] = {5, 9, 16};
+    uint32_t samples[3] = {4, 17, 3};
+    tb_make(&g_tb, 3, 16, lens, samples, 12);
+    tb_pad(&g_tb, 1, 4);  // a padded position inside a sequence: masks matter
+    for (int i = 0; i < 8; i++) g_labels[i] = (i * 3) % C;
+    const struct CMUnitTest tests[] = {cmocka_unit_test(compare_all)};
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    kctx_close(&g_other);
+    return rc;
+}
