@@ -1,0 +1,62 @@
+#!/bin/bash
+# gpu_check.sh: the device check of the CUDA backend, in two halves, because the GPU host has the
+# CUDA toolkit but none of this project's Debian packages (OpenBLAS, cmocka, ...):
+#
+#   here:       bash bench/gpu_check.sh --pack
+#               builds, then copies the CUDA test binaries and the non-CUDA shared libraries they
+#               load into gpu/ (ignored through .git/info/exclude; about 45 MB). Carry `gpu`.
+#   on the GPU: bash bench/gpu_check.sh
+#               runs them from gpu/ and prints a summary table last; exit status non-zero when a
+#               check failed. Sized to finish in well under a minute today.
+#
+# Today it runs test_backend_ops (every dense primitive of the CUDA backend against the CPU
+# backend on the same inputs). Attention kernels and the GPU benchmarks come with them.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PACK=gpu
+TESTS=(test_backend_ops)
+
+if [ "${1:-}" = "--pack" ]; then
+    bash launch/build.sh > /dev/null || { echo "gpu_check: build failed" >&2; exit 1; }
+    rm -rf "$PACK" && mkdir -p "$PACK/lib"
+    grep -qx "/$PACK/" .git/info/exclude 2> /dev/null || echo "/$PACK/" >> .git/info/exclude
+    for t in "${TESTS[@]}"; do
+        [ -x "build/$t" ] || { echo "gpu_check: build/$t missing (no CUDA backend built?)" >&2; exit 1; }
+        cp "build/$t" "$PACK/"
+        # Everything it loads except libc's own and the CUDA toolkit's (present on the GPU host).
+        ldd "build/$t" | awk '$3 ~ /^\// {print $3}' | while read -r lib; do
+            case "$(basename "$lib")" in
+            libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libcuda*|libcublas*|libnccl*) ;;
+            *) cp -L "$lib" "$PACK/lib/" ;;
+            esac
+        done
+    done
+    du -sh "$PACK"
+    echo "gpu_check: packed $(ls "$PACK" | grep -vc lib) binaries; carry '$PACK' and run bash bench/gpu_check.sh"
+    exit 0
+fi
+
+[ -d "$PACK" ] || { echo "gpu_check: no $PACK/ (run bash bench/gpu_check.sh --pack where the project builds)" >&2; exit 2; }
+export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2> /dev/null ||
+    echo "gpu_check: nvidia-smi not available"
+declare -A RC
+for t in "${TESTS[@]}"; do
+    echo "== $t"
+    timeout 300 "$PACK/$t" 2>&1 | tee "/tmp/gpu_check_$t.log"
+    RC[$t]=${PIPESTATUS[0]}
+done
+echo
+echo "== summary"
+printf "%-22s %-8s %s\n" check status detail
+fail=0
+for t in "${TESTS[@]}"; do
+    case ${RC[$t]} in
+    0) st=passed ;;
+    77) st=skipped ;;
+    *) st="FAILED(${RC[$t]})"; fail=1 ;;
+    esac
+    printf "%-22s %-8s %s\n" "$t" "$st" "$(grep -c 'relative error' "/tmp/gpu_check_$t.log") cases"
+done
+grep "relative error" /tmp/gpu_check_test_backend_ops.log | sed 's/^/  /'
+exit $fail
