@@ -848,6 +848,13 @@ int cli_train(int argc, char **argv) {
         sbmt_errf(err, "train.backend = %s: %.900s", r->cfg.backend, e2);
         goto fail;
     }
+    if (r->k.backend == KB_CUDA && r->dist.world > 1) {
+        // The gradient and tp all-reduces would need NCCL on device buffers (dist_nccl_init),
+        // not yet wired into training: refused rather than run on host collectives.
+        sbmt_errf(err, "train.backend = cuda runs one rank for now (this job has %d); use "
+                       "train.backend = cpu for multi-rank runs", r->dist.world);
+        goto fail;
+    }
     const char *missing = kctx_missing_op(&r->k, strcmp(r->cfg.attention, "sbm") == 0);
     if (missing) {  // refused, never a silent fallback to another backend
         sbmt_errf(err, "train.backend = %s: this backend has no %s kernel yet (model.attention = "

@@ -243,6 +243,29 @@ static void run_sumsq(kctx *k, float **b, const kbatch *bt, op_case *c) {
     c->scalar = k_sumsq(k, b[0], 100003);
 }
 
+// Softmax attention, H = 2 heads of 8: forward (out, lse) and backward (dqkv, after the
+// backend's own forward), without and with attention dropout.
+enum { AH = 2, ADH = 8, AHD = AH * ADH };
+SHAPE(shape_attn) {
+    BUF(0, (size_t)bt->T * 3 * AHD, 0);  // qkv
+    BUF(1, (size_t)bt->T * AHD, 0);      // dout
+    BUF(2, (size_t)bt->T * AHD, 1);      // out
+    BUF(3, (size_t)bt->T * AH, 1);       // lse
+    BUF(4, (size_t)bt->T * 3 * AHD, 1);  // dqkv
+    c->tol = 2e-5;
+}
+static void run_attn(kctx *k, float **b, const kbatch *bt, float p) {
+    kdrop d = {91, 3, 1, 4};
+    k_attn_softmax_fwd(k, b[2], b[3], b[0], bt, AH, ADH, p, d);
+    k_attn_softmax_bwd(k, b[4], b[1], b[0], b[2], b[3], bt, AH, ADH, p, d);
+}
+static void run_attn_nodrop(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    run_attn(k, b, bt, 0.0f);
+}
+static void run_attn_drop(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    run_attn(k, b, bt, 0.25f);
+}
+
 static const op_entry OPS[] = {
     {"linear_fwd", run_linear_fwd, shape_linear_fwd},
     {"linear_bwd (accumulate)", run_linear_bwd, shape_linear_bwd},
@@ -270,6 +293,8 @@ static const op_entry OPS[] = {
     {"xent fwd+bwd", run_xent, shape_xent},
     {"adamw (two steps)", run_adamw, shape_adamw},
     {"sumsq", run_sumsq, shape_sumsq},
+    {"attn_softmax fwd+bwd", run_attn_nodrop, shape_attn},
+    {"attn_softmax fwd+bwd, dropout", run_attn_drop, shape_attn},
 };
 #define NOPS ((int)(sizeof(OPS) / sizeof(OPS[0])))
 

@@ -25,6 +25,8 @@ __typeof__(k_bias_add) cuda_bias_add;
 __typeof__(k_dropout) cuda_dropout;
 __typeof__(k_embed_fwd) cuda_embed_fwd;
 __typeof__(k_embed_bwd) cuda_embed_bwd;
+__typeof__(k_attn_softmax_fwd) cuda_attn_softmax_fwd;
+__typeof__(k_attn_softmax_bwd) cuda_attn_softmax_bwd;
 __typeof__(k_mask_pool_fwd) cuda_mask_pool_fwd;
 __typeof__(k_mask_pool_bwd) cuda_mask_pool_bwd;
 __typeof__(k_dual_combine_fwd) cuda_dual_combine_fwd;

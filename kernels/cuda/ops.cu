@@ -22,8 +22,8 @@ extern "C" const kops kops_cuda = {
     cuda_dropout,  // dropout
     cuda_embed_fwd,  // embed_fwd
     cuda_embed_bwd,  // embed_bwd
-    NULL,  // attn_softmax_fwd
-    NULL,  // attn_softmax_bwd
+    cuda_attn_softmax_fwd,  // attn_softmax_fwd
+    cuda_attn_softmax_bwd,  // attn_softmax_bwd
     cuda_mask_pool_fwd,  // mask_pool_fwd
     cuda_mask_pool_bwd,  // mask_pool_bwd
     cuda_dual_combine_fwd,  // dual_combine_fwd
