@@ -20,6 +20,8 @@
 
 #include "kernels/backend.h"
 #include "kernels/common.h"
+#include "model/model.h"
+#include "model/optim.h"
 #include "testlib.h"
 
 #define MAXBUF 8
@@ -394,6 +396,50 @@ static void compare_all(void **state) {
     assert_int_equal(failures, 0);
 }
 
+// One training step of a whole softmax model (dropout on, CLS or MEAN pooling, single or dual)
+// on each backend from the same parameters and batch: the loss and every parameter and moment
+// after AdamW agree within fp32 tolerance.
+static void model_step(int cls, int dual) {
+    model_dims d = {.vocab = 12, .seq_len = 16, .d_model = 16, .d_ff = 24, .heads = 2,
+                    .head_dim = 8, .layers = 2, .classes = 3, .cls = cls, .dual = dual,
+                    .dropout = 0.1f, .attn_dropout = 0.1f, .sbm = 0};
+    kctx *ks[2] = {&g_cpu, &g_other};
+    model m[2];
+    double loss[2];
+    int correct[2] = {0, 0};
+    float *state[2];
+    const int examples = dual ? 1 : 3;  // g_tb holds 3 sequences; a dual example is 2
+    int32_t labels[3] = {0, 2, 1};
+    kbatch bt = g_tb.bt;
+    if (dual) bt.B = 2;
+    if (dual) bt.T = bt.off[2];
+    for (int i = 0; i < 2; i++) {
+        model_init(&m[i], ks[i], &d, examples, 5);
+        m[i].reg_batch = bt.B;
+        k_zero(ks[i], m[i].grads, m[i].nparams);
+        loss[i] = model_forward(&m[i], ks[i], &bt, labels, 1, 5, 2, &correct[i]);
+        model_backward(&m[i], ks[i], &bt, labels, 1, 5, 2, 1.0f / examples);
+        optim_adamw(ks[i], &m[i], 1, 1e-2f, 0.9f, 0.999f, 1e-6f, 0.01f);
+        state[i] = xmalloc(sizeof(float) * 3 * m[i].nparams);
+        model_get_state(&m[i], state[i], state[i] + m[i].nparams, state[i] + 2 * m[i].nparams);
+    }
+    long nf;
+    double err = rel_err(state[1], state[0], 3 * m[0].nparams, &nf);
+    printf("whole model step (cls %d, dual %d) %s: loss %.7f vs %.7f, state relative error %.2e\n",
+           cls, dual, g_other.ops->name, loss[1], loss[0], err);
+    assert_true(fabs(loss[1] - loss[0]) <= 1e-5 * fabs(loss[0]));
+    assert_int_equal(correct[1], correct[0]);
+    assert_true(nf < 0 && err <= 1e-4);
+    for (int i = 0; i < 2; i++) {
+        free(state[i]);
+        model_free(&m[i]);
+    }
+}
+
+static void model_step_mean(void **state) { (void)state; model_step(0, 0); }
+static void model_step_cls(void **state) { (void)state; model_step(1, 0); }
+static void model_step_dual(void **state) { (void)state; model_step(0, 1); }
+
 int main(void) {
     char err[SBMT_ERR_LEN];
     kctx_init(&g_cpu, KB_CPU, 1);
@@ -408,7 +454,12 @@ int main(void) {
     tb_make(&g_tb, 3, 16, lens, samples, 12);
     tb_pad(&g_tb, 1, 4);  // a padded position inside a sequence: masks matter
     for (int i = 0; i < 8; i++) g_labels[i] = (i * 3) % C;
-    const struct CMUnitTest tests[] = {cmocka_unit_test(compare_all)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(compare_all),
+        cmocka_unit_test(model_step_mean),
+        cmocka_unit_test(model_step_cls),
+        cmocka_unit_test(model_step_dual),
+    };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     kctx_close(&g_other);
     return rc;
