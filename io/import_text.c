@@ -409,7 +409,7 @@ static int list_reviews(const char *dir, int32_t label, review_list *out, char *
     closedir(d);
     int rc = 0;
     if (rerr) rc = sbmt_errf(err, "%s: reading the directory failed: %s", dir, strerror(rerr));
-    if (!rc) qsort(names, n, sizeof *names, cmp_str);
+    if (!rc && n) qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
         if (!rc && !is_file(names[i]))
             rc = sbmt_errf(err, "%s: not a readable regular file", names[i]);

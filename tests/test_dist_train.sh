@@ -159,7 +159,13 @@ LONG="$LO --set model.attention=sbm --set train.steps=400 --set train.checkpoint
 # wait_file F SECONDS: until F exists.
 wait_file() { local i; for ((i = 0; i < $2 * 10; i++)); do [ -e "$1" ] && return 0; sleep 0.1; done; return 1; }
 # rank_pid NAME: the pid of a non-root rank of the job writing into NAME.
-rank_pid() { pgrep -f "sbmt train .*--out $1\$" | tail -1; }
+# (Processes named sbmt only: mpirun's own command line names the same --out.)
+rank_pid() {
+    local p
+    for p in $(pgrep -x sbmt); do
+        tr '\0' ' ' < "/proc/$p/cmdline" 2> /dev/null | grep -q -- "--out $1 " && echo "$p"
+    done | tail -1
+}
 $MPI -n 4 "$BIN" train $LONG --set dist.tp=2 --out kill > kill.log 2>&1 &
 job=$!
 if wait_file kill/ckpt_00000020.h5 60; then
