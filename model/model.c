@@ -453,6 +453,10 @@ double model_forward(model *m, kctx *k, const kbatch *bt, const int32_t *labels,
         // the trainer sums edges over the world and recomputes (model_sbm_stats).
         double nb = (double)(m->reg_batch ? m->reg_batch : B) * bt->n * bt->n;
         m->reg_loss = model_sbm_stats(m, m->edges, nb, m->density);
+        // Non-finite memberships sample no edges (the samplers cannot draw from them): the
+        // loss says so instead of training on empty graphs.
+        for (int i = 0; i < d->layers * d->heads; i++)
+            if (!isfinite(m->expected[i])) m->reg_loss = NAN;
     }
     k_layernorm_fwd(k, m->lnf, m->lnf_mean, m->lnf_rstd, m->res_out, P + m->lnf_w, P + m->lnf_b,
                     T, D);

@@ -288,10 +288,57 @@ static void test_tp_slices(void **state) {
     use_sbm = saved;
 }
 
+// A NaN anywhere in the parameters must reach the loss, never be swallowed by an op that takes
+// a max or compares (ReLU, softmax maxima, the samplers' Poisson and Bernoulli draws).
+static void nan_reaches_loss(int sbm, sbm_sampler smp) {
+    int saved = use_sbm;
+    sbm_sampler ssaved = sampler;
+    use_sbm = sbm;
+    sampler = smp;
+    model_dims d = small_dims(0);
+    kctx k;
+    kctx_init(&k, KB_CPU, 1);
+    model m;
+    model_init(&m, &k, &d, B, 3);
+    kbatch bt;
+    batch_alloc(&bt, B, N);
+    batch_pack(&bt, IDS, B, N, SAMPLE, 0, d.vocab - 1);
+    const char *names[] = {"embed/positions", "embed/tokens", "layers/0/attn/wq/weight",
+                           "layers/0/attn/wk/weight", "layers/1/attn/wv/weight",
+                           "layers/0/ffn/fc1/weight", "head/fc1/weight", "head/fc2/bias",
+                           "layers/1/attn/clusters", "layers/0/attn/proj1/weight"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        int e = param_table_find(&m.table, names[i]);
+        if (e < 0) continue;  // clusters and phi exist only with SBM attention
+        float *p = m.params + m.table.e[e].offset + m.table.e[e].numel / 2;
+        float keep = *p;
+        *p = NAN;
+        for (int train = 0; train <= 1; train++) {
+            double ce = model_forward(&m, &k, &bt, LABELS, train, 9, 1, NULL);
+            double loss = ce / B + m.reg_loss;
+            if (!isnan(loss))
+                print_error("%s: NaN in %s gives loss %g (train %d)\n", sbm ? "sbm" : "softmax",
+                            names[i], loss, train);
+            assert_true(isnan(loss));
+        }
+        *p = keep;
+    }
+    model_free(&m);
+    batch_free(&bt);
+    use_sbm = saved;
+    sampler = ssaved;
+}
+static void test_nan_softmax(void **s) { (void)s; nan_reaches_loss(0, SBM_SAMPLER_FASTRG); }
+static void test_nan_sbm_fastrg(void **s) { (void)s; nan_reaches_loss(1, SBM_SAMPLER_FASTRG); }
+static void test_nan_sbm_dense(void **s) { (void)s; nan_reaches_loss(1, SBM_SAMPLER_DENSE); }
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_param_names),
         cmocka_unit_test(test_tp_slices),
+        cmocka_unit_test(test_nan_softmax),
+        cmocka_unit_test(test_nan_sbm_fastrg),
+        cmocka_unit_test(test_nan_sbm_dense),
         cmocka_unit_test(test_gradcheck_eval),
         cmocka_unit_test(test_gradcheck_dropout),
         cmocka_unit_test(test_gradcheck_cls),

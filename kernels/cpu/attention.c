@@ -62,12 +62,18 @@ void cpu_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, con
             for (int r = 0; r < R; r++) {
                 float *srow = S + (size_t)r * L;
                 float mx = -INFINITY;
+                int valid = 0;
                 for (int j = 0; j < L; j++) {
                     if (mask[j] == 0.0f) srow[j] = -INFINITY;
+                    else valid++;
                     if (srow[j] > mx) mx = srow[j];
                 }
                 float l;
-                if (mx == -INFINITY) {
+                if (mx == -INFINITY && valid) {
+                    // Valid keys but no finite maximum: the scores are NaN; so is the row.
+                    l = NAN;
+                    for (int j = 0; j < L; j++) srow[j] = NAN;
+                } else if (mx == -INFINITY) {
                     // No key to attend to: +inf makes every recomputed probability exp(-inf) = 0.
                     l = INFINITY;
                     memset(srow, 0, sizeof(float) * L);

@@ -176,7 +176,7 @@ void cpu_gelu_bwd(kctx *k, float *din, const float *dout, const float *in, size_
 }
 
 void cpu_relu_fwd(kctx *k, float *out, const float *in, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+    for (size_t i = 0; i < n; i++) out[i] = in[i] < 0.0f ? 0.0f : in[i];  // NaN passes through
 }
 
 void cpu_relu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n) {

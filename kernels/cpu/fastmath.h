@@ -12,7 +12,9 @@
 // exp(x) with relative error < 3e-7 over [-87, 88] (Cephes expf polynomial after reduction
 // by ln 2); returns exactly 0 below -87 (and for -inf), so masked scores contribute nothing.
 static inline float fast_expf(float x) {
-    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    // NaN is carried through the clamp as 0 (so the exponent cast below stays defined) and
+    // returned at the end.
+    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : (x == x ? x : 0.0f));
     float n = floorf(xc * 1.44269504088896341f + 0.5f);
     float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -25,7 +27,7 @@ static inline float fast_expf(float x) {
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof(scale));
-    return x < -87.0f ? 0.0f : y * scale;
+    return x < -87.0f ? 0.0f : (x == x ? y * scale : x);
 }
 
 #if defined(__AVX2__)

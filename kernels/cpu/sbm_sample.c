@@ -132,7 +132,9 @@ static double u01_next(u01_seq *q) {
 
 // Poisson(lambda): inversion below 10, Hormann's PTRS transformed rejection above.
 static int64_t poisson(u01_seq *q, double lam) {
-    if (lam <= 0.0) return 0;
+    // NaN or infinite rates (non-finite memberships) draw nothing rather than loop: the model
+    // turns a non-finite expected count into a NaN loss (model_forward).
+    if (!(lam > 0.0) || !isfinite(lam)) return 0;
     if (lam < 10.0) {
         double p = exp(-lam), F = p, u = u01_next(q);
         int64_t x = 0;

@@ -59,9 +59,10 @@ __global__ void attn_fwd_kernel(att_args a, float *out, float *lse) {
     const int lane = threadIdx.x & 31, base = a.bt.off[b], L = a.bt.len[b], i = row - base;
     const float *q = a.qkv + (size_t)row * a.ld + h * a.dh;
     const float *K = a.qkv + (size_t)base * a.ld + a.HD + h * a.dh, *V = K + a.HD;
-    float m = -INFINITY, s = 0.0f;
+    float m = -INFINITY, s = 0.0f, valid = 0.0f;
     for (int j = lane; j < L; j += 32) {
         if (a.bt.mask[base + j] == 0.0f) continue;
+        valid += 1.0f;
         float x = dot(q, K + (size_t)j * a.ld, a.dh) * a.sc;
         if (x > m) {
             s = s * expf(m - x) + 1.0f;
@@ -73,6 +74,11 @@ __global__ void attn_fwd_kernel(att_args a, float *out, float *lse) {
     float M = warp_max(m);
     float S = warp_sum(m == -INFINITY ? 0.0f : s * expf(m - M));
     float *o = out + (size_t)row * a.HD + h * a.dh;
+    if (M == -INFINITY && warp_sum(valid) > 0.0f) {  // keys, but only NaN scores: NaN row
+        for (int c = lane; c < a.dh; c += 32) o[c] = NAN;
+        if (lane == 0) lse[(size_t)row * a.H + h] = NAN;
+        return;
+    }
     if (M == -INFINITY) {  // no key to attend to: output 0, and backward's probabilities are 0
         for (int c = lane; c < a.dh; c += 32) o[c] = 0.0f;
         if (lane == 0) lse[(size_t)row * a.H + h] = INFINITY;

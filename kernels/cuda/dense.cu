@@ -45,7 +45,7 @@ __global__ void gelu_bwd_kernel(float *din, const float *dout, const float *in, 
 __global__ void relu_fwd_kernel(float *out, const float *in, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
-        out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+        out[i] = in[i] < 0.0f ? 0.0f : in[i];  // NaN passes through
 }
 
 __global__ void relu_bwd_kernel(float *din, const float *dout, const float *in, size_t n) {
