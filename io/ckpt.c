@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -542,6 +543,27 @@ static herr_t extra_visit(hid_t g, const char *name, const H5L_info_t *info, voi
 
 // Checks every tensor of `t` under root (exists, float, expected shape) and that root holds no
 // others; with dst non-NULL, then reads them into dst.
+// A tensor holding NaN or Inf would train (or evaluate) to garbage: refused at load, naming
+// the tensor and its first non-finite element by index.
+static int check_finite(const char *file, const char *obj, const param_entry *e, const float *x,
+                        char *err) {
+    for (size_t i = 0; i < e->numel; i++) {
+        if (isfinite(x[i])) continue;
+        char idx[128] = "";
+        size_t rest = i, stride = e->numel;
+        for (int d = 0; d < e->ndim; d++) {
+            stride /= (size_t)e->shape[d];
+            size_t len = strlen(idx);
+            snprintf(idx + len, sizeof idx - len, "%s%zu", d ? ", " : "", rest / stride);
+            rest %= stride;
+        }
+        return sbmt_errf(err, "%s: %s: element [%s] is %s; the checkpoint holds a non-finite "
+                              "value (a diverged run?)",
+                         file, obj, idx, isnan(x[i]) ? "NaN" : x[i] > 0 ? "+Inf" : "-Inf");
+    }
+    return 0;
+}
+
 static int load_tree(hid_t f, const char *file, const char *root, const param_table *t,
                      float *dst, char *err) {
     char why[WHY_LEN], obj[OBJ_LEN], want[128], have[128];
@@ -576,6 +598,8 @@ static int load_tree(hid_t f, const char *file, const char *root, const param_ta
                                                dst + e->offset) < 0) {
                 rc = sbmt_errf(err, "%s: %s: read failed, the file is corrupted (%s)", file, obj,
                                h5_why(why));
+            } else if (dst) {
+                rc = check_finite(file, obj, e, dst + e->offset, err);
             }
         }
         close_id(&space, H5Sclose);

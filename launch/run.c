@@ -106,6 +106,9 @@ int run_evaluate(model *m, kctx *k, dist_ctx *dist, ds_file *ds, int split, int6
     int64_t N = ds->rows[split];
     if (N < 0)
         return sbmt_errf(err, "%s: the dataset has no '%s' split", ds->path, split_names[split]);
+    if (N == 0)  // an accuracy of 0 rows would read as a result
+        return sbmt_errf(err, "%s: the '%s' split has 0 rows: nothing to evaluate", ds->path,
+                         split_names[split]);
     if (max_rows > 0 && max_rows < N) N = max_rows;
     // dp rank j evaluates rows [N j / dp, N (j+1) / dp); its tp group shares them.
     const int dp = dist_size(dist, DIST_DP), j = dist_grank(dist, DIST_DP);

@@ -496,6 +496,10 @@ static int train_main(train_run *r, char *err) {
     if (rc == 0) rc = run_resolve_config(c, &r->ds, err);
     if (rc == 0 && r->ds.rows[SPLIT_TRAIN] <= 0)
         rc = sbmt_errf(err, "%s: the dataset has no training rows", c->path);
+    for (int sp = SPLIT_DEV; rc == 0 && sp <= SPLIT_TEST; sp++)
+        if (r->ds.rows[sp] == 0)  // present but empty: its evaluation would report nothing
+            rc = sbmt_errf(err, "%s: the '%s' split has 0 rows (train evaluates it); add rows or "
+                                "leave the split out", c->path, split_names[sp]);
     if (dist_check(D, rc, err)) return -1;
     if (dist_check(D, root ? mkdir_p(r->out_dir, err) : 0, err)) return -1;
 
@@ -616,7 +620,20 @@ static int train_main(train_run *r, char *err) {
                            loss);
             break;
         }
-        clip_grads(r, c->grad_clip);
+        // Test hook: a non-finite gradient that the loss does not show (test_train).
+        const char *nan_step = getenv("SBMT_TEST_NAN_GRAD_STEP");
+        if (nan_step && atoi(nan_step) == step + 1) {
+            float nanv = NAN;
+            k_upload(&r->k, r->m.grads + r->m.nparams / 2, &nanv, sizeof(float));
+        }
+        const double gnorm = clip_grads(r, c->grad_clip);
+        if (!isfinite(gnorm)) {  // the same norm on every rank; stop before the update
+            rc = sbmt_errf(root ? err : NULL,
+                           "step %d: the gradient norm is %g (loss %g): not applied; lower "
+                           "train.lr or set train.grad_clip, and resume from the last checkpoint",
+                           step + 1, gnorm, loss);
+            break;
+        }
         comm_log += D->t_comm - comm0;
         elems_log += D->elems - elems0;
         grad_log += r->t_grad_sync - grad0;

@@ -540,6 +540,31 @@ static int teardown(void **state) {
     return testdir_remove();
 }
 
+// A NaN or Inf in any tensor is refused at load, naming the tensor and its first bad index.
+static void test_non_finite_refused(void **state) {
+    (void)state;
+    char path[600], err[SBMT_ERR_LEN];
+    tpath(path, sizeof path, "nan.h5");
+    param_table t;
+    float *p, *m, *v;
+    save_standard(path, &t, &p, &m, &v);
+    int pos = param_table_find(&t, "embed/positions"), cl = param_table_find(&t, "layers/0/attn/clusters");
+    p[t.e[pos].offset + 3 * 8 + 5] = NAN;  // [3, 5]
+    assert_int_equal(ckpt_save(path, &t, p, m, v, 42, 7, "", err), 0);
+    float *p2 = nan_buf(t.total), *m2 = nan_buf(t.total), *v2 = nan_buf(t.total);
+    assert_int_equal(ckpt_load(path, &t, p2, m2, v2, err), -1);
+    assert_contains(err, "/model/embed/positions: element [3, 5] is NaN");
+    p[t.e[pos].offset + 3 * 8 + 5] = 0.5f;
+    v[t.e[cl].offset + 1 * 30 + 2 * 6 + 4] = -INFINITY;  // [1, 2, 4] of [2, 5, 6]
+    assert_int_equal(ckpt_save(path, &t, p, m, v, 42, 7, "", err), 0);
+    assert_int_equal(ckpt_load(path, &t, p2, m2, v2, err), -1);
+    assert_contains(err, "/optim/adam_v/layers/0/attn/clusters: element [1, 2, 4] is -Inf");
+    // Parameters alone are fine: the moments are not read.
+    assert_int_equal(ckpt_load(path, &t, p2, NULL, NULL, err), 0);
+    free(p), free(m), free(v), free(p2), free(m2), free(v2);
+    param_table_free(&t);
+}
+
 // After every save and load above, valid or failed, no HDF5 object is left open: what
 // LeakSanitizer then reports inside libhdf5 (tests/lsan.supp) is the library's own caching.
 static void test_no_open_objects(void **state) {
@@ -556,7 +581,8 @@ int main(void) {
         cmocka_unit_test(test_extra_tensor), cmocka_unit_test(test_wrong_dtype),
         cmocka_unit_test(test_wrong_format), cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_truncation),   cmocka_unit_test(test_atomic),
-        cmocka_unit_test(test_large_tensor), cmocka_unit_test(test_no_open_objects),
+        cmocka_unit_test(test_large_tensor), cmocka_unit_test(test_non_finite_refused),
+        cmocka_unit_test(test_no_open_objects),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

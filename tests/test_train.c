@@ -202,6 +202,12 @@ static void test_train_dual(void **state) {
     expect_fail("eval --ckpt dual/final.h5 --data lo32.h5 --split test", "dual encoder");
 }
 
+static int run_in_dir(const char *data_args) {
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd), "%s data %s", bin, data_args);
+    return run(cmd, NULL);
+}
+
 static void expect_fail(const char *args, const char *needle) {
     char cmd[4096], *out = NULL;
     snprintf(cmd, sizeof(cmd), "%s %s", bin, args);
@@ -231,6 +237,25 @@ static void test_cli_errors(void **state) {
     expect_fail("eval --ckpt run/final.h5 --data lo.h5 --backend cuda", "--backend cuda: ");
     expect_fail("train --data lo.h5 --set data.seq_len=64 --set dist.tp=3",
                 "dist.tp = 3 does not divide model.heads = 2");
+    // An empty split is an error for eval and for train, which evaluates it.
+    assert_int_equal(run_in_dir("listops --out empty.h5 --train 40 --dev 0 --test 10 --min-len 10 "
+                                "--max-len 60 --seq-len 64 --seed 2 --quiet"), 0);
+    expect_fail("train --data empty.h5 --set data.seq_len=64 --set train.steps=2 --set train.warmup=1",
+                "empty.h5: the 'dev' split has 0 rows");
+    expect_fail("eval --ckpt run/final.h5 --data empty.h5 --split dev",
+                "empty.h5: the 'dev' split has 0 rows");
+    // A non-finite gradient (injected by a test hook; the loss is finite) stops training before
+    // the optimizer step.
+    {
+        char cmd[4096], *out = NULL;
+        snprintf(cmd, sizeof(cmd),
+                 "SBMT_TEST_NAN_GRAD_STEP=2 %s train --data lo.h5 --set data.seq_len=64 --set "
+                 "train.steps=4 --set train.batch_size=4 --set train.warmup=1 --out nangrad", bin);
+        int rc = run(cmd, &out);
+        if (rc == 0 || !strstr(out, "step 2: the gradient norm is nan"))
+            fail_msg("non-finite gradient: exit %d:\n%s", rc, out);
+        free(out);
+    }
     expect_fail("data listops --out x.h5 --train abc", "--train 'abc'");
     expect_fail("data listops --out x.h5 --min-len 100 --max-len 50 --seq-len 64", "min_len");
     char *out = NULL;
