@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages sbmt needs to build and test (and, with --bench, to run bench/).
+# Installs the Debian packages sbmt needs to build, test and run bench/.
 # Idempotent: packages already present are skipped, so both README commands can call it.
 set -euo pipefail
 
+# python3-torch/numpy/h5py: the PyTorch cross-check of the checkpoint layout is part of the
+# test command (tests/test_torch_crosscheck.sh), and the benchmarks compare against PyTorch.
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
-      hdf5-tools libcmocka-dev libopenblas-dev libopenblas0-pthread libpng-dev)
-if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(python3-torch python3-numpy python3-h5py)
-fi
+      hdf5-tools libcmocka-dev libopenblas-dev libopenblas0-pthread libpng-dev
+      python3-torch python3-numpy python3-h5py)
 
 missing=()
 for p in "${pkgs[@]}"; do
