@@ -3,11 +3,13 @@
 # Idempotent: packages already present are skipped, so both README commands can call it.
 set -euo pipefail
 
+# clang + its runtime: the libFuzzer targets (tests/fuzz/).
 # python3-torch/numpy/h5py: the PyTorch cross-check of the checkpoint layout is part of the
 # test command (tests/test_torch_crosscheck.sh), and the benchmarks compare against PyTorch.
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
       hdf5-tools libcmocka-dev libopenblas-dev libopenblas0-pthread libpng-dev
-      python3-torch python3-numpy python3-h5py)
+      python3-torch python3-numpy python3-h5py
+      clang libclang-rt-14-dev libomp-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

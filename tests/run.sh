@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: install, build, run every ctest (cmocka) test; then the same suite built with
 # AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/, CPU backend), so memory errors,
-# undefined behaviour and leaks fail CI. SBMT_SKIP_SANITIZE=1 runs the normal suite only.
+# undefined behaviour and leaks fail CI; then a short run of every fuzz target (tests/fuzz/run.sh,
+# SBMT_FUZZ_SECONDS each, default 15). SBMT_SKIP_SANITIZE=1 runs the normal suite only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/build.sh
@@ -23,3 +24,6 @@ ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j2 
     -E "test_slurm|test_launch|test_dist_np|test_dist_train"
 ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-asan --output-on-failure -j2 \
     -R "test_dist_np|test_dist_train"
+
+echo "== fuzz smoke runs (tests/fuzz/run.sh)"
+bash tests/fuzz/run.sh "${SBMT_FUZZ_SECONDS:-15}"
