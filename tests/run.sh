@@ -26,4 +26,4 @@ ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-asan --output-on-failure -j2 
     -R "test_dist_np|test_dist_train"
 
 echo "== fuzz smoke runs (tests/fuzz/run.sh)"
-bash tests/fuzz/run.sh "${SBMT_FUZZ_SECONDS:-15}"
+SBMT_FUZZ_SEED=${SBMT_FUZZ_SEED:-1} bash tests/fuzz/run.sh "${SBMT_FUZZ_SECONDS:-15}"

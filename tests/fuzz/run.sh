@@ -3,6 +3,8 @@
 # their seed corpora, and runs each for SECONDS (default 20: the smoke run of the test command;
 # longer on demand: bash tests/fuzz/run.sh 600). Prints each target's executions; a crash, hang,
 # leak or failed property stops with the reproducer's path (build-fuzz/artifacts/).
+# SBMT_FUZZ_SEED fixes libFuzzer's random seed (the test command's smoke runs use 1, so CI
+# explores the same inputs each time; on-demand runs draw a new seed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_EACH=${1:-20}
@@ -50,6 +52,7 @@ for t in "${TARGETS[@]}"; do
     log=build-fuzz/fuzz_$t.log
     if ! "build-fuzz/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=20 -rss_limit_mb=4096 \
         -print_final_stats=1 -artifact_prefix=build-fuzz/artifacts/"$t"- \
+        ${SBMT_FUZZ_SEED:+-seed=$SBMT_FUZZ_SEED} \
         "build-fuzz/corpus/$t" "$S/$t" > "$log" 2>&1; then
         tail -40 "$log"
         echo "fuzz: $t FAILED: reproducer in build-fuzz/artifacts/ (run build-fuzz/fuzz_$t FILE)" >&2
