@@ -12,9 +12,7 @@
 // exp(x) with relative error < 3e-7 over [-87, 88] (Cephes expf polynomial after reduction
 // by ln 2); returns exactly 0 below -87 (and for -inf), so masked scores contribute nothing.
 static inline float fast_expf(float x) {
-    // NaN is carried through the clamp as 0 (so the exponent cast below stays defined) and
-    // returned at the end.
-    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : (x == x ? x : 0.0f));
+    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     float n = floorf(xc * 1.44269504088896341f + 0.5f);
     float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -24,10 +22,16 @@ static inline float fast_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     float y = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    // 2^n from the bits of n + 1.5 * 2^23 (whose low mantissa bits hold n), in unsigned
+    // arithmetic: no float-to-int conversion, so a NaN x gives a NaN result, not undefined
+    // behaviour.
+    float t = n + 12582912.0f;
+    uint32_t tb;
+    memcpy(&tb, &t, sizeof(tb));
+    uint32_t bits = (tb - 0x4B400000u + 127u) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof(scale));
-    return x < -87.0f ? 0.0f : (x == x ? y * scale : x);
+    return x < -87.0f ? 0.0f : y * scale;
 }
 
 #if defined(__AVX2__)
