@@ -9,6 +9,7 @@
 #include "kernels/common.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/dropout.h"
+#include "kernels/pointwise.h"
 #include "kernels/cpu/fastmath.h"
 #include "kernels/kernels.h"
 
@@ -162,17 +163,12 @@ void cpu_layernorm_bwd(kctx *k, float *din, float *dw, float *db, const float *d
 
 void cpu_gelu_fwd(kctx *k, float *out, const float *in, size_t n) {
 #pragma omp parallel for num_threads(k->nthreads) schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = 0.5f * in[i] * (1.0f + erff(in[i] * 0.70710678118f));
+    for (size_t i = 0; i < n; i++) out[i] = pw_gelu(in[i]);
 }
 
 void cpu_gelu_bwd(kctx *k, float *din, const float *dout, const float *in, size_t n) {
 #pragma omp parallel for num_threads(k->nthreads) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = in[i];
-        float cdf = 0.5f * (1.0f + erff(x * 0.70710678118f));
-        float pdf = 0.3989422804f * expf(-0.5f * x * x);
-        din[i] = dout[i] * (cdf + x * pdf);
-    }
+    for (size_t i = 0; i < n; i++) din[i] = dout[i] * pw_gelu_grad(in[i]);
 }
 
 void cpu_relu_fwd(kctx *k, float *out, const float *in, size_t n) {
@@ -306,20 +302,12 @@ void cpu_dual_combine_bwd(kctx *k, float *dpooled, const float *dout, const floa
 }
 
 double cpu_xent_fwd(kctx *k, float *probs, const float *logits, const int32_t *labels, int B, int C,
-                  int *correct) {
+                    int *correct) {
     double loss = 0.0;
     for (int b = 0; b < B; b++) {
-        const float *l = logits + (size_t)b * C;
-        float *p = probs + (size_t)b * C;
-        int arg = 0;
-        float mx = l[0];
-        for (int c = 1; c < C; c++)
-            if (l[c] > mx) mx = l[c], arg = c;
-        double sum = 0.0;
-        for (int c = 0; c < C; c++) sum += exp((double)l[c] - mx);
-        for (int c = 0; c < C; c++) p[c] = (float)(exp((double)l[c] - mx) / sum);
-        loss += log(sum) + mx - l[labels[b]];
-        if (correct && arg == labels[b]) (*correct)++;
+        int hit;
+        loss += pw_xent_row(probs + (size_t)b * C, logits + (size_t)b * C, C, labels[b], &hit);
+        if (correct) *correct += hit;
     }
     return loss;
 }
@@ -336,12 +324,8 @@ void cpu_adamw(kctx *k, float *param, const float *grad, float *m, float *v, siz
              float beta1, float beta2, float eps, float wd, float bc1, float bc2) {
     float step = lr / bc1, sbc2 = sqrtf(bc2), decay = 1.0f - lr * wd;
 #pragma omp parallel for num_threads(k->nthreads) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float g = grad[i];
-        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
-        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
-        param[i] = param[i] * decay - step * m[i] / (sqrtf(v[i]) / sbc2 + eps);
-    }
+    for (size_t i = 0; i < n; i++)
+        pw_adamw(&param[i], grad[i], &m[i], &v[i], beta1, beta2, eps, step, sbc2, decay);
 }
 
 double cpu_sumsq(kctx *k, const float *x, size_t n) {

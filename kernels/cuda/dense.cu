@@ -6,6 +6,7 @@
 
 #include "kernels/cuda/cuda_ops.cuh"
 #include "kernels/dropout.h"
+#include "kernels/pointwise.h"
 
 #define THREADS 256
 
@@ -29,17 +30,13 @@ void cuda_bias_add(kctx *k, float *x, const float *b, int N, int C) {
 __global__ void gelu_fwd_kernel(float *out, const float *in, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
-        out[i] = 0.5f * in[i] * (1.0f + erff(in[i] * 0.70710678118f));
+        out[i] = pw_gelu(in[i]);
 }
 
 __global__ void gelu_bwd_kernel(float *din, const float *dout, const float *in, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float x = in[i];
-        float cdf = 0.5f * (1.0f + erff(x * 0.70710678118f));
-        float pdf = 0.3989422804f * expf(-0.5f * x * x);
-        din[i] = dout[i] * (cdf + x * pdf);
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        din[i] = dout[i] * pw_gelu_grad(in[i]);
 }
 
 __global__ void relu_fwd_kernel(float *out, const float *in, size_t n) {
@@ -372,17 +369,7 @@ __global__ void xent_fwd_kernel(float *probs, double *loss, int *hit, const floa
                                 const int32_t *labels, int B, int C) {
     int b = blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= B) return;
-    const float *l = logits + (size_t)b * C;
-    float *p = probs + (size_t)b * C;
-    int arg = 0;
-    float mx = l[0];
-    for (int c = 1; c < C; c++)
-        if (l[c] > mx) mx = l[c], arg = c;
-    double sum = 0.0;
-    for (int c = 0; c < C; c++) sum += exp((double)l[c] - mx);
-    for (int c = 0; c < C; c++) p[c] = (float)(exp((double)l[c] - mx) / sum);
-    loss[b] = log(sum) + mx - l[labels[b]];
-    hit[b] = arg == labels[b];
+    loss[b] = pw_xent_row(probs + (size_t)b * C, logits + (size_t)b * C, C, labels[b], &hit[b]);
 }
 
 double cuda_xent_fwd(kctx *k, float *probs, const float *logits, const int32_t *labels, int B,
@@ -436,12 +423,8 @@ __global__ void adamw_kernel(float *param, const float *grad, float *m, float *v
                              float beta1, float beta2, float eps, float step, float sbc2,
                              float decay) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float g = grad[i];
-        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
-        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
-        param[i] = param[i] * decay - step * m[i] / (sqrtf(v[i]) / sbc2 + eps);
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        pw_adamw(&param[i], grad[i], &m[i], &v[i], beta1, beta2, eps, step, sbc2, decay);
 }
 
 void cuda_adamw(kctx *k, float *param, const float *grad, float *m, float *v, size_t n, float lr,
