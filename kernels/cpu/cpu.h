@@ -5,6 +5,12 @@
 
 #include "kernels/backend.h"
 
+// Rows [*r0, *r1) of N for thread t of nt (the OpenMP loops that split rows by hand).
+static inline void split_range(int N, int t, int nt, int *r0, int *r1) {
+    *r0 = (int)((long)N * t / nt);
+    *r1 = (int)((long)N * (t + 1) / nt);
+}
+
 // Fills a context for the CPU backend (threads, SIMD variant, single-threaded BLAS).
 void cpu_ctx_init(kctx *k, int nthreads);
 

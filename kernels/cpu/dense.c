@@ -51,11 +51,6 @@ void cpu_ctx_init(kctx *k, int nthreads) {
     openblas_set_num_threads(1);
 }
 
-// Rows [*r0, *r1) of N for thread t of nt.
-static void split_range(int N, int t, int nt, int *r0, int *r1) {
-    *r0 = (int)((long)N * t / nt);
-    *r1 = (int)((long)N * (t + 1) / nt);
-}
 
 void cpu_linear_fwd(kctx *k, float *out, const float *in, const float *W, const float *b, int N,
                   int nin, int nout) {

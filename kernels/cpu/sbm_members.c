@@ -48,10 +48,6 @@ void cpu_sbm_blocks_bwd(kctx *k, float *dC, const float *dS, const float *S, con
     free(dM);
 }
 
-static void split_range(int N, int t, int nt, int *r0, int *r1) {
-    *r0 = (int)((long)N * t / nt);
-    *r1 = (int)((long)N * (t + 1) / nt);
-}
 
 void cpu_sbm_members_fwd(kctx *k, float *Y, const float *phi, const float *C, const kbatch *bt,
                        int rows, int H, int kc, int d) {
