@@ -69,6 +69,8 @@ static const key_def KEYS[] = {
     {"train", "backend", T_STR, F(backend), 0, 0, "cpu|cuda", "compute backend"},
     {"train", "micro_batch", T_INT, F(micro_batch), 0, 1 << 24, NULL,
      "examples per forward/backward (gradient accumulation), 0 = the whole per-rank batch"},
+    {"train", "tensorboard", T_BOOL, F(tensorboard), 0, 1, NULL,
+     "write TensorBoard event files under DIR/tb"},
     {"dist", "tp", T_INT, F(tp), 1, 1024, NULL, "head-parallel ranks (dp = world / tp)"},
     {"dist", "grad_buckets", T_BOOL, F(grad_buckets), 0, 1, NULL,
      "all-reduce gradients per layer while backward runs (false: one all-reduce after it)"},
@@ -118,6 +120,7 @@ void config_defaults(sbmt_config *c) {
     c->seed = 1234;
     strcpy(c->backend, "cpu");
     c->micro_batch = 0;
+    c->tensorboard = 1;
     c->tp = 1;
     c->grad_buckets = 1;
     c->balance = 1;

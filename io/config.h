@@ -51,6 +51,7 @@ typedef struct {
     uint64_t seed;
     char backend[8];        // cpu | cuda
     int micro_batch;        // examples per forward/backward; 0 = the whole per-rank batch
+    int tensorboard;        // write DIR/tb/events.out.tfevents.* (rank 0)
     // [dist]
     int tp;                 // head-parallel ranks; dp = world / tp
     int grad_buckets;       // overlap the dp gradient all-reduce with backward, per layer

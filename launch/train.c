@@ -15,6 +15,7 @@
 #include "io/config.h"
 #include "io/dataset.h"
 #include "io/listops.h"
+#include "io/tbevents.h"
 #include "kernels/backend.h"
 #include "kernels/common.h"
 #include "kernels/philox.h"
@@ -94,6 +95,9 @@ typedef struct {
     int nreqs;
     double t_grad_sync;     // time backward's end waited for the gradient all-reduce
     FILE *metrics;
+    tb_writer tb;           // rank 0, train.tensorboard: the same scalars as metrics.jsonl
+    char (*tb_tags)[40];    // [L*H] "density/layer<i>/head<j>"
+    tb_scalar *tb_vals;     // [8 + L*H] one event's scalars
     FILE *trace;            // SBMT_TRACE_ROWS: rows this rank read (data-sharding test)
     char *config_text;
     int in_main;            // errors from here on were agreed on by dist_check
@@ -181,6 +185,15 @@ static void fmt_eta(double s, char *buf, size_t len) {
         snprintf(buf, len, "%ldm%02lds", t / 60, t % 60);
 }
 
+// Hands one event to TensorBoard. A failed write (disk full) must not stop training: it is
+// reported once and the event stream ends there; metrics.jsonl still has everything.
+static void tb_log(train_run *r, int step, int n) {
+    char err[SBMT_ERR_LEN];
+    if (!r->tb.f || tb_write(&r->tb, step, r->tb_vals, n, err) == 0) return;
+    fprintf(stderr, "sbmt train: warning: %s; no more TensorBoard events this run\n", err);
+    tb_close(&r->tb);
+}
+
 static int evaluate_and_log(train_run *r, int split, int64_t max_rows, int step, char *err) {
     eval_result res;
     double t0 = sbmt_now();
@@ -202,6 +215,14 @@ static int evaluate_and_log(train_run *r, int split, int64_t max_rows, int step,
     }
     fputs("}\n", r->metrics);
     fflush(r->metrics);
+    char tags[3][32];
+    const char *what[3] = {"loss", "accuracy", "density_mean"};
+    double val[3] = {res.loss, res.accuracy, dmean};
+    for (int i = 0; i < 3; i++) {
+        snprintf(tags[i], sizeof(tags[i]), "%s/%s", split_names[split], what[i]);
+        r->tb_vals[i] = (tb_scalar){tags[i], val[i]};
+    }
+    tb_log(r, step, res.nd ? 3 : 2);
     return 0;
 }
 
@@ -583,6 +604,13 @@ static int train_main(train_run *r, char *err) {
         r->metrics = fopen(mpath, "a");
         if (!r->metrics) rc = sbmt_errf(err, "%s: cannot open for writing: %s", mpath, strerror(errno));
     }
+    r->tb_tags = xcalloc((size_t)LH, sizeof(*r->tb_tags));
+    r->tb_vals = xcalloc((size_t)LH + 8, sizeof(tb_scalar));
+    for (int i = 0; i < LH; i++)
+        snprintf(r->tb_tags[i], sizeof(r->tb_tags[i]), "density/layer%d/head%d", i / c->heads,
+                 i % c->heads);
+    if (root && rc == 0 && c->tensorboard)
+        rc = tb_open(&r->tb, r->out_dir, r->resume != NULL, start, err);
     if (dist_check(D, rc, err)) return -1;
     r->config_text = config_to_string(c);
     fflush(stdout);
@@ -689,6 +717,18 @@ static int train_main(train_run *r, char *err) {
             }
             fputs("}\n", r->metrics);
             fflush(r->metrics);
+            tb_scalar *tv = r->tb_vals;
+            int nt = 0;
+            tv[nt++] = (tb_scalar){"train/loss", loss_acc / rows_acc};
+            tv[nt++] = (tb_scalar){"train/accuracy", (double)correct_acc / rows_acc};
+            tv[nt++] = (tb_scalar){"train/lr", lr};
+            tv[nt++] = (tb_scalar){"train/tokens_per_s", tps};
+            if (D->world > 1) tv[nt++] = (tb_scalar){"train/comm_fraction", comm_log / (now - t_log)};
+            if (r->m.dim.sbm) {
+                tv[nt++] = (tb_scalar){"density/mean", dmean};
+                for (int i = 0; i < LH; i++) tv[nt++] = (tb_scalar){r->tb_tags[i], dens_acc[i]};
+            }
+            tb_log(r, done, nt);
         }
         if (done % c->log_every == 0 || done == c->steps) {
             for (int i = 0; i < LH; i++) dens_acc[i] = 0.0, edges_log[i] = 0;
@@ -769,6 +809,9 @@ static int train_main(train_run *r, char *err) {
 
 static void train_run_free(train_run *r) {
     if (r->metrics) fclose(r->metrics);
+    tb_close(&r->tb);
+    free(r->tb_tags);
+    free(r->tb_vals);
     if (r->trace) fclose(r->trace);
     if (r->m.params) model_free(&r->m);
     if (r->k.ops) kctx_close(&r->k);
