@@ -436,6 +436,94 @@ static void model_step(int cls, int dual) {
     }
 }
 
+// Softmax attention at the head sizes the CUDA backend tiles (16, 32, 64, 128) and one it does
+// not (40), on a batch longer than a tile: lengths that are not multiples of the tile, padded
+// keys inside sequences, a sequence whose keys are all padded (its rows attend to nothing),
+// n = 200 (dropout blocks aligned with rows) and n = 203 (not aligned), dropout on and off.
+static void attn_tiles(void **state) {
+    (void)state;
+    const int dhs[5] = {16, 32, 64, 128, 40};
+    int failures = 0;
+    for (int nn = 0; nn < 2; nn++) {
+        const int n = nn ? 203 : 200;
+        int lens[4] = {n, 77, 131, 9};
+        uint32_t samples[4] = {5, 8, 13, 21};
+        tbatch tb;
+        tb_make(&tb, 4, n, lens, samples, 12);
+        for (int t = 3; t < 131; t += 17) tb_pad(&tb, 2, t);
+        for (int t = 0; t < 9; t++) tb_pad(&tb, 3, t);  // no key to attend to
+        const kbatch *bt = &tb.bt;
+        for (int di = 0; di < 5; di++)
+            for (int drop = 0; drop < 2; drop++) {
+                const int H = 2, dh = dhs[di], HD = H * dh;
+                const size_t nq = (size_t)bt->T * 3 * HD, no = (size_t)bt->T * HD;
+                const size_t nl = (size_t)bt->T * H;
+                float *qkv = randn_buf(nq, 1.0f), *dout = randn_buf(no, 1.0f);
+                const float p = drop ? 0.2f : 0.0f;
+                kdrop d = {77, 5, 1, 2};
+                float *res[2][3];
+                kctx *ks[2] = {&g_cpu, &g_other};
+                for (int e = 0; e < 2; e++) {
+                    kctx *k = ks[e];
+                    float *dq = k_alloc(k, sizeof(float) * nq), *dd = k_alloc(k, sizeof(float) * no);
+                    float *o = k_alloc(k, sizeof(float) * no), *l = k_alloc(k, sizeof(float) * nl);
+                    float *g = k_alloc(k, sizeof(float) * nq);
+                    float *nan = fill_buf(nq, NAN);
+                    k_upload(k, dq, qkv, sizeof(float) * nq);
+                    k_upload(k, dd, dout, sizeof(float) * no);
+                    k_upload(k, o, nan, sizeof(float) * no);
+                    k_upload(k, l, nan, sizeof(float) * nl);
+                    k_upload(k, g, nan, sizeof(float) * nq);
+                    k_batch_upload(k, bt);
+                    k_attn_softmax_fwd(k, o, l, dq, bt, H, dh, p, d);
+                    k_attn_softmax_bwd(k, g, dd, dq, o, l, bt, H, dh, p, d);
+                    size_t sz[3] = {no, nl, nq};
+                    float *src[3] = {o, l, g};
+                    for (int i = 0; i < 3; i++) {
+                        res[e][i] = xmalloc(sizeof(float) * sz[i]);
+                        k_download(k, res[e][i], src[i], sizeof(float) * sz[i]);
+                        k_free(k, src[i]);
+                    }
+                    k_free(k, dq);
+                    k_free(k, dd);
+                    free(nan);
+                }
+                const char *names[3] = {"out", "lse", "dqkv"};
+                size_t sz[3] = {no, nl, nq};
+                double worst = 0.0;
+                int bad = 0;
+                for (int i = 0; i < 3; i++) {
+                    long nf;
+                    // lse of rows with no key is +inf on both: compare the finite entries.
+                    float *a = res[1][i], *b = res[0][i];
+                    size_t m = 0;
+                    for (size_t j = 0; j < sz[i]; j++)
+                        if (!(isinf(a[j]) && isinf(b[j]) && (a[j] > 0) == (b[j] > 0))) {
+                            a[m] = a[j];
+                            b[m] = b[j];
+                            m++;
+                        }
+                    double err = rel_err(a, b, m, &nf);
+                    if (err > worst) worst = err;
+                    if (nf >= 0 || !(err <= 2e-5)) {
+                        print_error("attention n %d dh %d p %.1f: %s relative error %.3e%s\n", n,
+                                    dh, p, names[i], err, nf >= 0 ? ", non-finite mismatch" : "");
+                        bad = 1;
+                    }
+                }
+                printf("attn_softmax n %d dh %3d p %.1f %s: relative error %.2e%s\n", n, dh, p,
+                       g_other.ops->name, worst, bad ? "  FAILED" : "");
+                failures += bad;
+                for (int e = 0; e < 2; e++)
+                    for (int i = 0; i < 3; i++) free(res[e][i]);
+                free(qkv);
+                free(dout);
+            }
+        tb_free(&tb);
+    }
+    assert_int_equal(failures, 0);
+}
+
 static void model_step_mean(void **state) { (void)state; model_step(0, 0); }
 static void model_step_cls(void **state) { (void)state; model_step(1, 0); }
 static void model_step_dual(void **state) { (void)state; model_step(0, 1); }
@@ -456,6 +544,7 @@ int main(void) {
     for (int i = 0; i < 8; i++) g_labels[i] = (i * 3) % C;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(compare_all),
+        cmocka_unit_test(attn_tiles),
         cmocka_unit_test(model_step_mean),
         cmocka_unit_test(model_step_cls),
         cmocka_unit_test(model_step_dual),

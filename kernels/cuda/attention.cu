@@ -1,10 +1,16 @@
 // attention.cu: the CUDA backend of full softmax attention with key padding mask and
-// attention-probability dropout (the baseline), first version: one warp per (sequence, head,
-// row), scores recomputed in each pass and never stored (O(T H) memory beyond the inputs), the
-// CPU's Philox dropout masks (element i n + j of stream slot + h). Backward runs one warp per
-// query row (D_i and dQ) and one per key row (dK, dV), so nothing is accumulated atomically.
-// Correct, not fast: the tiled tensor-core version (FlashAttention-2 style) replaces it.
+// attention-probability dropout (the baseline): the entry points, which send the head sizes
+// the tiled kernels support (attention_tiled.cu) there, and the row-wise kernels for the rest:
+// one warp per (sequence, head, row), scores recomputed in each pass and never stored (O(T H)
+// memory beyond the inputs), the CPU's Philox dropout masks (element i n + j of stream
+// slot + h). Backward runs one warp per query row (D_i and dQ) and one per key row (dK, dV), so
+// nothing is accumulated atomically. SBMT_CUDA_ATTN=rowwise sends every size to the row-wise
+// kernels (the cross-check of test_backend_ops, and the benchmark's baseline).
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/attention_tiled.cuh"
 
 #include "kernels/cuda/cuda_ops.cuh"
 #include "kernels/dropout.h"
@@ -195,9 +201,15 @@ static unsigned warp_blocks(const kbatch *bt, int H) {
     return (unsigned)((warps + WARPS - 1) / WARPS);
 }
 
+static bool use_tiled(int dh) {
+    const char *e = getenv("SBMT_CUDA_ATTN");
+    return cuda_attn_tiled_supports(dh) && !(e && !strcmp(e, "rowwise"));
+}
+
 void cuda_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, const kbatch *bt,
                            int H, int dh, float p, kdrop d) {
     if (bt->T == 0) return;
+    if (use_tiled(dh)) return cuda_attn_tiled_fwd(k, out, lse, qkv, bt, H, dh, p, d);
     att_args a = make_args(k, qkv, H, dh, p, d);
     attn_fwd_kernel<<<warp_blocks(bt, H), 32 * WARPS, 0, cuda_of(k)->stream>>>(a, out, lse);
     CUDA_CHECK(cudaGetLastError());
@@ -207,6 +219,7 @@ void cuda_attn_softmax_bwd(kctx *k, float *dqkv, const float *dout, const float 
                            const float *out, const float *lse, const kbatch *bt, int H, int dh,
                            float p, kdrop d) {
     if (bt->T == 0) return;
+    if (use_tiled(dh)) return cuda_attn_tiled_bwd(k, dqkv, dout, qkv, out, lse, bt, H, dh, p, d);
     cuda_state *s = cuda_of(k);
     att_args a = make_args(k, qkv, H, dh, p, d);
     cuda_work_reserve(s, sizeof(float) * (size_t)bt->T * H);
