@@ -9,18 +9,21 @@
 #               runs them from gpu/ and prints a summary table last; exit status non-zero when a
 #               check failed. Sized to finish in well under a minute today.
 #
-# Today it runs test_backend_ops (every dense primitive of the CUDA backend against the CPU
-# backend on the same inputs). Attention kernels and the GPU benchmarks come with them.
+# It runs test_backend_ops (every dense primitive of the CUDA backend, the tiled attention
+# kernels among them, against the CPU backend on the same inputs), then the attention benchmark:
+# bench_attn_gpu (tiled, and row-wise up to n = 4k) next to PyTorch's SDPA (bench/torch_sdpa.py)
+# at dh 64 x 8 heads and at the reference model's dh 32 x 2 heads.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PACK=gpu
 TESTS=(test_backend_ops)
+BENCHES=(bench_attn_gpu)
 
 if [ "${1:-}" = "--pack" ]; then
     bash launch/build.sh > /dev/null || { echo "gpu_check: build failed" >&2; exit 1; }
     rm -rf "$PACK" && mkdir -p "$PACK/lib"
     grep -qx "/$PACK/" .git/info/exclude 2> /dev/null || echo "/$PACK/" >> .git/info/exclude
-    for t in "${TESTS[@]}"; do
+    for t in "${TESTS[@]}" "${BENCHES[@]}"; do
         [ -x "build/$t" ] || { echo "gpu_check: build/$t missing (no CUDA backend built?)" >&2; exit 1; }
         cp "build/$t" "$PACK/"
         # Everything it loads except libc's own and the CUDA toolkit's (present on the GPU host).
@@ -45,6 +48,17 @@ for t in "${TESTS[@]}"; do
     echo "== $t"
     timeout 300 "$PACK/$t" 2>&1 | tee "/tmp/gpu_check_$t.log"
     RC[$t]=${PIPESTATUS[0]}
+done
+: > /tmp/gpu_check_bench.log
+for shape in "--dh 64 --heads 8" "--dh 32 --heads 2"; do
+    echo "== attention benchmark: $shape"
+    timeout 120 "$PACK/bench_attn_gpu" $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
+    timeout 60 "$PACK/bench_attn_gpu" --rowwise --max-n 4096 $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
+    if python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
+        timeout 120 python3 bench/torch_sdpa.py $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
+    else
+        echo "gpu_check: no PyTorch with CUDA: SDPA comparison not run"
+    fi
 done
 echo
 echo "== summary"
