@@ -128,5 +128,12 @@ int dist_nccl_available(void);
 // (a cudaStream_t, NULL for the default stream). Returns -1 with a message without NCCL.
 int dist_nccl_init(dist_ctx *d, void *stream, char *err);
 void dist_nccl_finalize(dist_ctx *d);
+// A rank whose tensors live on a GPU needs two contexts over the same ranks and groups: `host`
+// (MPI: statistics, rows, checkpoints, agreement) and `dev`, made here, whose collectives take
+// device buffers (NCCL on `stream`: gradients, tp activations). dev shares host's MPI
+// communicators and must be closed with dist_device_close before host is finalised. Collective
+// over the world; -1 with a message (on every rank) when NCCL is missing or cannot start.
+int dist_device_open(dist_ctx *dev, const dist_ctx *host, void *stream, char *err);
+void dist_device_close(dist_ctx *dev);
 
 #endif

@@ -132,6 +132,24 @@ void dist_finalize(dist_ctx *d) {
     if (d->started_mpi) MPI_Finalize();
 }
 
+int dist_device_open(dist_ctx *dev, const dist_ctx *host, void *stream, char *err) {
+    *dev = *host;
+    dev->nccl = NULL;
+    dev->backend = DIST_BACKEND_MPI;
+    dev->started_mpi = 0;  // finalising MPI stays host's business
+    dev->t_comm = dev->elems = 0.0;
+    if (dist_nccl_init(dev, stream, err)) {
+        dev->initialized = 0;
+        return -1;
+    }
+    return 0;
+}
+
+void dist_device_close(dist_ctx *dev) {
+    if (dev->initialized && dev->nccl) dist_nccl_finalize(dev);
+    dev->initialized = 0;
+}
+
 int dist_size(const dist_ctx *d, dist_group g) {
     if (!d) return 1;
     return g == DIST_WORLD ? d->world : g == DIST_DP ? d->dp : d->tp;

@@ -26,6 +26,14 @@ int kctx_open(kctx *k, kbackend backend, int nthreads, int local_rank, char *err
 #endif
 }
 
+void *kctx_stream(const kctx *k) {
+#ifdef SBMT_HAVE_CUDA_BACKEND
+    if (k->ops && k->backend == KB_CUDA) return cuda_ctx_stream(k);
+#endif
+    (void)k;
+    return NULL;
+}
+
 const char *kctx_missing_op(const kctx *k, int sbm) {
     const struct {
         const char *name;

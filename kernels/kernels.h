@@ -31,6 +31,9 @@ typedef struct {
 // backend takes GPU local_rank mod the node's device count (one device per rank).
 int kctx_open(kctx *k, kbackend backend, int nthreads, int local_rank, char *err);
 void kctx_close(kctx *k);
+// The CUDA context's stream (a cudaStream_t, for NCCL collectives ordered with its kernels);
+// NULL on the CPU.
+void *kctx_stream(const kctx *k);
 // kctx_open that must succeed (the CPU backend always does).
 void kctx_init(kctx *k, kbackend backend, int nthreads);
 // "cpu" or "cuda".

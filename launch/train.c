@@ -72,6 +72,9 @@ typedef struct {
     char out_dir[4096];
     const char *resume;     // NULL, "auto" or a checkpoint path
     dist_ctx dist;          // world = dp x tp ranks (a world of one outside mpirun/srun)
+    dist_ctx ddist;         // CUDA with world > 1: the same groups over NCCL (device buffers)
+    dist_ctx *gd;           // collectives on tensors: &ddist when it is open, else &dist
+    int buckets;            // gradient buckets overlap backward (dist.grad_buckets, see main)
     ds_file ds;
     kctx k;
     model m;
@@ -243,9 +246,9 @@ static void on_bucket(void *ctx, int b) {
     bucket_split(r, b, &b0, &split, &b1);
     float *G = r->m.grads;
     if (r->dist.dp > 1 && split > b0)
-        dist_iallreduce_sum(&r->dist, DIST_DP, G + b0, split - b0, &r->reqs[r->nreqs++]);
+        dist_iallreduce_sum(r->gd, DIST_DP, G + b0, split - b0, &r->reqs[r->nreqs++]);
     if (r->dist.world > 1 && b1 > split)
-        dist_iallreduce_sum(&r->dist, DIST_WORLD, G + split, b1 - split, &r->reqs[r->nreqs++]);
+        dist_iallreduce_sum(r->gd, DIST_WORLD, G + split, b1 - split, &r->reqs[r->nreqs++]);
     // Open MPI progresses requests only inside MPI calls: poke the earlier ones.
     for (int i = 0; i < r->nreqs; i++) dist_test(&r->reqs[i]);
 }
@@ -254,7 +257,7 @@ static void on_bucket(void *ctx, int b) {
 // one all-reduce over dp, the tp sums of phi first.
 static void finish_grads(train_run *r) {
     double t0 = sbmt_now();
-    if (r->cfg.grad_buckets) {
+    if (r->buckets) {
         for (int i = 0; i < r->nreqs; i++) dist_wait(&r->reqs[i]);
         r->nreqs = 0;
         r->t_grad_sync += sbmt_now() - t0;
@@ -264,9 +267,9 @@ static void finish_grads(train_run *r) {
         for (int b = 1; b <= r->m.dim.layers; b++) {
             size_t b0, split, b1;
             bucket_split(r, b, &b0, &split, &b1);
-            dist_allreduce(&r->dist, DIST_TP, r->m.grads + split, b1 - split, DIST_F32, DIST_SUM);
+            dist_allreduce(r->gd, DIST_TP, r->m.grads + split, b1 - split, DIST_F32, DIST_SUM);
         }
-    dist_allreduce(&r->dist, DIST_DP, r->m.grads, r->m.nparams, DIST_F32, DIST_SUM);
+    dist_allreduce(r->gd, DIST_DP, r->m.grads, r->m.nparams, DIST_F32, DIST_SUM);
     r->t_grad_sync += sbmt_now() - t0;
 }
 
@@ -360,7 +363,7 @@ static void train_step(train_run *r, int step) {
         int count = r->Bl - first < r->mb ? r->Bl - first : r->mb;
         const int last = first + count >= r->Bl;
         run_pack_rows(r->ids, r->Bl, first, count, r->myrows, c, &r->bt);
-        r->m.grad_ready = last && c->grad_buckets && r->dist.world > 1 ? on_bucket : NULL;
+        r->m.grad_ready = last && r->buckets && r->dist.world > 1 ? on_bucket : NULL;
         ce += model_forward(&r->m, &r->k, &r->bt, r->labels + first, 1, c->seed, (uint32_t)step,
                             &correct);
         model_backward(&r->m, &r->k, &r->bt, r->labels + first, 1, c->seed, (uint32_t)step,
@@ -524,6 +527,10 @@ static int train_main(train_run *r, char *err) {
     if (dist_check(D, rc, err)) return -1;
     if (dist_check(D, root ? mkdir_p(r->out_dir, err) : 0, err)) return -1;
 
+    // On GPUs with tp > 1, backward's tp all-reduces (compute stream, tp communicator) would
+    // run beside the bucket sums (communication stream, dp communicator): two NCCL
+    // communicators in flight at once can deadlock, so gradients are reduced after backward.
+    r->buckets = c->grad_buckets && !(r->gd != D && D->tp > 1);
     model_dims dims = run_model_dims(c);
     dims.tp = D->tp;
     dims.tp_rank = D->tp_rank;
@@ -533,7 +540,7 @@ static int train_main(train_run *r, char *err) {
     r->spe = c->dual ? 2 : 1;  // sequences per example
     const int n = c->seq_len, spe = r->spe, LH = c->layers * c->heads;
     model_init(&r->m, &r->k, &dims, r->mb, c->seed);
-    r->m.dist = D;
+    r->m.dist = r->gd;
     r->m.grad_ctx = r;
     r->m.reg_batch = r->B * spe;
     batch_alloc(&r->bt, r->mb * spe, n);
@@ -567,6 +574,10 @@ static int train_main(train_run *r, char *err) {
                D->world, D->dp, D->tp, D->hosts, D->hosts == 1 ? "" : "s", D->local_size,
                D->local_size == 1 ? "" : "s", D->host, r->k.nthreads,
                r->k.nthreads == 1 ? "" : "s", r->B, D->dp, r->Bl, r->mb);
+        if (r->gd != D)
+            printf("layout: tensors on GPU %d, collectives on them over NCCL%s\n", r->k.device,
+                   c->grad_buckets && !r->buckets ? "; gradients reduced after backward (tp > 1)"
+                                                   : "");
         printf("sbmt train: %s, %zu parameters, attention %s, %d threads, data %s (%lld train "
                "rows), out %s\n",
                c->task, r->m.full.total, c->attention, r->k.nthreads, c->path,
@@ -635,7 +646,8 @@ static int train_main(train_run *r, char *err) {
     int saved_at = -1;
     for (int step = (int)start; step < c->steps; step++) {
         batch_rows(r, step);
-        double comm0 = D->t_comm, elems0 = D->elems, grad0 = r->t_grad_sync;
+        double comm0 = D->t_comm + r->ddist.t_comm, elems0 = D->elems + r->ddist.elems;
+        double grad0 = r->t_grad_sync;
         if (load_step(r, step, err)) {
             rc = -1;
             break;
@@ -662,8 +674,8 @@ static int train_main(train_run *r, char *err) {
                            step + 1, gnorm, loss);
             break;
         }
-        comm_log += D->t_comm - comm0;
-        elems_log += D->elems - elems0;
+        comm_log += D->t_comm + r->ddist.t_comm - comm0;
+        elems_log += D->elems + r->ddist.elems - elems0;
         grad_log += r->t_grad_sync - grad0;
         float lr, beta1;
         onecycle_at(&sched, step, &lr, &beta1);
@@ -808,6 +820,7 @@ static int train_main(train_run *r, char *err) {
 }
 
 static void train_run_free(train_run *r) {
+    dist_device_close(&r->ddist);  // before the stream its collectives run on goes
     if (r->metrics) fclose(r->metrics);
     tb_close(&r->tb);
     free(r->tb_tags);
@@ -908,12 +921,20 @@ int cli_train(int argc, char **argv) {
         sbmt_errf(err, "train.backend = %s: %.900s", r->cfg.backend, e2);
         goto fail;
     }
+    r->gd = &r->dist;
     if (r->k.backend == KB_CUDA && r->dist.world > 1) {
-        // The gradient and tp all-reduces would need NCCL on device buffers (dist_nccl_init),
-        // not yet wired into training: refused rather than run on host collectives.
-        sbmt_errf(err, "train.backend = cuda runs one rank for now (this job has %d); use "
-                       "train.backend = cpu for multi-rank runs", r->dist.world);
-        goto fail;
+        // Gradients and tp activations live on the GPU: their collectives go through NCCL on
+        // the compute stream; everything on the host stays on MPI.
+        if (!dist_nccl_available()) {
+            sbmt_errf(err, "train.backend = cuda with %d ranks needs NCCL, and this build has "
+                           "none (configure where NCCL is found, or run one rank)", r->dist.world);
+            goto fail;
+        }
+        if (dist_device_open(&r->ddist, &r->dist, kctx_stream(&r->k), e2)) {
+            sbmt_errf(err, "train.backend = cuda: %.900s", e2);
+            goto fail;
+        }
+        r->gd = &r->ddist;
     }
     const char *missing = kctx_missing_op(&r->k, strcmp(r->cfg.attention, "sbm") == 0);
     if (missing) {  // refused, never a silent fallback to another backend

@@ -27,6 +27,8 @@ extern "C" int cuda_ctx_open(kctx *k, int local_rank, char *err) {
     return 0;
 }
 
+extern "C" void *cuda_ctx_stream(const kctx *k) { return (void *)((cuda_state *)k->impl)->stream; }
+
 extern "C" void cuda_ctx_close(kctx *k) {
     cuda_state *s = cuda_of(k);
     if (!s) return;

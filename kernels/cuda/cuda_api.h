@@ -13,6 +13,8 @@ extern "C" {
 // -1 with a message when there is no usable device.
 int cuda_ctx_open(kctx *k, int local_rank, char *err);
 void cuda_ctx_close(kctx *k);
+// The context's cudaStream_t.
+void *cuda_ctx_stream(const kctx *k);
 extern const kops kops_cuda;
 
 #ifdef __cplusplus
