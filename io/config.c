@@ -67,6 +67,8 @@ static const key_def KEYS[] = {
      "newest checkpoints kept"},
     {"train", "seed", T_U64, F(seed), 0, 0, NULL, "run seed"},
     {"train", "backend", T_STR, F(backend), 0, 0, "cpu|cuda", "compute backend"},
+    {"train", "precision", T_STR, F(precision), 0, 0, "fp32|bf16",
+     "GEMM operands: bf16 rounds them (fp32 accumulation, fp32 master weights; cuda only)"},
     {"train", "micro_batch", T_INT, F(micro_batch), 0, 1 << 24, NULL,
      "examples per forward/backward (gradient accumulation), 0 = the whole per-rank batch"},
     {"train", "tensorboard", T_BOOL, F(tensorboard), 0, 1, NULL,
@@ -119,6 +121,7 @@ void config_defaults(sbmt_config *c) {
     c->keep_checkpoints = 3;
     c->seed = 1234;
     strcpy(c->backend, "cpu");
+    strcpy(c->precision, "fp32");
     c->micro_batch = 0;
     c->tensorboard = 1;
     c->tp = 1;

@@ -50,6 +50,7 @@ typedef struct {
     int keep_checkpoints;   // newest checkpoints kept in the run directory
     uint64_t seed;
     char backend[8];        // cpu | cuda
+    char precision[8];      // fp32 | bf16 (GEMM operands; cuda only)
     int micro_batch;        // examples per forward/backward; 0 = the whole per-rank batch
     int tensorboard;        // write DIR/tb/events.out.tfevents.* (rank 0)
     // [dist]

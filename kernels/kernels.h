@@ -23,6 +23,8 @@ typedef struct {
     int simd;      // CPU: 1 (default) uses the AVX2 kernels where compiled in; 0 the portable
                    // loops that non-AVX2 builds run (tests compare the two)
     int device;    // CUDA: the GPU of this rank
+    int bf16;      // CUDA: GEMM operands rounded to bfloat16, fp32 accumulation and outputs
+                   // (train.precision = bf16); the CPU backend computes in fp32 only
     void *impl;    // backend state (CUDA: stream, cuBLAS handle, the batch's device arrays)
 } kctx;
 

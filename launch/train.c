@@ -921,6 +921,12 @@ int cli_train(int argc, char **argv) {
         sbmt_errf(err, "train.backend = %s: %.900s", r->cfg.backend, e2);
         goto fail;
     }
+    r->k.bf16 = !strcmp(r->cfg.precision, "bf16");
+    if (r->k.bf16 && r->k.backend != KB_CUDA) {
+        sbmt_errf(err, "train.precision = bf16 needs train.backend = cuda (the CPU backend "
+                       "computes in fp32)");
+        goto fail;
+    }
     r->gd = &r->dist;
     if (r->k.backend == KB_CUDA && r->dist.world > 1) {
         // Gradients and tp activations live on the GPU: their collectives go through NCCL on

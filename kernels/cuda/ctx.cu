@@ -27,6 +27,14 @@ extern "C" int cuda_ctx_open(kctx *k, int local_rank, char *err) {
     return 0;
 }
 
+void cuda_bwork_reserve(cuda_state *s, size_t bytes) {
+    if (bytes <= s->cap_bwork) return;
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
+    cudaFree(s->bwork);
+    s->cap_bwork = bytes + bytes / 2;
+    CUDA_CHECK(cudaMalloc(&s->bwork, s->cap_bwork));
+}
+
 extern "C" void *cuda_ctx_stream(const kctx *k) { return (void *)((cuda_state *)k->impl)->stream; }
 
 extern "C" void cuda_ctx_close(kctx *k) {
@@ -40,6 +48,7 @@ extern "C" void cuda_ctx_close(kctx *k) {
     cudaFree(s->sample);
     cudaFree(s->dwork);
     cudaFreeHost(s->hwork);
+    cudaFree(s->bwork);
     cublasDestroy(s->blas);
     cudaStreamDestroy(s->stream);
     free(s);

@@ -51,12 +51,17 @@ struct cuda_state {
     // Labels, per-row losses and hits, reduction results: grown on demand.
     void *dwork, *hwork;
     size_t cap_work;
+    // bf16 copies of GEMM operands (kctx.bf16), grown on demand; reuse is stream-ordered.
+    void *bwork;
+    size_t cap_bwork;
 };
 
 static inline cuda_state *cuda_of(kctx *k) { return (cuda_state *)k->impl; }
 
 // Room for `bytes` in both workspaces.
 void cuda_work_reserve(cuda_state *s, size_t bytes);
+// Room for `bytes` in the bf16 operand workspace.
+void cuda_bwork_reserve(cuda_state *s, size_t bytes);
 
 static inline unsigned grid_for(size_t n, unsigned threads) {
     size_t g = (n + threads - 1) / threads;

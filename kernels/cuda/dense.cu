@@ -4,6 +4,8 @@
 // batch from the context's device mirror (k_batch_upload); `bt` only gives host counts.
 #include <math.h>
 
+#include <cuda_bf16.h>
+
 #include "kernels/cuda/cuda_ops.cuh"
 #include "kernels/dropout.h"
 #include "kernels/pointwise.h"
@@ -116,12 +118,40 @@ void cuda_add2d(kctx *k, float *dst, int ld_dst, const float *src, int ld_src, i
 // ---------------------------------------------------------------- linear layers (cuBLAS)
 
 // Row-major out[N, nout] = in[N, nin] W[nout, nin]^T is column-major out^T = W^T-as-stored x in^T.
+__global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+// Column-major C[m, n] = op(A) op(B) + beta C, A holding na and B nb elements: cublasSgemm in
+// fp32; with kctx.bf16 both operands are first rounded to bfloat16 (round to nearest even) in
+// the context's workspace and multiplied on the tensor cores with fp32 accumulation.
+static void gemm(kctx *k, cublasOperation_t oa, cublasOperation_t ob, int m, int n, int kk,
+                 const float *A, int lda, size_t na, const float *B, int ldb, size_t nb,
+                 float beta, float *C, int ldc) {
+    cuda_state *s = cuda_of(k);
+    const float one = 1.0f;
+    if (!k->bf16) {
+        CUBLAS_CHECK(cublasSgemm(s->blas, oa, ob, m, n, kk, &one, A, lda, B, ldb, &beta, C, ldc));
+        return;
+    }
+    const size_t pa = (na + 127) / 128 * 128;  // B's copy 256-byte aligned
+    cuda_bwork_reserve(s, sizeof(__nv_bfloat16) * (pa + nb));
+    __nv_bfloat16 *Ab = (__nv_bfloat16 *)s->bwork, *Bb = Ab + pa;
+    to_bf16_kernel<<<grid_for(na, THREADS), THREADS, 0, s->stream>>>(Ab, A, na);
+    to_bf16_kernel<<<grid_for(nb, THREADS), THREADS, 0, s->stream>>>(Bb, B, nb);
+    CUDA_CHECK(cudaGetLastError());
+    CUBLAS_CHECK(cublasGemmEx(s->blas, oa, ob, m, n, kk, &one, Ab, CUDA_R_16BF, lda, Bb,
+                              CUDA_R_16BF, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+}
+
 void cuda_linear_fwd(kctx *k, float *out, const float *in, const float *W, const float *b, int N,
                      int nin, int nout) {
     if (N <= 0) return;
-    const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasSgemm(cuda_of(k)->blas, CUBLAS_OP_T, CUBLAS_OP_N, nout, N, nin, &one, W,
-                             nin, in, nin, &zero, out, nout));
+    gemm(k, CUBLAS_OP_T, CUBLAS_OP_N, nout, N, nin, W, nin, (size_t)nout * nin, in, nin,
+         (size_t)N * nin, 0.0f, out, nout);
     if (b) cuda_bias_add(k, out, b, N, nout);
 }
 
@@ -137,14 +167,13 @@ __global__ void colsum_kernel(float *db, const float *dout, int N, int C) {
 void cuda_linear_bwd(kctx *k, float *din, float *dW, float *db, const float *dout, const float *in,
                      const float *W, int N, int nin, int nout, int accumulate) {
     if (N <= 0) return;
-    cublasHandle_t h = cuda_of(k)->blas;
-    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    const float beta = accumulate ? 1.0f : 0.0f;
     if (din)  // din[N, nin] = dout[N, nout] W[nout, nin]
-        CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, nin, N, nout, &one, W, nin, dout,
-                                 nout, &beta, din, nin));
+        gemm(k, CUBLAS_OP_N, CUBLAS_OP_N, nin, N, nout, W, nin, (size_t)nout * nin, dout, nout,
+             (size_t)N * nout, beta, din, nin);
     // dW[nout, nin] += dout^T in
-    CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, nin, nout, N, &one, in, nin, dout, nout,
-                             &one, dW, nin));
+    gemm(k, CUBLAS_OP_N, CUBLAS_OP_T, nin, nout, N, in, nin, (size_t)N * nin, dout, nout,
+         (size_t)N * nout, 1.0f, dW, nin);
     if (db) {
         colsum_kernel<<<(nout + 127) / 128, 128, 0, stream_of(k)>>>(db, dout, N, nout);
         CUDA_CHECK(cudaGetLastError());
