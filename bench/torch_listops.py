@@ -71,6 +71,10 @@ def parse_args(argv=None):
                    help="use F.scaled_dot_product_attention (torch >= 2.0) instead of explicit "
                         "matmul/softmax")
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu_check.sh)")
+    p.add_argument("--bf16", action="store_true",
+                   help="cuda: autocast matmuls to bfloat16 (fp32 master weights), as sbmt's "
+                        "train.precision = bf16")
     return p.parse_args(argv)
 
 
@@ -437,8 +441,13 @@ def main(a):
         sys.exit(f"--sdpa applies to --attention softmax only, not {a.attention}")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    dev = torch.device(a.device)
+    if a.bf16 and dev.type != "cuda":
+        sys.exit("--bf16 needs --device cuda")
 
     blas, blas_fast, blas_details = detect_blas()
+    if dev.type == "cuda":  # the CPU BLAS plays no part
+        blas, blas_fast, blas_details = "cuBLAS (" + torch.cuda.get_device_name(0) + ")", True, []
     for line in blas_details:
         print("# " + line, file=sys.stderr)
     if not blas_fast:
@@ -450,8 +459,8 @@ def main(a):
               f"libblas.so.3-x86_64-linux-gnu\n{bar}", file=sys.stderr)
 
     total = a.warmup_steps + a.steps
-    batches = load_batches(a, min(total, 8))
-    model = Classifier(a)
+    batches = [(i.to(dev), l.to(dev)) for i, l in load_batches(a, min(total, 8))]
+    model = Classifier(a).to(dev)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-6,
                             weight_decay=0.0)
@@ -463,8 +472,9 @@ def main(a):
         ids, labels = batches[step % len(batches)]
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        out = model(ids)
-        l = F.cross_entropy(out, labels)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+            out = model(ids)
+        l = F.cross_entropy(out.float(), labels)
         if sbm_cores:  # sparsity regulariser: mean density over layers and heads, through the STE
             density = torch.cat([c.density for c in sbm_cores]).mean()
             l = l + a.sparsity_weight * density
@@ -472,6 +482,8 @@ def main(a):
                 c.density = None
         l.backward()
         opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         loss = float(l.detach())
         if step >= a.warmup_steps:
@@ -488,12 +500,14 @@ def main(a):
     if sbm_cores:
         extra = (f" k={a.clusters} edge_floor={a.edge_floor} sparsity_weight={a.sparsity_weight}"
                  f" density={mean_density:.4f}" if mean_density is not None else " density=n/a")
-    print(f"pytorch {torch.__version__} cpu threads={a.threads} batch={a.batch} "
+    where = a.device + ("/bf16" if a.bf16 else "")
+    print(f"pytorch {torch.__version__} {where} threads={a.threads} batch={a.batch} "
           f"seq_len={a.seq_len} attention={a.attention}/{attn_impl} params={nparams} "
           f"steps={len(times)} (+{a.warmup_steps} warmup) step_s={step_s:.4f} "
           f"(min {min(times or [0]):.4f} max {max(times or [0]):.4f}) tokens/s={tok:.1f} "
           f"loss={loss:.4f}{extra} peak_rss_mb={peak_rss_mb:.0f} blas={blas}")
-    print(json.dumps({"impl": "pytorch", "threads": a.threads, "batch": a.batch,
+    print(json.dumps({"impl": "pytorch", "device": a.device, "bf16": a.bf16,
+                      "threads": a.threads, "batch": a.batch,
                       "seq_len": a.seq_len, "step_s": step_s, "tokens_per_s": tok,
                       "torch": torch.__version__, "blas": blas,
                       "attention": a.attention, "attn_impl": attn_impl,

@@ -12,6 +12,7 @@ int cli_data(int argc, char **argv);
 int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
+int cli_plot(int argc, char **argv);  // launch/plot.c
 // Converters of the public LRA release files (argv after the subcommand name).
 int cli_import_listops(int argc, char **argv);     // launch/import_text.c
 int cli_import_text(int argc, char **argv);        // launch/import_text.c

@@ -77,11 +77,12 @@ int cli_help(const char *cmd) {
         printf("sbmt train --config C.ini [--data F.h5] [--out DIR] [--threads N] [--resume auto|F]\n"
                "           [--set s.k=v ...]\n"
                "  Without a dataset (no --data, no data.path) ListOps is generated under data/.\n"
-               "  Writes DIR/metrics.jsonl (one JSON object per line), DIR/ckpt_<step>.h5 every\n"
-               "  train.checkpoint_every steps (the newest train.keep_checkpoints kept) and\n"
-               "  DIR/final.h5. --resume auto continues from the newest complete checkpoint in\n"
-               "  DIR (a fresh start if there is none). SIGTERM/SIGINT/SIGUSR1 checkpoint and\n"
-               "  stop with exit status 75.\n"
+               "  Writes DIR/metrics.jsonl (one JSON object per line), DIR/report.svg (the\n"
+               "  curves, refreshed at every evaluation), DIR/tb/ (TensorBoard events; off with\n"
+               "  train.tensorboard=false), DIR/ckpt_<step>.h5 every train.checkpoint_every\n"
+               "  steps (the newest train.keep_checkpoints kept) and DIR/final.h5. --resume\n"
+               "  auto continues from the newest complete checkpoint in DIR (a fresh start if\n"
+               "  there is none). SIGTERM/SIGINT/SIGUSR1 checkpoint and stop with exit status 75.\n"
                "  Distributed: mpirun -n N sbmt train ... (or srun --mpi=pmix); dist.tp = T ranks\n"
                "  split the heads, dp = N / T split train.batch_size; train.micro_batch = M\n"
                "  accumulates gradients over passes of M examples. --threads defaults to the\n"
@@ -93,8 +94,17 @@ int cli_help(const char *cmd) {
         printf("sbmt eval --ckpt F.h5 --data D.h5 [--split train|dev|test] [--json] [--threads N]\n"
                "          [--batch N] [--backend cpu|cuda]\n"
                "  With --json the last line is {\"split\", \"accuracy\", \"loss\", ...}.\n");
+    } else if (!strcmp(cmd, "plot")) {
+        printf("sbmt plot DIR [--out F.svg]\n"
+               "  One self-contained SVG page (any browser opens it) from DIR/metrics.jsonl:\n"
+               "  loss, accuracy (test as a marker), learning rate, tokens/s and, for SBM\n"
+               "  models, the attention density of every layer and head. DIR may also be the\n"
+               "  metrics.jsonl file itself. Default output DIR/report.svg, which sbmt train\n"
+               "  also refreshes at every evaluation. A malformed line is an error naming the\n"
+               "  file and line; an existing page is then left as it was.\n");
     } else {
-        fprintf(stderr, "sbmt help: unknown command '%s' (data, train, eval)\n", cmd);
+        fprintf(stderr, "sbmt help: unknown command '%s' (data, train, eval, inspect, plot)\n",
+                cmd);
         return 1;
     }
     return 0;

@@ -1,4 +1,5 @@
-// main.c: the sbmt command line: dispatches subcommands (data, train, eval, help, --version).
+// main.c: the sbmt command line: dispatches subcommands (data, train, eval, inspect, plot, help,
+// --version).
 #include <stdio.h>
 #include <string.h>
 
@@ -15,6 +16,8 @@ static void usage(FILE *f) {
             "                 [--set s.k=v ...])\n"
             "  eval           evaluate a checkpoint (--ckpt F --data D --split S [--json])\n"
             "  inspect F      summarise an sbmt HDF5 file (checkpoint or dataset)\n"
+            "  plot DIR       SVG report of a run's metrics.jsonl ([--out F.svg]; default\n"
+            "                 DIR/report.svg)\n"
             "  help [cmd]     this text, or a command's options\n"
             "  --version      print the version\n",
             SBMT_VERSION);
@@ -39,6 +42,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "train")) return cli_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cli_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cli_inspect(argc - 2, argv + 2);
+    if (!strcmp(cmd, "plot")) return cli_plot(argc - 2, argv + 2);
     fprintf(stderr, "sbmt: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 1;

@@ -15,6 +15,7 @@
 #include "io/config.h"
 #include "io/dataset.h"
 #include "io/listops.h"
+#include "io/report.h"
 #include "io/tbevents.h"
 #include "kernels/backend.h"
 #include "kernels/common.h"
@@ -226,6 +227,14 @@ static int evaluate_and_log(train_run *r, int split, int64_t max_rows, int step,
         r->tb_vals[i] = (tb_scalar){tags[i], val[i]};
     }
     tb_log(r, step, res.nd ? 3 : 2);
+    // The report page follows the evaluations. A failure (a damaged line an older run left in
+    // metrics.jsonl, a full disk) is reported and training goes on: the page is a view of the
+    // metrics, which are intact.
+    char mpath[4200], spath[4200], e2[SBMT_ERR_LEN];
+    snprintf(mpath, sizeof(mpath), "%s/metrics.jsonl", r->out_dir);
+    snprintf(spath, sizeof(spath), "%s/report.svg", r->out_dir);
+    if (report_svg_write(mpath, spath, e2))
+        fprintf(stderr, "sbmt train: warning: %s/report.svg not refreshed: %s\n", r->out_dir, e2);
     return 0;
 }
 
