@@ -52,7 +52,7 @@ typedef struct dist_ctx_s {
         int mpi_rc_ = (call);                                                                      \
         if (mpi_rc_ != MPI_SUCCESS) dist_mpi_fail(__FILE__, __LINE__, #call, mpi_rc_);             \
     } while (0)
-_Noreturn void dist_mpi_fail(const char *file, int line, const char *expr, int rc);
+SBMT_NORETURN void dist_mpi_fail(const char *file, int line, const char *expr, int rc);
 
 // MPI_Init_thread (FUNNELED: only the main thread calls MPI; OpenMP threads never do) unless
 // MPI is already initialised, world size and rank, the node-local rank, and a layout of

@@ -289,7 +289,7 @@ int tb_open(tb_writer *w, const char *run_dir, int resume, int64_t start_step, c
             CHECK((names[nn++] = strdup(e->d_name)));
         }
         closedir(d);
-        qsort(names, (size_t)nn, sizeof(char *), cmp_str);
+        if (nn) qsort(names, (size_t)nn, sizeof(char *), cmp_str);  // (names is NULL at 0)
         int rc = 0;
         for (int i = 0; i < nn; i++) {
             char p[4352];

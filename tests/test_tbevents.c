@@ -217,6 +217,22 @@ static void test_resume_cuts_back(void **state) {
     assert_null(fopen(tmp, "rb"));
 }
 
+// Resuming a run that has no event file yet (killed before its first, or trained with
+// train.tensorboard = false until now) starts one.
+static void test_resume_without_files(void **state) {
+    char run[512], err[SBMT_ERR_LEN], path[1024];
+    tpath(run, sizeof(run), "resume_empty");
+    assert_int_equal(mkdir(run, 0755), 0);
+    tb_writer w;
+    assert_int_equal(tb_open(&w, run, 1, 7, err), 0);
+    write_steps(&w, 8, 9);
+    tb_close(&w);
+    only_file(run, path, sizeof(path));
+    int torn;
+    assert_int_equal(tb_read_records(path, NULL, NULL, &torn, err), 3);
+    assert_int_equal(torn, 0);
+}
+
 static void test_open_errors(void **state) {
     char err[SBMT_ERR_LEN];
     tb_writer w;
@@ -233,6 +249,7 @@ int main(void) {
         cmocka_unit_test(test_record_bytes),
         cmocka_unit_test(test_reader_detects_damage),
         cmocka_unit_test(test_resume_cuts_back),
+        cmocka_unit_test(test_resume_without_files),
         cmocka_unit_test(test_open_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

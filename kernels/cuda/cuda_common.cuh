@@ -13,6 +13,7 @@ extern "C" {
 #include "kernels/common.h"
 #include "kernels/cuda/cuda_api.h"
 }
+#include "kernels/cuda/dbatch.h"
 
 #define CUDA_CHECK(call)                                                                           \
     do {                                                                                           \
@@ -28,14 +29,6 @@ extern "C" {
             sbmt_fatal(__FILE__, __LINE__, "%s failed: %s", #call, cublasGetStatusString(s_));     \
     } while (0)
 
-// The packed batch as kernels see it (device arrays, host counts).
-struct dbatch {
-    int B, n, T;
-    const int *len, *off;  // [B], [B+1]
-    const int32_t *ids;    // [T]
-    const float *mask;     // [T]
-    const uint32_t *sample;  // [B]
-};
 
 struct cuda_state {
     int device;

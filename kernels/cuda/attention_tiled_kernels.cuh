@@ -1,0 +1,439 @@
+// attention_tiled_kernels.cuh: the device code of the tiled softmax attention (see
+// attention_tiled.cu for the method): the kernels, their shared-memory sizes and helpers. A
+// header so that tests/test_cuda_emu.cc can run the same kernels on the CPU through
+// tests/cuda_emu.h, which defines the CUDA built-ins they use before including it.
+#ifndef SBMT_CUDA_ATTENTION_TILED_KERNELS_CUH
+#define SBMT_CUDA_ATTENTION_TILED_KERNELS_CUH
+
+#include <math.h>
+
+#include "kernels/cuda/dbatch.h"
+#include "kernels/dropout.h"
+#include "kernels/kernels.h"
+
+#ifndef SBMT_DYN_SMEM  // tests/cuda_emu.h defines its own
+#define SBMT_DYN_SMEM(type, name) extern __shared__ type name[]
+#endif
+
+#define TC 64          // streamed tile: keys (forward, dQ) or queries (dK, dV)
+#define NTHREADS 128
+
+
+struct tile_args {
+    dbatch bt;
+    const float *qkv;
+    int H, ld, HD;
+    float sc, p, dscale;
+    uint32_t thr;
+    kdrop d;
+};
+
+static __device__ __forceinline__ float row_max8(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 4));
+}
+
+static __device__ __forceinline__ float row_sum8(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    v += __shfl_xor_sync(0xffffffffu, v, 2);
+    return v + __shfl_xor_sync(0xffffffffu, v, 4);
+}
+
+// rows [r0, r0 + R) of one third (0 q, 1 k, 2 v) of head h into S[R][DH + 1]; rows at or past
+// `lim` are zero.
+template <int DH>
+__device__ void load_rows(float *S, const tile_args &a, int base, int r0, int R, int lim,
+                          int part, int h, float scale) {
+    for (int x = threadIdx.x; x < R * DH; x += NTHREADS) {
+        int r = x / DH, c = x % DH;
+        float v = 0.0f;
+        if (r0 + r < lim)
+            v = a.qkv[(size_t)(base + r0 + r) * a.ld + part * a.HD + h * DH + c] * scale;
+        S[r * (DH + 1) + c] = v;
+    }
+}
+
+// The same for a [T, HD] tensor (dout, out).
+template <int DH>
+__device__ void load_rows_hd(float *S, const float *X, const tile_args &a, int base, int r0,
+                             int R, int lim, int h) {
+    for (int x = threadIdx.x; x < R * DH; x += NTHREADS) {
+        int r = x / DH, c = x % DH;
+        S[r * (DH + 1) + c] = r0 + r < lim ? X[(size_t)(base + r0 + r) * a.HD + h * DH + c] : 0.0f;
+    }
+}
+
+// keep[qi][kj] = 1 when element (query i0 + qi, key j0 + kj) of the head's dropout stream is
+// kept (qi < NQ, kj < NK). Element e = i n + j uses half-word e % 8 of Philox block e / 8, as on
+// the CPU; each thread draws whole blocks, so a row of NK keys costs NK / 8 + 1 Philox calls.
+template <int NQ, int NK>
+__device__ void draw_keep(uint8_t *keep, const tile_args &a, rng_stream st, int i0, int j0) {
+    constexpr int BPR = NK / 8 + 1;  // blocks a row's NK elements can touch
+    const uint32_t n = (uint32_t)a.bt.n;
+    for (int x = threadIdx.x; x < NQ * BPR; x += NTHREADS) {
+        int qi = x / BPR, q = x % BPR;
+        uint32_t e0 = (uint32_t)(i0 + qi) * n + (uint32_t)j0;
+        uint32_t blk = (e0 >> 3) + (uint32_t)q;
+        philox4x32 w = rng_block(st, blk);
+        #pragma unroll
+        for (int t = 0; t < 8; t++) {
+            uint32_t e = blk * 8u + (uint32_t)t;
+            if (e < e0 || e >= e0 + NK) continue;
+            keep[qi * NK + (int)(e - e0)] = dropout_u16(w, e) >= a.thr;
+        }
+    }
+}
+
+template <int DH, int TR>
+struct tile_smem {
+    static constexpr int P = DH + 1;
+    static constexpr size_t fwd = sizeof(float) * ((size_t)TR * P + 2 * TC * P + TR * (TC + 1) + TC) +
+                                  TR * TC;
+    static constexpr size_t bwd_q = sizeof(float) * ((size_t)2 * TR * P + 2 * TC * P +
+                                                     TR * (TC + 1) + TC + 2 * TR) + TR * TC;
+    static constexpr size_t bwd_kv = sizeof(float) * ((size_t)2 * TR * P + 2 * TC * P +
+                                                      2 * TR * (TC + 1) + 2 * TC) + TR * TC;
+};
+
+// Forward: grid (query tiles, sequences, heads).
+template <int DH, int TR>
+__global__ void __launch_bounds__(NTHREADS) tiled_fwd(tile_args a, float *out, float *lse) {
+    constexpr int RPT = TR / 16, CPT = DH / 8, P = DH + 1;
+    const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
+    const int L = a.bt.len[b], base = a.bt.off[b];
+    if (i0 >= L) return;
+    SBMT_DYN_SMEM(float, smem);
+    float *Qs = smem, *Ks = Qs + TR * P, *Vs = Ks + TC * P, *Ps = Vs + TC * P;
+    float *kval = Ps + TR * (TC + 1);
+    uint8_t *keep = (uint8_t *)(kval + TC);
+    __shared__ int any_valid;
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+    if (threadIdx.x == 0) any_valid = 0;
+    load_rows<DH>(Qs, a, base, i0, TR, L, 0, h, a.sc);
+    rng_stream st = rng_make(a.d.seed, RNG_DROPOUT, a.d.step, a.d.layer, a.d.slot + (uint32_t)h,
+                             a.bt.sample[b]);
+    float m[RPT], l[RPT], o[RPT][CPT];
+    #pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+        #pragma unroll
+        for (int c = 0; c < CPT; c++) o[r][c] = 0.0f;
+    }
+    for (int j0 = 0; j0 < L; j0 += TC) {
+        __syncthreads();  // the previous tile's readers are done
+        load_rows<DH>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
+        load_rows<DH>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
+        for (int j = threadIdx.x; j < TC; j += NTHREADS) {
+            bool v = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f;
+            kval[j] = v ? 1.0f : 0.0f;
+            if (v) any_valid = 1;
+        }
+        if (a.p > 0.0f) draw_keep<TR, TC>(keep, a, st, i0, j0);
+        __syncthreads();
+        float s[RPT][8];
+        #pragma unroll
+        for (int r = 0; r < RPT; r++)
+            #pragma unroll
+            for (int c = 0; c < 8; c++) s[r][c] = 0.0f;
+#pragma unroll 4
+        for (int x = 0; x < DH; x++) {
+            float kx[8];
+            #pragma unroll
+            for (int c = 0; c < 8; c++) kx[c] = Ks[(tc + 8 * c) * P + x];
+            #pragma unroll
+            for (int r = 0; r < RPT; r++) {
+                float q = Qs[(tr * RPT + r) * P + x];
+                #pragma unroll
+                for (int c = 0; c < 8; c++) s[r][c] = fmaf(q, kx[c], s[r][c]);
+            }
+        }
+        #pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            float mt = -INFINITY;
+            #pragma unroll
+            for (int c = 0; c < 8; c++) {
+                if (kval[tc + 8 * c] == 0.0f) s[r][c] = -INFINITY;
+                mt = fmaxf(mt, s[r][c]);
+            }
+            const float mn = fmaxf(m[r], row_max8(mt));
+            // No finite score yet: nothing to rescale, and exp(-inf - -inf) must not be NaN.
+            const float alpha = mn == -INFINITY ? 1.0f : expf(m[r] - mn);
+            float ls = 0.0f;
+            const int qi = tr * RPT + r;
+            #pragma unroll
+            for (int c = 0; c < 8; c++) {
+                float pr = mn == -INFINITY ? 0.0f : expf(s[r][c] - mn);
+                ls += pr;
+                if (a.p > 0.0f) pr *= keep[qi * TC + tc + 8 * c] ? a.dscale : 0.0f;
+                Ps[qi * (TC + 1) + tc + 8 * c] = pr;
+            }
+            l[r] = l[r] * alpha + row_sum8(ls);
+            m[r] = mn;
+            #pragma unroll
+            for (int c = 0; c < CPT; c++) o[r][c] *= alpha;
+        }
+        __syncthreads();
+        for (int j = 0; j < TC; j++) {
+            float vx[CPT];
+            #pragma unroll
+            for (int c = 0; c < CPT; c++) vx[c] = Vs[j * P + tc + 8 * c];
+            #pragma unroll
+            for (int r = 0; r < RPT; r++) {
+                float pr = Ps[(tr * RPT + r) * (TC + 1) + j];
+                #pragma unroll
+                for (int c = 0; c < CPT; c++) o[r][c] = fmaf(pr, vx[c], o[r][c]);
+            }
+        }
+    }
+    __syncthreads();
+    #pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        const int i = i0 + tr * RPT + r;
+        if (i >= L) continue;
+        float *orow = out + (size_t)(base + i) * a.HD + h * DH;
+        float lv;
+        if (m[r] == -INFINITY && any_valid) {  // keys, but only NaN scores: a NaN row
+            lv = NAN;
+            #pragma unroll
+            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = NAN;
+        } else if (m[r] == -INFINITY) {  // no key: output 0, backward's probabilities 0
+            lv = INFINITY;
+            #pragma unroll
+            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = 0.0f;
+        } else {
+            const float inv = 1.0f / l[r];
+            lv = m[r] + logf(l[r]);
+            #pragma unroll
+            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = o[r][c] * inv;
+        }
+        if (tc == 0) lse[(size_t)(base + i) * a.H + h] = lv;
+    }
+}
+
+// D_i = dy_i . y_i per (row, head): one warp per row.
+static __global__ void rowdot_kernel(tile_args a, int dh, float *Dbuf, const float *dout,
+                              const float *out) {
+    int w = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x & 31;
+    if (w >= a.bt.T * a.H) return;
+    int row = w / a.H, h = w % a.H;
+    const float *dy = dout + (size_t)row * a.HD + h * dh, *y = out + (size_t)row * a.HD + h * dh;
+    float s = 0.0f;
+    for (int c = lane; c < dh; c += 32) s += dy[c] * y[c];
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) Dbuf[(size_t)row * a.H + h] = s;
+}
+
+// dQ_i = sc sum_j ds_ij k_j, ds_ij = p_ij (dp_ij m_ij - D_i), dp = dy_i . v_j: grid as forward.
+template <int DH, int TR>
+__global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv,
+                                                        const float *Dbuf, const float *dout,
+                                                        const float *lse) {
+    constexpr int RPT = TR / 16, CPT = DH / 8, P = DH + 1;
+    const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
+    const int L = a.bt.len[b], base = a.bt.off[b];
+    if (i0 >= L) return;
+    SBMT_DYN_SMEM(float, smem);
+    float *Qs = smem, *dOs = Qs + TR * P, *Ks = dOs + TR * P, *Vs = Ks + TC * P;
+    float *Ps = Vs + TC * P, *kval = Ps + TR * (TC + 1), *ls = kval + TC, *Ds = ls + TR;
+    uint8_t *keep = (uint8_t *)(Ds + TR);
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+    load_rows<DH>(Qs, a, base, i0, TR, L, 0, h, a.sc);
+    load_rows_hd<DH>(dOs, dout, a, base, i0, TR, L, h);
+    for (int r = threadIdx.x; r < TR; r += NTHREADS) {
+        bool in = i0 + r < L;
+        ls[r] = in ? lse[(size_t)(base + i0 + r) * a.H + h] : INFINITY;
+        Ds[r] = in ? Dbuf[(size_t)(base + i0 + r) * a.H + h] : 0.0f;
+    }
+    rng_stream st = rng_make(a.d.seed, RNG_DROPOUT, a.d.step, a.d.layer, a.d.slot + (uint32_t)h,
+                             a.bt.sample[b]);
+    float dq[RPT][CPT];
+    #pragma unroll
+    for (int r = 0; r < RPT; r++)
+        #pragma unroll
+        for (int c = 0; c < CPT; c++) dq[r][c] = 0.0f;
+    for (int j0 = 0; j0 < L; j0 += TC) {
+        __syncthreads();
+        load_rows<DH>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
+        load_rows<DH>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
+        for (int j = threadIdx.x; j < TC; j += NTHREADS)
+            kval[j] = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f ? 1.0f : 0.0f;
+        if (a.p > 0.0f) draw_keep<TR, TC>(keep, a, st, i0, j0);
+        __syncthreads();
+        float s[RPT][8], g[RPT][8];
+        #pragma unroll
+        for (int r = 0; r < RPT; r++)
+            #pragma unroll
+            for (int c = 0; c < 8; c++) s[r][c] = g[r][c] = 0.0f;
+#pragma unroll 4
+        for (int x = 0; x < DH; x++) {
+            float kx[8], vx[8];
+            #pragma unroll
+            for (int c = 0; c < 8; c++) {
+                kx[c] = Ks[(tc + 8 * c) * P + x];
+                vx[c] = Vs[(tc + 8 * c) * P + x];
+            }
+            #pragma unroll
+            for (int r = 0; r < RPT; r++) {
+                float q = Qs[(tr * RPT + r) * P + x], dy = dOs[(tr * RPT + r) * P + x];
+                #pragma unroll
+                for (int c = 0; c < 8; c++) {
+                    s[r][c] = fmaf(q, kx[c], s[r][c]);
+                    g[r][c] = fmaf(dy, vx[c], g[r][c]);
+                }
+            }
+        }
+        #pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const int qi = tr * RPT + r;
+            #pragma unroll
+            for (int c = 0; c < 8; c++) {
+                const int kj = tc + 8 * c;
+                float ds = 0.0f;
+                if (kval[kj] != 0.0f) {
+                    float pr = expf(s[r][c] - ls[qi]);  // 0 when lse = +inf (no key)
+                    float mk = a.p > 0.0f ? (keep[qi * TC + kj] ? a.dscale : 0.0f) : 1.0f;
+                    ds = pr * (g[r][c] * mk - Ds[qi]);
+                }
+                Ps[qi * (TC + 1) + kj] = ds;
+            }
+        }
+        __syncthreads();
+        for (int j = 0; j < TC; j++) {
+            float kx[CPT];
+            #pragma unroll
+            for (int c = 0; c < CPT; c++) kx[c] = Ks[j * P + tc + 8 * c];
+            #pragma unroll
+            for (int r = 0; r < RPT; r++) {
+                float ds = Ps[(tr * RPT + r) * (TC + 1) + j];
+                #pragma unroll
+                for (int c = 0; c < CPT; c++) dq[r][c] = fmaf(ds, kx[c], dq[r][c]);
+            }
+        }
+    }
+    #pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        const int i = i0 + tr * RPT + r;
+        if (i >= L) continue;
+        float *d = dqkv + (size_t)(base + i) * a.ld + h * DH;
+        #pragma unroll
+        for (int c = 0; c < CPT; c++) d[tc + 8 * c] = dq[r][c] * a.sc;
+    }
+}
+
+// dK_j = sc sum_i ds_ij q_i, dV_j = sum_i p_ij m_ij dy_i: grid (key tiles of TR, sequences,
+// heads); the streamed tile is TC queries.
+template <int DH, int TR>
+__global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqkv,
+                                                         const float *Dbuf, const float *dout,
+                                                         const float *lse) {
+    constexpr int RPT = TR / 16, CPT = DH / 8, P = DH + 1;
+    const int b = blockIdx.y, h = blockIdx.z, j0 = blockIdx.x * TR;
+    const int L = a.bt.len[b], base = a.bt.off[b];
+    if (j0 >= L) return;
+    SBMT_DYN_SMEM(float, smem);
+    float *Ks = smem, *Vs = Ks + TR * P, *Qs = Vs + TR * P, *dOs = Qs + TC * P;
+    float *S1 = dOs + TC * P, *S2 = S1 + TR * (TC + 1), *ls = S2 + TR * (TC + 1), *Ds = ls + TC;
+    uint8_t *keep = (uint8_t *)(Ds + TC);  // [TC queries][TR keys]
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+    load_rows<DH>(Ks, a, base, j0, TR, L, 1, h, a.sc);
+    load_rows<DH>(Vs, a, base, j0, TR, L, 2, h, 1.0f);
+    rng_stream st = rng_make(a.d.seed, RNG_DROPOUT, a.d.step, a.d.layer, a.d.slot + (uint32_t)h,
+                             a.bt.sample[b]);
+    bool kv[RPT];
+    #pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        int j = j0 + tr * RPT + r;
+        kv[r] = j < L && a.bt.mask[base + j] != 0.0f;
+    }
+    float dk[RPT][CPT], dv[RPT][CPT];
+    #pragma unroll
+    for (int r = 0; r < RPT; r++)
+        #pragma unroll
+        for (int c = 0; c < CPT; c++) dk[r][c] = dv[r][c] = 0.0f;
+    for (int q0 = 0; q0 < L; q0 += TC) {
+        __syncthreads();
+        load_rows<DH>(Qs, a, base, q0, TC, L, 0, h, 1.0f);
+        load_rows_hd<DH>(dOs, dout, a, base, q0, TC, L, h);
+        for (int i = threadIdx.x; i < TC; i += NTHREADS) {
+            bool in = q0 + i < L;
+            ls[i] = in ? lse[(size_t)(base + q0 + i) * a.H + h] : INFINITY;
+            Ds[i] = in ? Dbuf[(size_t)(base + q0 + i) * a.H + h] : 0.0f;
+        }
+        if (a.p > 0.0f) draw_keep<TC, TR>(keep, a, st, q0, j0);
+        __syncthreads();
+        float s[RPT][8], g[RPT][8];
+        #pragma unroll
+        for (int r = 0; r < RPT; r++)
+            #pragma unroll
+            for (int c = 0; c < 8; c++) s[r][c] = g[r][c] = 0.0f;
+#pragma unroll 4
+        for (int x = 0; x < DH; x++) {
+            float qx[8], dyx[8];
+            #pragma unroll
+            for (int c = 0; c < 8; c++) {
+                qx[c] = Qs[(tc + 8 * c) * P + x];
+                dyx[c] = dOs[(tc + 8 * c) * P + x];
+            }
+            #pragma unroll
+            for (int r = 0; r < RPT; r++) {
+                float k = Ks[(tr * RPT + r) * P + x], v = Vs[(tr * RPT + r) * P + x];
+                #pragma unroll
+                for (int c = 0; c < 8; c++) {
+                    s[r][c] = fmaf(k, qx[c], s[r][c]);
+                    g[r][c] = fmaf(v, dyx[c], g[r][c]);
+                }
+            }
+        }
+        #pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const int kj = tr * RPT + r;
+            #pragma unroll
+            for (int c = 0; c < 8; c++) {
+                const int qi = tc + 8 * c;
+                float ds = 0.0f, pa = 0.0f;
+                if (kv[r]) {
+                    float pr = expf(s[r][c] - ls[qi]);
+                    float mk = a.p > 0.0f ? (keep[qi * TR + kj] ? a.dscale : 0.0f) : 1.0f;
+                    ds = pr * (g[r][c] * mk - Ds[qi]);
+                    pa = pr * mk;
+                }
+                S1[kj * (TC + 1) + qi] = ds;
+                S2[kj * (TC + 1) + qi] = pa;
+            }
+        }
+        __syncthreads();
+        for (int i = 0; i < TC; i++) {
+            float qx[CPT], dyx[CPT];
+            #pragma unroll
+            for (int c = 0; c < CPT; c++) {
+                qx[c] = Qs[i * P + tc + 8 * c];
+                dyx[c] = dOs[i * P + tc + 8 * c];
+            }
+            #pragma unroll
+            for (int r = 0; r < RPT; r++) {
+                float ds = S1[(tr * RPT + r) * (TC + 1) + i], pa = S2[(tr * RPT + r) * (TC + 1) + i];
+                #pragma unroll
+                for (int c = 0; c < CPT; c++) {
+                    dk[r][c] = fmaf(ds, qx[c], dk[r][c]);
+                    dv[r][c] = fmaf(pa, dyx[c], dv[r][c]);
+                }
+            }
+        }
+    }
+    #pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        const int j = j0 + tr * RPT + r;
+        if (j >= L) continue;
+        float *d = dqkv + (size_t)(base + j) * a.ld + a.HD + h * DH;
+        #pragma unroll
+        for (int c = 0; c < CPT; c++) {  // a padded key gets no gradient
+            d[tc + 8 * c] = kv[r] ? dk[r][c] * a.sc : 0.0f;
+            d[a.HD + tc + 8 * c] = kv[r] ? dv[r][c] : 0.0f;
+        }
+    }
+}
+
+
+#endif
