@@ -18,11 +18,13 @@
 #ifndef SBMT_TESTS_CUDA_EMU_H
 #define SBMT_TESTS_CUDA_EMU_H
 
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -33,17 +35,32 @@ struct dim3 {
 
 enum { EMU_RUN = 0, EMU_AT_BLOCK = 1, EMU_AT_WARP = 2, EMU_DONE = 3 };
 
+// Switching: a fiber is entered the first time through swapcontext (its own stack, made by
+// makecontext) and afterwards by _longjmp, which unlike swapcontext saves no signal mask (a
+// system call per switch). Under AddressSanitizer every switch is a swapcontext, which ASan
+// follows.
+#ifndef EMU_LONGJMP
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_LONGJMP 0
+#else
+#define EMU_LONGJMP 1
+#endif
+#endif
+
 struct emu_fiber {
     ucontext_t ctx;
+    jmp_buf jb;
     std::vector<char> stack;
     int state;
+    bool started;
 };
 
 struct emu_state {
     std::vector<emu_fiber> f;
     ucontext_t sched;
+    jmp_buf sched_jb;
     unsigned cur;
-    std::vector<float> warp_slot;  // [warps * 32]
+    std::vector<double> warp_slot;  // [warps * 32] shuffle values (up to 8 bytes)
     std::vector<unsigned char> smem;
     std::function<void()> body;
     dim3 thread, block, block_dim, grid_dim;
@@ -71,39 +88,78 @@ inline void emu_wait(int state) {
     emu_state &s = emu();
     emu_fiber &me = s.f[s.cur];
     me.state = state;
+#if EMU_LONGJMP
+    if (!_setjmp(me.jb)) _longjmp(s.sched_jb, 1);
+#else
     swapcontext(&me.ctx, &s.sched);
+#endif
+}
+
+// Runs fiber t until it waits or ends.
+inline void emu_resume(unsigned t) {
+    emu_state &s = emu();
+    emu_fiber &f = s.f[t];
+    s.cur = t;
+    s.thread = dim3(t);
+#if EMU_LONGJMP
+    if (_setjmp(s.sched_jb)) return;
+    if (!f.started) {
+        f.started = true;
+        ucontext_t here;
+        swapcontext(&here, &f.ctx);  // never returns here: the fiber comes back by _longjmp
+    }
+    _longjmp(f.jb, 1);
+#else
+    swapcontext(&s.sched, &f.ctx);
+#endif
 }
 
 inline void __syncthreads() { emu_wait(EMU_AT_BLOCK); }
 
-inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
+template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+    static_assert(sizeof(T) <= sizeof(double), "shuffle of a value wider than 8 bytes");
     (void)mask;
     emu_state &s = emu();
     const unsigned t = s.thread.x, w = t / 32, lane = t % 32;
-    s.warp_slot[(size_t)w * 32 + lane] = v;
+    std::memcpy(&s.warp_slot[(size_t)w * 32 + lane], &v, sizeof(T));
     emu_wait(EMU_AT_WARP);
-    float r = s.warp_slot[(size_t)w * 32 + (lane ^ (unsigned)lane_mask)];
+    T r;
+    std::memcpy(&r, &s.warp_slot[(size_t)w * 32 + (lane ^ (unsigned)lane_mask)], sizeof(T));
     emu_wait(EMU_AT_WARP);  // nobody overwrites a slot before all have read
     return r;
+}
+
+// Fibers switch only at barriers, so a read-modify-write is atomic among them.
+template <class T> inline T atomicAdd(T *p, T v) {
+    T old = *p;
+    *p = old + v;
+    return old;
 }
 
 inline void emu_fiber_main() {
     emu_state &s = emu();
     s.body();
-    s.f[s.cur].state = EMU_DONE;
-    swapcontext(&s.f[s.cur].ctx, &s.sched);
+    emu_wait(EMU_DONE);  // never resumed
 }
 
 // Runs body() as every thread of every block of a launch with 1-D blocks of `threads` threads.
-template <class F> void emu_launch(dim3 grid, unsigned threads, size_t smem_bytes, F body) {
+template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem_bytes, F body) {
+    const unsigned threads = block.x;
+    if (block.y != 1 || block.z != 1 || threads == 0 || threads > 1024) {
+        std::fprintf(stderr, "cuda_emu: block (%u,%u,%u): only 1-D blocks of 1..1024 threads\n",
+                     block.x, block.y, block.z);
+        std::abort();
+    }
     emu_state &s = emu();
     s.body = body;
     s.grid_dim = grid;
     s.block_dim = dim3(threads);
     s.f.resize(threads);
-    for (auto &f : s.f) f.stack.resize(256 * 1024);
+    // Kernels keep a few KB of locals; a small stack also keeps ASan's per-switch clearing
+    // of the target stack's shadow cheap.
+    for (auto &f : s.f) f.stack.resize(64 * 1024);
     const unsigned warps = (threads + 31) / 32;
-    s.warp_slot.assign((size_t)warps * 32, 0.0f);
+    s.warp_slot.assign((size_t)warps * 32, 0.0);
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
@@ -117,14 +173,11 @@ template <class F> void emu_launch(dim3 grid, unsigned threads, size_t smem_byte
                     f.ctx.uc_link = nullptr;
                     makecontext(&f.ctx, emu_fiber_main, 0);
                     f.state = EMU_RUN;
+                    f.started = false;
                 }
                 for (;;) {
                     for (unsigned t = 0; t < threads; t++)
-                        if (s.f[t].state == EMU_RUN) {
-                            s.cur = t;
-                            s.thread = dim3(t);
-                            swapcontext(&s.sched, &s.f[t].ctx);
-                        }
+                        if (s.f[t].state == EMU_RUN) emu_resume(t);
                     // Every fiber now waits or is done: release whole groups.
                     unsigned live = 0, at_block = 0, released = 0;
                     for (unsigned t = 0; t < threads; t++) {

@@ -1,0 +1,91 @@
+// cublas_v2.h (emulated): the cuBLAS calls of the CUDA backend, on the CPU through CBLAS with
+// cuBLAS's column-major conventions, so the backend's transposes and leading dimensions are
+// tested as written. cublasGemmEx takes bf16 (CUDA_R_16BF) or fp32 operands and fp32 output.
+#ifndef SBMT_EMU_CUBLAS_V2_H
+#define SBMT_EMU_CUBLAS_V2_H
+
+#include <cblas.h>
+
+#include <vector>
+
+#include "tests/emu/cuda_bf16.h"
+#include "tests/emu/cuda_runtime.h"
+
+typedef enum {
+    CUBLAS_STATUS_SUCCESS = 0,
+    CUBLAS_STATUS_INVALID_VALUE = 7,
+    CUBLAS_STATUS_NOT_SUPPORTED = 15
+} cublasStatus_t;
+typedef enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 } cublasOperation_t;
+typedef enum { CUBLAS_DEFAULT_MATH = 0 } cublasMath_t;
+typedef enum { CUBLAS_COMPUTE_32F = 68 } cublasComputeType_t;
+typedef enum { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
+typedef enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 } cudaDataType;
+typedef struct emu_blas *cublasHandle_t;
+
+inline const char *cublasGetStatusString(cublasStatus_t s) {
+    return s == CUBLAS_STATUS_SUCCESS ? "success (emulated)" : "error (emulated)";
+}
+inline cublasStatus_t cublasCreate(cublasHandle_t *h) {
+    *h = (cublasHandle_t)std::malloc(1);
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasDestroy(cublasHandle_t h) {
+    std::free((void *)h);
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+inline cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) {
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+// cuBLAS's argument checks (the ones a wrong call would hit): leading dimensions at least the
+// stored rows of each operand.
+inline bool emu_gemm_args_ok(cublasOperation_t oa, cublasOperation_t ob, int m, int n, int k,
+                             int lda, int ldb, int ldc) {
+    if (m < 0 || n < 0 || k < 0) return false;
+    const int ra = oa == CUBLAS_OP_N ? m : k, rb = ob == CUBLAS_OP_N ? k : n;
+    return lda >= (ra > 1 ? ra : 1) && ldb >= (rb > 1 ? rb : 1) && ldc >= (m > 1 ? m : 1);
+}
+
+inline cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t oa, cublasOperation_t ob,
+                                  int m, int n, int k, const float *alpha, const float *A,
+                                  int lda, const float *B, int ldb, const float *beta, float *C,
+                                  int ldc) {
+    if (!emu_gemm_args_ok(oa, ob, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+    cblas_sgemm(CblasColMajor, oa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
+                ob == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, *alpha, A, lda, B, ldb,
+                *beta, C, ldc);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+// A column-major operand of `rows` x `cols` (as stored) with leading dimension ld, as floats.
+inline std::vector<float> emu_operand(const void *p, cudaDataType t, int rows, int cols, int ld) {
+    std::vector<float> v((size_t)ld * cols);
+    for (size_t i = 0; i < v.size(); i++) {
+        if ((int)(i % (size_t)ld) >= rows) {
+            v[i] = 0.0f;  // padding rows are never read by the product
+            continue;
+        }
+        v[i] = t == CUDA_R_16BF ? __bfloat162float(((const __nv_bfloat16 *)p)[i])
+                                : ((const float *)p)[i];
+    }
+    return v;
+}
+
+inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t oa, cublasOperation_t ob,
+                                   int m, int n, int k, const void *alpha, const void *A,
+                                   cudaDataType ta, int lda, const void *B, cudaDataType tb,
+                                   int ldb, const void *beta, void *C, cudaDataType tc, int ldc,
+                                   cublasComputeType_t ct, cublasGemmAlgo_t) {
+    if (tc != CUDA_R_32F || ct != CUBLAS_COMPUTE_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (!emu_gemm_args_ok(oa, ob, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+    std::vector<float> a = emu_operand(A, ta, oa == CUBLAS_OP_N ? m : k, oa == CUBLAS_OP_N ? k : m, lda);
+    std::vector<float> b = emu_operand(B, tb, ob == CUBLAS_OP_N ? k : n, ob == CUBLAS_OP_N ? n : k, ldb);
+    return cublasSgemm(h, oa, ob, m, n, k, (const float *)alpha, a.data(), lda, b.data(), ldb,
+                       (const float *)beta, (float *)C, ldc);
+}
+
+#endif
