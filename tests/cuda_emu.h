@@ -129,6 +129,8 @@ template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
     return r;
 }
 
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+
 // Fibers switch only at barriers, so a read-modify-write is atomic among them.
 template <class T> inline T atomicAdd(T *p, T v) {
     T old = *p;

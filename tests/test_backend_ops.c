@@ -292,6 +292,38 @@ static void run_attn_drop(kctx *k, float **b, const kbatch *bt, op_case *c) {
     run_attn(k, b, bt, 0.25f);
 }
 
+// SBM block matrices and memberships, H = 2 heads, k = 16 clusters, d = 8: forward, then
+// backward from the backend's own forward. Memberships run over 2T rows (queries then keys) of
+// g_tb, whose padded position makes the mask matter.
+enum { SH = 2, SK = 16, SD = 8 };
+SHAPE(shape_sbm_blocks) {
+    BUF(0, (size_t)SH * SK * SD, 0);  // C
+    BUF(1, (size_t)SH * SK * SK, 0);  // dS
+    BUF(2, (size_t)SH * SK * SK, 1);  // S
+    BUF(3, (size_t)SH * SK * SD, 2);  // dC (accumulated)
+    c->scale[0] = 0.5f;
+    c->tol = 1e-5;
+}
+static void run_sbm_blocks(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k_sbm_blocks_fwd(k, b[2], b[0], SH, SK, SD);
+    k_sbm_blocks_bwd(k, b[3], b[1], b[2], b[0], SH, SK, SD);
+}
+SHAPE(shape_sbm_members) {
+    const size_t rows = 2 * (size_t)bt->T;
+    BUF(0, rows * SH * SD, 0);  // phi
+    BUF(1, (size_t)SH * SK * SD, 0);  // C
+    BUF(2, rows * SH * SK, 2);  // dY in, dZ out
+    BUF(3, rows * SH * SK, 1);  // Y
+    BUF(4, rows * SH * SD, 1);  // dphi
+    BUF(5, (size_t)SH * SK * SD, 2);  // dC (accumulated)
+    c->tol = 1e-5;
+}
+static void run_sbm_members(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    const int rows = 2 * bt->T;
+    k_sbm_members_fwd(k, b[3], b[0], b[1], bt, rows, SH, SK, SD);
+    k_sbm_members_bwd(k, b[4], b[5], b[2], b[3], b[0], b[1], rows, SH, SK, SD);
+}
+
 static const op_entry OPS[] = {
     {"linear_fwd", run_linear_fwd, shape_linear_fwd},
     {"linear_bwd (accumulate)", run_linear_bwd, shape_linear_bwd},
@@ -321,6 +353,8 @@ static const op_entry OPS[] = {
     {"xent fwd+bwd", run_xent, shape_xent},
     {"adamw (two steps)", run_adamw, shape_adamw},
     {"sumsq", run_sumsq, shape_sumsq},
+    {"sbm_blocks fwd+bwd", run_sbm_blocks, shape_sbm_blocks},
+    {"sbm_members fwd+bwd", run_sbm_members, shape_sbm_members},
     {"attn_softmax fwd+bwd", run_attn_nodrop, shape_attn},
     {"attn_softmax fwd+bwd, dropout", run_attn_drop, shape_attn},
 };

@@ -2,7 +2,10 @@
 // runs the whole CUDA backend on: __syncthreads orders shared memory and waits only for threads
 // that have not returned, shuffles read the partner lane (floats and doubles, per warp),
 // atomicAdd accumulates, static __shared__ variables are one per block, every block and thread
-// index runs exactly once, and a divergent barrier is reported instead of hanging.
+// index runs exactly once, and a divergent barrier is reported instead of hanging. Then CUDA
+// device code not yet behind an op, run directly: the GPU dense sampler of
+// kernels/cuda/sbm_tile.cuh draws the CPU dense sampler's graphs, and the sampled-tile SBM
+// attention of kernels/cuda/sbm_attn_tiled.cuh gives the CPU's edge attention on them.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +22,21 @@
 #include <unistd.h>
 
 #include "tests/cuda_emu.h"  // (C++ headers before cmocka.h, whose fail() macro breaks them)
+
+#define OMPI_SKIP_MPICXX 1
+#include <mpi.h>  // before the C headers that include it, outside extern "C"
+#include <cblas.h>
+
+extern "C" {
+#include "kernels/common.h"
+#include "kernels/kernels.h"
+#include "kernels/sbm.h"
+#include "model/model.h"
+}
+
+// The emulator stands in for the CUDA built-ins; kernel headers come after it (and after the C
+// headers, whose functions keep C linkage).
+#include "kernels/cuda/sbm_attn_tiled.cuh"
 
 extern "C" {
 #include <cmocka.h>
@@ -85,6 +103,210 @@ void test_divergent_barrier_reported(void **state) {
     assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
 }
 
+// Memberships of a layer as k_sbm_members_fwd leaves them: rows of padded positions are zero.
+std::vector<float> members(const kbatch *bt, int H, int kc, float lo, float hi, uint64_t seed) {
+    std::vector<float> Y((size_t)2 * bt->T * H * kc);
+    uint64_t s = seed;
+    for (size_t i = 0; i < Y.size(); i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        const size_t r = i / ((size_t)H * kc);
+        const float u = (float)((s >> 40) / 16777216.0);
+        Y[i] = bt->mask[r % (size_t)bt->T] == 0.0f ? 0.0f : lo + (hi - lo) * u;
+    }
+    return Y;
+}
+
+std::vector<float> randn(size_t n, uint64_t seed) {
+    std::vector<float> v(n);
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        const double u1 = ((s >> 11) + 0.5) / 9007199254740992.0;
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        const double u2 = ((s >> 11) + 0.5) / 9007199254740992.0;
+        v[i] = (float)(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+    }
+    return v;
+}
+
+// One layer's SBM inputs on a batch of 3 sequences (lengths n, n/2 + 3, 37; padded keys inside
+// the second), H = 2 heads, the CPU's dense-sampled graphs, and the GPU kernels' view of them.
+struct sbm_fixture {
+    static const int H = 2;
+    int n, kc;
+    kbatch bt;
+    kctx cpu;
+    sbm_graphs gs;
+    std::vector<float> Y, S, T1;
+    sbm_tile_args a;
+
+    sbm_fixture(int n_, int kc_, float lo, float hi, float eps) : n(n_), kc(kc_) {
+        const int B = 3, lens[3] = {n, n / 2 + 3, 37}, Hk = H * kc;
+        batch_alloc(&bt, B, n);
+        std::vector<int32_t> ids((size_t)B * n, 0);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < lens[b]; t++) ids[(size_t)b * n + t] = 1 + (b + t) % 11;
+        const uint32_t samples[3] = {3, 11, 40};
+        batch_pack(&bt, ids.data(), B, n, samples, 0, 0);
+        for (int t = 2; t < lens[1]; t += 9) bt.mask[bt.off[1] + t] = 0.0f;  // padded inside
+        Y = members(&bt, H, kc, lo, hi, 99 + kc);
+        S.resize((size_t)H * kc * kc);
+        for (size_t i = 0; i < S.size(); i++) S[i] = (float)(0.5 + (double)((i * 7919) % 1000) / 1000.0);
+        for (int h = 0; h < H; h++) {  // entries sum to 1, as softmax's
+            double sum = 0.0;
+            for (int i = 0; i < kc * kc; i++) sum += S[(size_t)h * kc * kc + i];
+            for (int i = 0; i < kc * kc; i++) S[(size_t)h * kc * kc + i] /= (float)sum;
+        }
+        const uint64_t seed = 1234;
+        const uint32_t step = 7, layer = 1, head0 = 2;
+        kctx_init(&cpu, KB_CPU, 1);
+        std::memset(&gs, 0, sizeof(gs));
+        int64_t edges[H];
+        k_sbm_sample(&cpu, &gs, Y.data(), S.data(), &bt, H, kc, eps, SBM_SAMPLER_DENSE, seed,
+                     step, layer, head0, edges);
+        // T1 = Yq S per head (cuBLAS in the backend; CBLAS here).
+        const int T = bt.T;
+        T1.resize((size_t)T * Hk);
+        for (int h = 0; h < H; h++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, kc, kc, 1.0f,
+                        Y.data() + h * kc, Hk, S.data() + (size_t)h * kc * kc, kc, 0.0f,
+                        T1.data() + h * kc, Hk);
+        a.bt = view();
+        a.T1 = T1.data();
+        a.Yk = Y.data() + (size_t)T * Hk;
+        a.H = H;
+        a.kc = kc;
+        a.eps = eps;
+        a.seed = seed;
+        a.step = step;
+        a.layer = layer;
+        a.head0 = head0;
+    }
+    ~sbm_fixture() {
+        sbm_graphs_free(&gs);
+        kctx_close(&cpu);
+        batch_free(&bt);
+    }
+    dbatch view() const {
+        dbatch d;
+        d.B = bt.B;
+        d.n = bt.n;
+        d.T = bt.T;
+        d.len = bt.len;
+        d.off = bt.off;
+        d.ids = bt.ids;
+        d.mask = bt.mask;
+        d.sample = bt.sample;
+        return d;
+    }
+};
+
+// The tile sampler's flags against the CPU dense sampler's CSR: returns the pairs that differ
+// (float rounding of P at the threshold).
+long sample_case(int n, int kc, float lo, float hi, float eps, long *pairs, long *edges) {
+    sbm_fixture f(n, kc, lo, hi, eps);
+    const int H = f.H, B = f.bt.B;
+    std::vector<unsigned long long> count((size_t)B * H, 0);
+    std::vector<uint8_t> flags((size_t)B * H * n * n, 0);
+    emu_launch(dim3((unsigned)((n + 63) / 64), (unsigned)B, (unsigned)H), SBM_NTHREADS,
+               sbm_tile_smem<64>::bytes(kc),
+               [&] { sbm_count_kernel<64>(f.a, count.data(), flags.data()); });
+    long diff = 0;
+    *pairs = *edges = 0;
+    for (int u = 0; u < B * H; u++) {
+        const int b = u / H, h = u % H, L = f.bt.len[b];
+        const sbm_graph *g = &f.gs.g[u];
+        std::vector<uint8_t> ref((size_t)L * L, 0);
+        for (int i = 0; i < L; i++)
+            for (int e = g->rowptr[i]; e < g->rowptr[i + 1]; e++) ref[(size_t)i * L + g->col[e]] = 1;
+        long mine = 0;
+        for (int i = 0; i < L; i++)
+            for (int j = 0; j < L; j++) {
+                const uint8_t fl = flags[(((size_t)b * H + h) * n + i) * n + j];
+                mine += fl;
+                diff += fl != ref[(size_t)i * L + j];
+            }
+        assert_int_equal((long)count[u], mine);  // the counter agrees with the flags
+        *pairs += (long)L * L;
+        *edges += g->nnz;
+    }
+    return diff;
+}
+
+void test_tile_sampler_matches_cpu(void **state) {
+    (void)state;
+    struct {
+        int n, kc;
+        float lo, hi, eps;
+    } cases[] = {{203, 16, 0.2f, 0.9f, 0.01f}, {160, 32, 0.02f, 0.3f, 0.01f}, {128, 8, 0.5f, 1.0f, 0.05f}};
+    for (auto &c : cases) {
+        long pairs, edges;
+        const long diff = sample_case(c.n, c.kc, c.lo, c.hi, c.eps, &pairs, &edges);
+        std::printf("tile sampler (emulated) n %d k %d: %ld edges of %ld pairs (density %.3f), %ld "
+                    "flags differ from the CPU dense sampler\n",
+                    c.n, c.kc, edges, pairs, (double)edges / (double)pairs, diff);
+        assert_true(edges > pairs / 100);  // the case samples something
+        // Only a pair whose uniform sits within float rounding of its threshold may differ.
+        assert_true(diff <= 2 + pairs / 100000);
+    }
+}
+
+// ||a - b|| / ||b||; *mismatch = 1 when one is finite and the other not.
+double rel_err(const float *a, const float *b, size_t n, int *mismatch) {
+    double num = 0.0, den = 0.0;
+    *mismatch = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (std::isfinite(a[i]) != std::isfinite(b[i])) *mismatch = 1;
+        const double e = (double)a[i] - b[i];
+        num += e * e;
+        den += (double)b[i] * b[i];
+    }
+    return std::sqrt(num) / (den > 0 ? std::sqrt(den) : 1e-30);
+}
+
+template <int DH>
+double sbm_fwd_case(int n, int kc, float lo, float hi, float p, int *mismatch) {
+    sbm_fixture f(n, kc, lo, hi, 0.01f);
+    const int H = f.H, HD = H * DH, T = f.bt.T;
+    std::vector<float> qkv = randn((size_t)T * 3 * HD, 5 + DH + kc);
+    const kdrop d = {77, 5, 1, 2};
+    std::vector<float> ref((size_t)T * HD, NAN), got((size_t)T * HD, NAN), lse((size_t)T * H, NAN);
+    k_batch_upload(&f.cpu, &f.bt);
+    k_sbm_attn_fwd(&f.cpu, ref.data(), &f.gs, qkv.data(), &f.bt, H, DH, p, d);
+    tile_args a;
+    a.bt = f.view();
+    a.qkv = qkv.data();
+    a.H = H;
+    a.HD = HD;
+    a.ld = 3 * HD;
+    a.sc = 1.0f / std::sqrt((float)DH);
+    a.p = p;
+    a.dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    a.thr = dropout_threshold(p);
+    a.d = d;
+    emu_launch(dim3((unsigned)((n + 63) / 64), (unsigned)f.bt.B, (unsigned)H), NTHREADS,
+               sbm_attn_smem<DH, 64>::fwd(kc),
+               [&] { sbm_attn_fwd_kernel<DH, 64>(a, f.a, got.data(), lse.data()); });
+    return rel_err(got.data(), ref.data(), got.size(), mismatch);
+}
+
+void test_sbm_attention_forward_matches_cpu(void **state) {
+    (void)state;
+    int failures = 0;
+    for (float p : {0.0f, 0.2f}) {
+        int mm;
+        double e1 = sbm_fwd_case<32>(203, 16, 0.2f, 0.9f, p, &mm);
+        std::printf("sbm tile attention fwd (emulated) n 203 dh 32 k 16 density ~0.3 p %.1f: "
+                    "relative error %.2e%s\n", p, e1, mm ? ", non-finite mismatch" : "");
+        failures += mm || !(e1 <= 2e-5);
+        double e2 = sbm_fwd_case<64>(160, 32, 0.02f, 0.3f, p, &mm);
+        std::printf("sbm tile attention fwd (emulated) n 160 dh 64 k 32 density ~0.03 p %.1f: "
+                    "relative error %.2e%s\n", p, e2, mm ? ", non-finite mismatch" : "");
+        failures += mm || !(e2 <= 2e-5);
+    }
+    assert_int_equal(failures, 0);
+}
+
 }  // namespace
 
 int main(void) {
@@ -92,6 +314,8 @@ int main(void) {
         cmocka_unit_test(test_shuffle_and_barrier),
         cmocka_unit_test(test_exited_threads_and_atomics),
         cmocka_unit_test(test_divergent_barrier_reported),
+        cmocka_unit_test(test_tile_sampler_matches_cpu),
+        cmocka_unit_test(test_sbm_attention_forward_matches_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

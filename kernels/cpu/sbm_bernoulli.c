@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "kernels/sbm_rule.h"
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define BERN_AVX2 1
@@ -47,7 +49,7 @@ static inline int append_bits(int *col, int c, uint32_t bits, int j0) {
 }
 
 #ifdef BERN_AVX2
-// 8 edge flags: u < thr with thr = (int)(min(1, p + eps) * 2^24), as the portable loop.
+// 8 edge flags: sbm_rule.h's u < thr with thr = (int)(min(1, p + eps) * 2^24), vectorised.
 static inline uint32_t flags8(__m256 p, const uint32_t *w, __m256 veps) {
     const __m256 one = _mm256_set1_ps(1.0f), two24 = _mm256_set1_ps(16777216.0f);
     __m256i thr =
@@ -110,10 +112,9 @@ void bern_rows(int *const *col, int *count, const float *T1, int ldt, int R, con
             for (int jj = 0; jj < BERN_KEYS; jj++) {
                 float acc = 0.0f;
                 for (int c = 0; c < kc; c++) acc += t[c] * y[(size_t)c * BERN_KEYS + jj];
-                float pr = acc + eps;
-                pr = pr < 1.0f ? pr : 1.0f;
-                int32_t thr = (int32_t)(pr * 16777216.0f);
-                bits |= (uint32_t)((int32_t)(words[r][p * BERN_KEYS + jj] >> 8) < thr) << jj;
+                bits |= (uint32_t)sbm_edge_drawn(words[r][p * BERN_KEYS + jj],
+                                                 sbm_edge_threshold(acc, eps))
+                        << jj;
             }
             count[r] = append_bits(col[r], count[r], bits & valid[p], p * BERN_KEYS);
         }

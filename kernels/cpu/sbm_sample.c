@@ -11,6 +11,7 @@
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/fastmath.h"
 #include "kernels/cpu/sbm_bernoulli.h"
+#include "kernels/sbm_rule.h"
 #include "kernels/philox.h"
 #include "kernels/sbm.h"
 
@@ -474,12 +475,9 @@ static void sample_dense_blocks(sbm_graph *g, const float *Yq, const float *Yk, 
             // thresholds. Pass 2: flags packed 8 at a time into bit masks (a multiply gathers the
             // low bit of each byte), then set bits are walked, so work follows the edges.
             uint8_t *hit = sc->hit;
-            for (int j = 0; j < L; j++) {
-                float pr = prow[j] + eps;
-                pr = pr < 1.0f ? pr : 1.0f;
-                int32_t thr = (int32_t)(pr * 16777216.0f);
-                hit[j] = (uint8_t)((mask[j] != 0.0f) & ((int32_t)(wr[j] >> 8) < thr));
-            }
+            for (int j = 0; j < L; j++)
+                hit[j] = (uint8_t)((mask[j] != 0.0f) &
+                                   sbm_edge_drawn(wr[j], sbm_edge_threshold(prow[j], eps)));
             int Lp = (L + 63) & ~63;
             for (int j = L; j < Lp; j++) hit[j] = 0;
             int *col = g->col + nnz;

@@ -37,6 +37,10 @@ __typeof__(k_adamw) cuda_adamw;
 __typeof__(k_sumsq) cuda_sumsq;
 __typeof__(k_scale) cuda_scale;
 __typeof__(k_zero) cuda_zero;
+__typeof__(k_sbm_blocks_fwd) cuda_sbm_blocks_fwd;
+__typeof__(k_sbm_blocks_bwd) cuda_sbm_blocks_bwd;
+__typeof__(k_sbm_members_fwd) cuda_sbm_members_fwd;
+__typeof__(k_sbm_members_bwd) cuda_sbm_members_bwd;
 __typeof__(k_copy2d) cuda_copy2d;
 __typeof__(k_add2d) cuda_add2d;
 

@@ -34,10 +34,10 @@ extern "C" const kops kops_cuda = {
     cuda_sumsq,  // sumsq
     cuda_scale,  // scale
     cuda_zero,  // zero
-    NULL,  // sbm_blocks_fwd
-    NULL,  // sbm_blocks_bwd
-    NULL,  // sbm_members_fwd
-    NULL,  // sbm_members_bwd
+    cuda_sbm_blocks_fwd,  // sbm_blocks_fwd
+    cuda_sbm_blocks_bwd,  // sbm_blocks_bwd
+    cuda_sbm_members_fwd,  // sbm_members_fwd
+    cuda_sbm_members_bwd,  // sbm_members_bwd
     NULL,  // sbm_sample
     NULL,  // sbm_graph_stats
     NULL,  // sbm_attn_fwd

@@ -1,0 +1,160 @@
+// sbm_tile.cuh: the dense sampler on the GPU, one (query tile, key tile) at a time, for the
+// sampled-tile attention of SBM heads: edge probabilities P = (Yq S) Yk^T formed in shared
+// memory and registers (never stored), and the draws of kernels/sbm_rule.h with the CPU dense
+// sampler's Philox words, so a unit's graph is the CPU's up to float rounding of P at the
+// threshold. sbm_count_kernel counts each unit's edges (and, for tests, writes the flags); the
+// attention kernels call sbm_tile_flags on their own tiles. Device code in a header so that
+// tests/test_cuda_emu.cc runs it through tests/cuda_emu.h.
+//
+// Thread layout as attention_tiled_kernels.cuh: 128 threads, thread t owns rows
+// (t / 8) * RPT + a of the tile (RPT = TR / 16) and columns t % 8 + 8 c (c < 8) of TC = 64 keys.
+#ifndef SBMT_CUDA_SBM_TILE_CUH
+#define SBMT_CUDA_SBM_TILE_CUH
+
+#include <stdint.h>
+
+#include "kernels/cuda/dbatch.h"
+#include "kernels/philox.h"
+#include "kernels/sbm_rule.h"
+
+#ifndef SBMT_DYN_SMEM  // tests/cuda_emu.h defines its own
+#define SBMT_DYN_SMEM(type, name) extern __shared__ type name[]
+#endif
+
+#define SBM_TC 64
+#define SBM_NTHREADS 128
+
+struct sbm_tile_args {
+    dbatch bt;
+    const float *T1;  // [T, H*kc] Yq S per head (row-major, ld H*kc)
+    const float *Yk;  // [T, H*kc] key memberships
+    int H, kc;
+    float eps;
+    uint64_t seed;
+    uint32_t step, layer, head0;
+};
+
+// Shared memory of a tile of TR query rows: T1 and Yk rows padded to kc + 1 floats, the
+// 24-bit words of the tile's pairs, the validity of its queries and keys.
+template <int TR> struct sbm_tile_smem {
+    static size_t bytes(int kc) {
+        return sizeof(float) * ((size_t)TR * (kc + 1) + (size_t)SBM_TC * (kc + 1) + TR + SBM_TC) +
+               sizeof(uint32_t) * (size_t)TR * SBM_TC;
+    }
+};
+
+// Rows [r0, r0 + R) of head h of X [T, H*kc] (rows of sequence `base`) into S [R][kc + 1];
+// rows at or past lim are zero.
+__device__ inline void sbm_load_rows(float *S, const float *X, const sbm_tile_args &a, int base,
+                                     int r0, int R, int lim, int h) {
+    const int Hk = a.H * a.kc, P = a.kc + 1;
+    for (int x = threadIdx.x; x < R * a.kc; x += SBM_NTHREADS) {
+        int r = x / a.kc, c = x % a.kc;
+        S[r * P + c] = r0 + r < lim ? X[(size_t)(base + r0 + r) * Hk + h * a.kc + c] : 0.0f;
+    }
+}
+
+// The words of pairs (i0 + r, j0 + c), r < TR, c < SBM_TC, into W[r * SBM_TC + c]: element
+// e = i n + j takes word e % 4 of Philox block e / 4 (a row of 64 keys touches at most 17).
+template <int TR>
+__device__ void sbm_tile_words(uint32_t *W, const sbm_tile_args &a, rng_stream st, int i0,
+                               int j0) {
+    constexpr int BPR = SBM_TC / 4 + 1;
+    const uint32_t n = (uint32_t)a.bt.n;
+    for (int x = threadIdx.x; x < TR * BPR; x += SBM_NTHREADS) {
+        const int r = x / BPR, q = x % BPR;
+        const uint32_t e0 = (uint32_t)(i0 + r) * n + (uint32_t)j0;
+        const uint32_t blk = (e0 >> 2) + (uint32_t)q;
+        const philox4x32 w = rng_block(st, blk);
+        for (int t = 0; t < 4; t++) {
+            const uint32_t e = blk * 4u + (uint32_t)t;
+            if (e >= e0 && e < e0 + SBM_TC) W[r * SBM_TC + (int)(e - e0)] = sbm_edge_word(w, e);
+        }
+    }
+}
+
+// This thread's edge flags of the tile (bit a * 8 + c: row tr * RPT + a, key tc + 8 c), from
+// T1s, Yks, the words W and the validity of rows (qv) and keys (kv) in shared memory (the caller
+// loads them and synchronises).
+template <int TR>
+__device__ uint32_t sbm_tile_flags(const float *T1s, const float *Yks, const uint32_t *W,
+                                   const float *qv, const float *kv, const sbm_tile_args &a) {
+    constexpr int RPT = TR / 16;
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8, P = a.kc + 1;
+    float p[RPT][8];
+#pragma unroll
+    for (int r = 0; r < RPT; r++)
+#pragma unroll
+        for (int c = 0; c < 8; c++) p[r][c] = 0.0f;
+    for (int x = 0; x < a.kc; x++) {
+        float y[8];
+#pragma unroll
+        for (int c = 0; c < 8; c++) y[c] = Yks[(tc + 8 * c) * P + x];
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const float t = T1s[(tr * RPT + r) * P + x];
+#pragma unroll
+            for (int c = 0; c < 8; c++) p[r][c] = fmaf(t, y[c], p[r][c]);
+        }
+    }
+    uint32_t bits = 0;
+#pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        const int qi = tr * RPT + r;
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+            const int kj = tc + 8 * c;
+            const int e = qv[qi] != 0.0f && kv[kj] != 0.0f &&
+                          sbm_edge_drawn(W[qi * SBM_TC + kj], sbm_edge_threshold(p[r][c], a.eps));
+            bits |= (uint32_t)e << (r * 8 + c);
+        }
+    }
+    return bits;
+}
+
+// Edges of every unit u = b H + h into count[u] (zeroed by the caller); with flags != NULL also
+// flags[b][h][i][j] (uint8, [B, H, n, n]: tests only). Grid (query tiles of TR, B, H).
+template <int TR>
+__global__ void __launch_bounds__(SBM_NTHREADS)
+    sbm_count_kernel(sbm_tile_args a, unsigned long long *count, uint8_t *flags) {
+    constexpr int RPT = TR / 16;
+    const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
+    const int L = a.bt.len[b], base = a.bt.off[b];
+    if (i0 >= L) return;
+    SBMT_DYN_SMEM(float, smem);
+    const int P = a.kc + 1;
+    float *T1s = smem, *Yks = T1s + TR * P, *qv = Yks + SBM_TC * P, *kv = qv + TR;
+    uint32_t *W = (uint32_t *)(kv + SBM_TC);
+    __shared__ unsigned long long block_edges;
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+    if (threadIdx.x == 0) block_edges = 0;
+    sbm_load_rows(T1s, a.T1, a, base, i0, TR, L, h);
+    for (int r = threadIdx.x; r < TR; r += SBM_NTHREADS)
+        qv[r] = i0 + r < L && a.bt.mask[base + i0 + r] != 0.0f ? 1.0f : 0.0f;
+    const rng_stream st = rng_make(a.seed, RNG_GRAPH, a.step, a.layer, a.head0 + (uint32_t)h,
+                                   a.bt.sample[b]);
+    unsigned long long mine = 0;
+    for (int j0 = 0; j0 < L; j0 += SBM_TC) {
+        __syncthreads();
+        sbm_load_rows(Yks, a.Yk, a, base, j0, SBM_TC, L, h);
+        for (int j = threadIdx.x; j < SBM_TC; j += SBM_NTHREADS)
+            kv[j] = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f ? 1.0f : 0.0f;
+        sbm_tile_words<TR>(W, a, st, i0, j0);
+        __syncthreads();
+        const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, a);
+        mine += (unsigned long long)__popc(bits);
+        if (flags)
+            for (int r = 0; r < RPT; r++)
+                for (int c = 0; c < 8; c++) {
+                    const int i = i0 + tr * RPT + r, j = j0 + tc + 8 * c;
+                    if (i < L && j < L)
+                        flags[(((size_t)b * a.H + h) * a.bt.n + i) * a.bt.n + j] =
+                            (uint8_t)((bits >> (r * 8 + c)) & 1u);
+                }
+    }
+    atomicAdd(&block_edges, mine);
+    __syncthreads();
+    if (threadIdx.x == 0) atomicAdd(&count[(size_t)b * a.H + h], block_edges);
+}
+
+#endif
