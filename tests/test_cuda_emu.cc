@@ -277,6 +277,7 @@ double sbm_fwd_case(int n, int kc, float lo, float hi, float p, int *mismatch) {
     a.bt = f.view();
     a.qkv = qkv.data();
     a.H = H;
+    a.dh = DH;
     a.HD = HD;
     a.ld = 3 * HD;
     a.sc = 1.0f / std::sqrt((float)DH);

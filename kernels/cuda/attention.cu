@@ -18,14 +18,6 @@
 #define MAX_DH 128  // per-lane accumulators; larger heads are refused at the call
 #define WARPS 4     // warps per block
 
-struct att_args {
-    dbatch bt;
-    const float *qkv;
-    int H, dh, ld, HD;
-    float sc, p, dscale;
-    uint32_t thr;
-    kdrop d;
-};
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -43,14 +35,14 @@ __device__ __forceinline__ float dot(const float *a, const float *b, int n) {
     return s;
 }
 
-__device__ __forceinline__ float keep_factor(const att_args &a, rng_stream s, int i, int j) {
+__device__ __forceinline__ float keep_factor(const tile_args &a, rng_stream s, int i, int j) {
     if (a.p <= 0.0f) return 1.0f;
     uint32_t e = (uint32_t)i * (uint32_t)a.bt.n + (uint32_t)j;
     return dropout_u16(rng_block(s, e >> 3), e) >= a.thr ? a.dscale : 0.0f;
 }
 
 // Warp w of the grid handles row `row` (a packed query row or key row) of head h.
-__device__ __forceinline__ bool warp_unit(const att_args &a, int *row, int *h, int *b) {
+__device__ __forceinline__ bool warp_unit(const tile_args &a, int *row, int *h, int *b) {
     int w = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     if (w >= a.bt.T * a.H) return false;
     *row = w / a.H;
@@ -59,7 +51,7 @@ __device__ __forceinline__ bool warp_unit(const att_args &a, int *row, int *h, i
     return true;
 }
 
-__global__ void attn_fwd_kernel(att_args a, float *out, float *lse) {
+__global__ void attn_fwd_kernel(tile_args a, float *out, float *lse) {
     int row, h, b;
     if (!warp_unit(a, &row, &h, &b)) return;
     const int lane = threadIdx.x & 31, base = a.bt.off[b], L = a.bt.len[b], i = row - base;
@@ -109,7 +101,7 @@ __global__ void attn_fwd_kernel(att_args a, float *out, float *lse) {
 }
 
 // Query rows: D_i = dy_i . y_i (kept for the key pass) and dQ_i = sc sum_j ds_ij k_j.
-__global__ void attn_bwd_q_kernel(att_args a, float *dqkv, float *Dbuf, const float *dout,
+__global__ void attn_bwd_q_kernel(tile_args a, float *dqkv, float *Dbuf, const float *dout,
                                   const float *out, const float *lse) {
     int row, h, b;
     if (!warp_unit(a, &row, &h, &b)) return;
@@ -142,7 +134,7 @@ __global__ void attn_bwd_q_kernel(att_args a, float *dqkv, float *Dbuf, const fl
 }
 
 // Key rows: dK_j = sc sum_i ds_ij q_i, dV_j = sum_i a~_ij dy_i (a~ after dropout).
-__global__ void attn_bwd_kv_kernel(att_args a, float *dqkv, const float *Dbuf, const float *dout,
+__global__ void attn_bwd_kv_kernel(tile_args a, float *dqkv, const float *Dbuf, const float *dout,
                                    const float *lse) {
     int row, h, b;
     if (!warp_unit(a, &row, &h, &b)) return;
@@ -178,22 +170,10 @@ __global__ void attn_bwd_kv_kernel(att_args a, float *dqkv, const float *Dbuf, c
     }
 }
 
-static att_args make_args(kctx *k, const float *qkv, int H, int dh, float p, kdrop d) {
+static tile_args make_args(kctx *k, const float *qkv, int H, int dh, float p, kdrop d) {
     if (dh > MAX_DH)
         sbmt_fatal(__FILE__, __LINE__, "CUDA softmax attention: head size %d > %d", dh, MAX_DH);
-    att_args a;
-    a.bt = cuda_of(k)->batch;
-    a.qkv = qkv;
-    a.H = H;
-    a.dh = dh;
-    a.HD = H * dh;
-    a.ld = 3 * H * dh;
-    a.sc = 1.0f / sqrtf((float)dh);
-    a.p = p;
-    a.dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-    a.thr = dropout_threshold(p);
-    a.d = d;
-    return a;
+    return cuda_attn_args(k, qkv, H, dh, p, d);
 }
 
 static unsigned warp_blocks(const kbatch *bt, int H) {
@@ -210,7 +190,7 @@ void cuda_attn_softmax_fwd(kctx *k, float *out, float *lse, const float *qkv, co
                            int H, int dh, float p, kdrop d) {
     if (bt->T == 0) return;
     if (use_tiled(dh)) return cuda_attn_tiled_fwd(k, out, lse, qkv, bt, H, dh, p, d);
-    att_args a = make_args(k, qkv, H, dh, p, d);
+    tile_args a = make_args(k, qkv, H, dh, p, d);
     attn_fwd_kernel<<<warp_blocks(bt, H), 32 * WARPS, 0, cuda_of(k)->stream>>>(a, out, lse);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -221,7 +201,7 @@ void cuda_attn_softmax_bwd(kctx *k, float *dqkv, const float *dout, const float 
     if (bt->T == 0) return;
     if (use_tiled(dh)) return cuda_attn_tiled_bwd(k, dqkv, dout, qkv, out, lse, bt, H, dh, p, d);
     cuda_state *s = cuda_of(k);
-    att_args a = make_args(k, qkv, H, dh, p, d);
+    tile_args a = make_args(k, qkv, H, dh, p, d);
     cuda_work_reserve(s, sizeof(float) * (size_t)bt->T * H);
     float *Dbuf = (float *)s->dwork;
     CUDA_CHECK(cudaMemsetAsync(dqkv, 0, sizeof(float) * (size_t)bt->T * a.ld, s->stream));

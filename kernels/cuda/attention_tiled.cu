@@ -14,15 +14,13 @@
 #include <math.h>
 
 #include "kernels/cuda/attention_tiled.cuh"
-#include "kernels/cuda/attention_tiled_kernels.cuh"
 
-namespace {
-
-tile_args make_tile_args(kctx *k, const float *qkv, int H, int dh, float p, kdrop d) {
+tile_args cuda_attn_args(kctx *k, const float *qkv, int H, int dh, float p, kdrop d) {
     tile_args a;
     a.bt = cuda_of(k)->batch;
     a.qkv = qkv;
     a.H = H;
+    a.dh = dh;
     a.HD = H * dh;
     a.ld = 3 * H * dh;
     a.sc = 1.0f / sqrtf((float)dh);
@@ -32,6 +30,8 @@ tile_args make_tile_args(kctx *k, const float *qkv, int H, int dh, float p, kdro
     a.d = d;
     return a;
 }
+
+namespace {
 
 template <int DH, int TR>
 void launch_fwd(kctx *k, const tile_args &a, const kbatch *bt, float *out, float *lse) {
@@ -74,7 +74,7 @@ int cuda_attn_tiled_supports(int dh) { return dh == 16 || dh == 32 || dh == 64 |
 // memory (tile_smem: at most ~150 KB of an H100/H200's 227 KB).
 void cuda_attn_tiled_fwd(kctx *k, float *out, float *lse, const float *qkv, const kbatch *bt,
                          int H, int dh, float p, kdrop d) {
-    tile_args a = make_tile_args(k, qkv, H, dh, p, d);
+    tile_args a = cuda_attn_args(k, qkv, H, dh, p, d);
     switch (dh) {
     case 16: launch_fwd<16, 64>(k, a, bt, out, lse); break;
     case 32: launch_fwd<32, 64>(k, a, bt, out, lse); break;
@@ -87,7 +87,7 @@ void cuda_attn_tiled_fwd(kctx *k, float *out, float *lse, const float *qkv, cons
 void cuda_attn_tiled_bwd(kctx *k, float *dqkv, const float *dout, const float *qkv,
                          const float *out, const float *lse, const kbatch *bt, int H, int dh,
                          float p, kdrop d) {
-    tile_args a = make_tile_args(k, qkv, H, dh, p, d);
+    tile_args a = cuda_attn_args(k, qkv, H, dh, p, d);
     switch (dh) {
     case 16: launch_bwd<16, 64>(k, a, bt, dqkv, dout, out, lse); break;
     case 32: launch_bwd<32, 64>(k, a, bt, dqkv, dout, out, lse); break;

@@ -3,7 +3,11 @@
 #ifndef SBMT_CUDA_ATTENTION_TILED_CUH
 #define SBMT_CUDA_ATTENTION_TILED_CUH
 
-#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"  // first: the CUDA (or emulated) built-ins
+#include "kernels/cuda/attention_tiled_kernels.cuh"
+
+// The kernels' view of one attention call on the context's batch.
+tile_args cuda_attn_args(kctx *k, const float *qkv, int H, int dh, float p, kdrop d);
 
 // 1 when the tiled kernels handle heads of size dh (16, 32, 64, 128).
 int cuda_attn_tiled_supports(int dh);

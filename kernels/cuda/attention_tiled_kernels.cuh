@@ -19,12 +19,13 @@
 #define NTHREADS 128
 
 
+// One softmax-attention call as kernels see it (the row-wise kernels of attention.cu too).
 struct tile_args {
     dbatch bt;
-    const float *qkv;
-    int H, ld, HD;
-    float sc, p, dscale;
-    uint32_t thr;
+    const float *qkv;  // [T, 3 H dh]
+    int H, dh, ld, HD;  // heads, head size, 3 H dh, H dh
+    float sc, p, dscale;  // 1/sqrt(dh), dropout probability, 1/(1-p)
+    uint32_t thr;         // dropout_threshold(p)
     kdrop d;
 };
 
@@ -97,6 +98,126 @@ struct tile_smem {
 };
 
 // Forward: grid (query tiles, sequences, heads).
+// The forward's per-thread state and steps, shared with the SBM tile kernel
+// (sbm_attn_tiled.cuh): an online softmax over the thread's RPT rows, key tile by key tile.
+template <int RPT, int CPT> struct online_rows {
+    float m[RPT], l[RPT], o[RPT][CPT];  // running maximum, sum of exp, output accumulators
+};
+
+template <int RPT, int CPT> __device__ __forceinline__ void online_init(online_rows<RPT, CPT> &st) {
+#pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        st.m[r] = -INFINITY;
+        st.l[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < CPT; c++) st.o[r][c] = 0.0f;
+    }
+}
+
+// s[r][c] = row tr * RPT + r of Qs . row tc + 8 c of Ks (Qs already scaled).
+template <int DH, int RPT>
+__device__ __forceinline__ void tile_scores(float (&s)[RPT][8], const float *Qs, const float *Ks) {
+    constexpr int P = DH + 1;
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+#pragma unroll
+    for (int r = 0; r < RPT; r++)
+#pragma unroll
+        for (int c = 0; c < 8; c++) s[r][c] = 0.0f;
+#pragma unroll 4
+    for (int x = 0; x < DH; x++) {
+        float kx[8];
+#pragma unroll
+        for (int c = 0; c < 8; c++) kx[c] = Ks[(tc + 8 * c) * P + x];
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const float q = Qs[(tr * RPT + r) * P + x];
+#pragma unroll
+            for (int c = 0; c < 8; c++) s[r][c] = fmaf(q, kx[c], s[r][c]);
+        }
+    }
+}
+
+// Takes one key tile's scores (-inf where a pair is not attended) into the state and leaves
+// the tile's probabilities, after dropout, in Ps for online_accumulate (after a barrier).
+template <int RPT, int CPT>
+__device__ __forceinline__ void online_update(online_rows<RPT, CPT> &st, float (&s)[RPT][8],
+                                              float *Ps, const uint8_t *keep, const tile_args &a) {
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+#pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        float mt = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < 8; c++) mt = fmaxf(mt, s[r][c]);
+        const float mn = fmaxf(st.m[r], row_max8(mt));
+        // No finite score yet: nothing to rescale, and exp(-inf - -inf) must not be NaN.
+        const float alpha = mn == -INFINITY ? 1.0f : expf(st.m[r] - mn);
+        float ls = 0.0f;
+        const int qi = tr * RPT + r;
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+            float pr = mn == -INFINITY ? 0.0f : expf(s[r][c] - mn);
+            ls += pr;
+            if (a.p > 0.0f) pr *= keep[qi * TC + tc + 8 * c] ? a.dscale : 0.0f;
+            Ps[qi * (TC + 1) + tc + 8 * c] = pr;
+        }
+        st.l[r] = st.l[r] * alpha + row_sum8(ls);
+        st.m[r] = mn;
+#pragma unroll
+        for (int c = 0; c < CPT; c++) st.o[r][c] *= alpha;
+    }
+}
+
+// o += Ps Vs for the thread's rows and output columns.
+template <int DH, int RPT, int CPT>
+__device__ __forceinline__ void online_accumulate(online_rows<RPT, CPT> &st, const float *Ps,
+                                                  const float *Vs) {
+    constexpr int P = DH + 1;
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+    for (int j = 0; j < TC; j++) {
+        float vx[CPT];
+#pragma unroll
+        for (int c = 0; c < CPT; c++) vx[c] = Vs[j * P + tc + 8 * c];
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const float pr = Ps[(tr * RPT + r) * (TC + 1) + j];
+#pragma unroll
+            for (int c = 0; c < CPT; c++) st.o[r][c] = fmaf(pr, vx[c], st.o[r][c]);
+        }
+    }
+}
+
+// Output rows and log-sum-exp. has[r]: the row had something to attend to; without, its output
+// is 0 and its lse +inf (backward's probabilities exp(-inf) = 0); with only NaN scores, NaN.
+template <int DH, int RPT, int CPT>
+__device__ __forceinline__ void online_write(const online_rows<RPT, CPT> &st, const bool (&has)[RPT],
+                                             const tile_args &a, int base, int i0, int L, int h,
+                                             float *out, float *lse) {
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+#pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        const int i = i0 + tr * RPT + r;
+        if (i >= L) continue;
+        float *orow = out + (size_t)(base + i) * a.HD + h * DH;
+        float lv;
+        if (!has[r]) {
+            lv = INFINITY;
+#pragma unroll
+            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = 0.0f;
+        } else if (st.m[r] == -INFINITY) {
+            lv = NAN;
+#pragma unroll
+            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = NAN;
+        } else {
+            const float inv = 1.0f / st.l[r];
+            lv = st.m[r] + logf(st.l[r]);
+#pragma unroll
+            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = st.o[r][c] * inv;
+        }
+        if (tc == 0) lse[(size_t)(base + i) * a.H + h] = lv;
+    }
+}
+
+// Forward: grid (query tiles, sequences, heads).
 template <int DH, int TR>
 __global__ void __launch_bounds__(NTHREADS) tiled_fwd(tile_args a, float *out, float *lse) {
     constexpr int RPT = TR / 16, CPT = DH / 8, P = DH + 1;
@@ -108,19 +229,13 @@ __global__ void __launch_bounds__(NTHREADS) tiled_fwd(tile_args a, float *out, f
     float *kval = Ps + TR * (TC + 1);
     uint8_t *keep = (uint8_t *)(kval + TC);
     __shared__ int any_valid;
-    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+    const int tc = threadIdx.x % 8;
     if (threadIdx.x == 0) any_valid = 0;
     load_rows<DH>(Qs, a, base, i0, TR, L, 0, h, a.sc);
     rng_stream st = rng_make(a.d.seed, RNG_DROPOUT, a.d.step, a.d.layer, a.d.slot + (uint32_t)h,
                              a.bt.sample[b]);
-    float m[RPT], l[RPT], o[RPT][CPT];
-    #pragma unroll
-    for (int r = 0; r < RPT; r++) {
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
-        #pragma unroll
-        for (int c = 0; c < CPT; c++) o[r][c] = 0.0f;
-    }
+    online_rows<RPT, CPT> on;
+    online_init(on);
     for (int j0 = 0; j0 < L; j0 += TC) {
         __syncthreads();  // the previous tile's readers are done
         load_rows<DH>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
@@ -133,83 +248,21 @@ __global__ void __launch_bounds__(NTHREADS) tiled_fwd(tile_args a, float *out, f
         if (a.p > 0.0f) draw_keep<TR, TC>(keep, a, st, i0, j0);
         __syncthreads();
         float s[RPT][8];
-        #pragma unroll
+        tile_scores<DH, RPT>(s, Qs, Ks);
+#pragma unroll
         for (int r = 0; r < RPT; r++)
-            #pragma unroll
-            for (int c = 0; c < 8; c++) s[r][c] = 0.0f;
-#pragma unroll 4
-        for (int x = 0; x < DH; x++) {
-            float kx[8];
-            #pragma unroll
-            for (int c = 0; c < 8; c++) kx[c] = Ks[(tc + 8 * c) * P + x];
-            #pragma unroll
-            for (int r = 0; r < RPT; r++) {
-                float q = Qs[(tr * RPT + r) * P + x];
-                #pragma unroll
-                for (int c = 0; c < 8; c++) s[r][c] = fmaf(q, kx[c], s[r][c]);
-            }
-        }
-        #pragma unroll
-        for (int r = 0; r < RPT; r++) {
-            float mt = -INFINITY;
-            #pragma unroll
-            for (int c = 0; c < 8; c++) {
+#pragma unroll
+            for (int c = 0; c < 8; c++)
                 if (kval[tc + 8 * c] == 0.0f) s[r][c] = -INFINITY;
-                mt = fmaxf(mt, s[r][c]);
-            }
-            const float mn = fmaxf(m[r], row_max8(mt));
-            // No finite score yet: nothing to rescale, and exp(-inf - -inf) must not be NaN.
-            const float alpha = mn == -INFINITY ? 1.0f : expf(m[r] - mn);
-            float ls = 0.0f;
-            const int qi = tr * RPT + r;
-            #pragma unroll
-            for (int c = 0; c < 8; c++) {
-                float pr = mn == -INFINITY ? 0.0f : expf(s[r][c] - mn);
-                ls += pr;
-                if (a.p > 0.0f) pr *= keep[qi * TC + tc + 8 * c] ? a.dscale : 0.0f;
-                Ps[qi * (TC + 1) + tc + 8 * c] = pr;
-            }
-            l[r] = l[r] * alpha + row_sum8(ls);
-            m[r] = mn;
-            #pragma unroll
-            for (int c = 0; c < CPT; c++) o[r][c] *= alpha;
-        }
+        online_update(on, s, Ps, keep, a);
         __syncthreads();
-        for (int j = 0; j < TC; j++) {
-            float vx[CPT];
-            #pragma unroll
-            for (int c = 0; c < CPT; c++) vx[c] = Vs[j * P + tc + 8 * c];
-            #pragma unroll
-            for (int r = 0; r < RPT; r++) {
-                float pr = Ps[(tr * RPT + r) * (TC + 1) + j];
-                #pragma unroll
-                for (int c = 0; c < CPT; c++) o[r][c] = fmaf(pr, vx[c], o[r][c]);
-            }
-        }
+        online_accumulate<DH>(on, Ps, Vs);
     }
     __syncthreads();
-    #pragma unroll
-    for (int r = 0; r < RPT; r++) {
-        const int i = i0 + tr * RPT + r;
-        if (i >= L) continue;
-        float *orow = out + (size_t)(base + i) * a.HD + h * DH;
-        float lv;
-        if (m[r] == -INFINITY && any_valid) {  // keys, but only NaN scores: a NaN row
-            lv = NAN;
-            #pragma unroll
-            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = NAN;
-        } else if (m[r] == -INFINITY) {  // no key: output 0, backward's probabilities 0
-            lv = INFINITY;
-            #pragma unroll
-            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = 0.0f;
-        } else {
-            const float inv = 1.0f / l[r];
-            lv = m[r] + logf(l[r]);
-            #pragma unroll
-            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = o[r][c] * inv;
-        }
-        if (tc == 0) lse[(size_t)(base + i) * a.H + h] = lv;
-    }
+    bool has[RPT];  // a padded key is no key: only a sequence without valid keys has none
+#pragma unroll
+    for (int r = 0; r < RPT; r++) has[r] = any_valid != 0;
+    online_write<DH>(on, has, a, base, i0, L, h, out, lse);
 }
 
 // D_i = dy_i . y_i per (row, head): one warp per row.

@@ -40,7 +40,6 @@ __global__ void __launch_bounds__(NTHREADS)
     const int PK = s.kc + 1;
     float *Yks = T1s + TR * PK, *qv = Yks + TC * PK, *kv = qv + TR;
     uint32_t *W = (uint32_t *)(kv + TC);
-    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
     load_rows<DH>(Qs, a, base, i0, TR, L, 0, h, a.sc);
     sbm_load_rows(T1s, s.T1, s, base, i0, TR, L, h);
     for (int r = threadIdx.x; r < TR; r += NTHREADS)
@@ -49,16 +48,11 @@ __global__ void __launch_bounds__(NTHREADS)
                                      a.d.slot + (uint32_t)h, a.bt.sample[b]);
     const rng_stream graph = rng_make(s.seed, RNG_GRAPH, s.step, s.layer, s.head0 + (uint32_t)h,
                                       a.bt.sample[b]);
-    float m[RPT], l[RPT], o[RPT][CPT];
+    online_rows<RPT, CPT> on;
+    online_init(on);
     bool edge[RPT];
 #pragma unroll
-    for (int r = 0; r < RPT; r++) {
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
-        edge[r] = false;
-#pragma unroll
-        for (int c = 0; c < CPT; c++) o[r][c] = 0.0f;
-    }
+    for (int r = 0; r < RPT; r++) edge[r] = false;
     for (int j0 = 0; j0 < L; j0 += TC) {
         __syncthreads();
         load_rows<DH>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
@@ -71,85 +65,23 @@ __global__ void __launch_bounds__(NTHREADS)
         __syncthreads();
         const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, s);
         float sc[RPT][8];
+        tile_scores<DH, RPT>(sc, Qs, Ks);
 #pragma unroll
         for (int r = 0; r < RPT; r++)
-#pragma unroll
-            for (int c = 0; c < 8; c++) sc[r][c] = 0.0f;
-#pragma unroll 4
-        for (int x = 0; x < DH; x++) {
-            float kx[8];
-#pragma unroll
-            for (int c = 0; c < 8; c++) kx[c] = Ks[(tc + 8 * c) * P + x];
-#pragma unroll
-            for (int r = 0; r < RPT; r++) {
-                const float q = Qs[(tr * RPT + r) * P + x];
-#pragma unroll
-                for (int c = 0; c < 8; c++) sc[r][c] = fmaf(q, kx[c], sc[r][c]);
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < RPT; r++) {
-            float mt = -INFINITY;
 #pragma unroll
             for (int c = 0; c < 8; c++) {
                 const bool e = (bits >> (r * 8 + c)) & 1u;
                 edge[r] = edge[r] || e;
                 if (!e) sc[r][c] = -INFINITY;
-                mt = fmaxf(mt, sc[r][c]);
             }
-            const float mn = fmaxf(m[r], row_max8(mt));
-            const float alpha = mn == -INFINITY ? 1.0f : expf(m[r] - mn);
-            float ls = 0.0f;
-            const int qi = tr * RPT + r;
-#pragma unroll
-            for (int c = 0; c < 8; c++) {
-                float pr = mn == -INFINITY ? 0.0f : expf(sc[r][c] - mn);
-                ls += pr;
-                if (a.p > 0.0f) pr *= keep[qi * TC + tc + 8 * c] ? a.dscale : 0.0f;
-                Ps[qi * (TC + 1) + tc + 8 * c] = pr;
-            }
-            l[r] = l[r] * alpha + row_sum8(ls);
-            m[r] = mn;
-#pragma unroll
-            for (int c = 0; c < CPT; c++) o[r][c] *= alpha;
-        }
+        online_update(on, sc, Ps, keep, a);
         __syncthreads();
-        for (int j = 0; j < TC; j++) {
-            float vx[CPT];
-#pragma unroll
-            for (int c = 0; c < CPT; c++) vx[c] = Vs[j * P + tc + 8 * c];
-#pragma unroll
-            for (int r = 0; r < RPT; r++) {
-                const float pr = Ps[(tr * RPT + r) * (TC + 1) + j];
-#pragma unroll
-                for (int c = 0; c < CPT; c++) o[r][c] = fmaf(pr, vx[c], o[r][c]);
-            }
-        }
+        online_accumulate<DH>(on, Ps, Vs);
     }
+    bool has[RPT];  // whether the row has an edge in any of its 8 threads' columns
 #pragma unroll
-    for (int r = 0; r < RPT; r++) {
-        // Whether the row has an edge in any of the 8 threads' columns.
-        const bool any = row_max8(edge[r] ? 1.0f : 0.0f) > 0.0f;
-        const int i = i0 + tr * RPT + r;
-        if (i >= L) continue;
-        float *orow = out + (size_t)(base + i) * a.HD + h * DH;
-        float lv;
-        if (!any) {  // no edge: output 0, and backward's probabilities are exp(-inf) = 0
-            lv = INFINITY;
-#pragma unroll
-            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = 0.0f;
-        } else if (m[r] == -INFINITY) {  // edges, but only NaN scores: a NaN row
-            lv = NAN;
-#pragma unroll
-            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = NAN;
-        } else {
-            const float inv = 1.0f / l[r];
-            lv = m[r] + logf(l[r]);
-#pragma unroll
-            for (int c = 0; c < CPT; c++) orow[tc + 8 * c] = o[r][c] * inv;
-        }
-        if (tc == 0) lse[(size_t)(base + i) * a.H + h] = lv;
-    }
+    for (int r = 0; r < RPT; r++) has[r] = row_max8(edge[r] ? 1.0f : 0.0f) > 0.0f;
+    online_write<DH>(on, has, a, base, i0, L, h, out, lse);
 }
 
 #endif
