@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -291,6 +292,91 @@ double sbm_fwd_case(int n, int kc, float lo, float hi, float p, int *mismatch) {
     return rel_err(got.data(), ref.data(), got.size(), mismatch);
 }
 
+// Forward and backward (dqkv, dY = [dYq; dYk], dS) of the tile kernels against the CPU's edge
+// attention and straight-through products on the CPU dense sampler's graph.
+template <int DH>
+double sbm_bwd_case(int n, int kc, float lo, float hi, float p, int *mismatch) {
+    sbm_fixture f(n, kc, lo, hi, 0.01f);
+    const int H = f.H, HD = H * DH, T = f.bt.T, Hk = H * kc;
+    const float reg = 1e-3f;
+    std::vector<float> qkv = randn((size_t)T * 3 * HD, 5 + DH + kc);
+    std::vector<float> dout = randn((size_t)T * HD, 9 + DH + kc);
+    const kdrop d = {77, 5, 1, 2};
+    // CPU
+    std::vector<float> out((size_t)T * HD), dq1((size_t)T * 3 * HD, NAN), dY1((size_t)2 * T * Hk, NAN);
+    std::vector<float> dS1((size_t)H * kc * kc, NAN);
+    k_batch_upload(&f.cpu, &f.bt);
+    k_sbm_attn_fwd(&f.cpu, out.data(), &f.gs, qkv.data(), &f.bt, H, DH, p, d);
+    k_sbm_attn_bwd(&f.cpu, dq1.data(), dY1.data(), dS1.data(), dout.data(), qkv.data(), out.data(),
+                   &f.gs, f.Y.data(), f.S.data(), &f.bt, H, DH, kc, p, d, reg);
+    // GPU kernels (emulated)
+    tile_args a;
+    a.bt = f.view();
+    a.qkv = qkv.data();
+    a.H = H;
+    a.dh = DH;
+    a.HD = HD;
+    a.ld = 3 * HD;
+    a.sc = 1.0f / std::sqrt((float)DH);
+    a.p = p;
+    a.dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    a.thr = dropout_threshold(p);
+    a.d = d;
+    std::vector<float> out2((size_t)T * HD, NAN), lse((size_t)T * H, NAN), Dbuf((size_t)T * H, NAN);
+    std::vector<float> dq2((size_t)T * 3 * HD, 0.0f), GYk((size_t)T * Hk, NAN), GTYq((size_t)T * Hk, NAN);
+    const unsigned B = (unsigned)f.bt.B;
+    emu_launch(dim3((unsigned)((n + 63) / 64), B, (unsigned)H), NTHREADS,
+               sbm_attn_smem<DH, 64>::fwd(kc),
+               [&] { sbm_attn_fwd_kernel<DH, 64>(a, f.a, out2.data(), lse.data()); });
+    emu_launch(dim3((unsigned)(((size_t)T * H + 3) / 4)), 128, 0,
+               [&] { rowdot_kernel(a, DH, Dbuf.data(), dout.data(), out2.data()); });
+    const dim3 grid((unsigned)((n + SBM_BTR - 1) / SBM_BTR), B, (unsigned)H);
+    emu_launch(grid, NTHREADS, sbm_bwd_smem<DH>::q(kc), [&] {
+        sbm_attn_bwd_q_kernel<DH>(a, f.a, dq2.data(), GYk.data(), Dbuf.data(), dout.data(),
+                                  lse.data(), reg);
+    });
+    emu_launch(grid, NTHREADS, sbm_bwd_smem<DH>::kv(kc), [&] {
+        sbm_attn_bwd_kv_kernel<DH>(a, f.a, f.Y.data(), dq2.data(), GTYq.data(), Dbuf.data(),
+                                   dout.data(), lse.data(), reg);
+    });
+    // dYq = GYk S^T, dYk = GTYq S, dS = Yq^T GYk (cuBLAS in the backend; CBLAS here).
+    std::vector<float> dY2((size_t)2 * T * Hk, NAN), dS2((size_t)H * kc * kc, NAN);
+    for (int h = 0; h < H; h++) {
+        const float *Sh = f.S.data() + (size_t)h * kc * kc;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, kc, kc, 1.0f, GYk.data() + h * kc,
+                    Hk, Sh, kc, 0.0f, dY2.data() + h * kc, Hk);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, kc, kc, 1.0f,
+                    GTYq.data() + h * kc, Hk, Sh, kc, 0.0f, dY2.data() + (size_t)T * Hk + h * kc,
+                    Hk);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kc, kc, T, 1.0f, f.Y.data() + h * kc,
+                    Hk, GYk.data() + h * kc, Hk, 0.0f, dS2.data() + (size_t)h * kc * kc, kc);
+    }
+    int m1, m2, m3, m4;
+    double e = rel_err(out2.data(), out.data(), out.size(), &m1);
+    e = std::max(e, rel_err(dq2.data(), dq1.data(), dq1.size(), &m2));
+    e = std::max(e, rel_err(dY2.data(), dY1.data(), dY1.size(), &m3));
+    e = std::max(e, rel_err(dS2.data(), dS1.data(), dS1.size(), &m4));
+    *mismatch = m1 || m2 || m3 || m4;
+    return e;
+}
+
+void test_sbm_attention_backward_matches_cpu(void **state) {
+    (void)state;
+    int failures = 0;
+    for (float p : {0.0f, 0.2f}) {
+        int mm;
+        double e1 = sbm_bwd_case<32>(203, 16, 0.2f, 0.9f, p, &mm);
+        std::printf("sbm tile attention fwd+bwd (emulated) n 203 dh 32 k 16 p %.1f: out, dqkv, dY, "
+                    "dS relative error %.2e%s\n", p, e1, mm ? ", non-finite mismatch" : "");
+        failures += mm || !(e1 <= 2e-5);
+        double e2 = sbm_bwd_case<16>(160, 32, 0.02f, 0.3f, p, &mm);
+        std::printf("sbm tile attention fwd+bwd (emulated) n 160 dh 16 k 32 p %.1f: out, dqkv, dY, "
+                    "dS relative error %.2e%s\n", p, e2, mm ? ", non-finite mismatch" : "");
+        failures += mm || !(e2 <= 2e-5);
+    }
+    assert_int_equal(failures, 0);
+}
+
 void test_sbm_attention_forward_matches_cpu(void **state) {
     (void)state;
     int failures = 0;
@@ -317,6 +403,7 @@ int main(void) {
         cmocka_unit_test(test_divergent_barrier_reported),
         cmocka_unit_test(test_tile_sampler_matches_cpu),
         cmocka_unit_test(test_sbm_attention_forward_matches_cpu),
+        cmocka_unit_test(test_sbm_attention_backward_matches_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,8 +14,13 @@
 
 static_assert(TC == SBM_TC && NTHREADS == SBM_NTHREADS, "one thread layout for both tiles");
 
-// Shared memory of the forward: attention tiles (Q, K, V, probabilities, dropout flags) and
-// sampling tiles (Yq S, Yk, words, validity).
+// Backward tiles are SBM_BTR = 32 rows (queries for dQ, keys for dK/dV) against 64 streamed:
+// the straight-through accumulators (k per row) then live in shared memory, and every tile fits
+// an H100/H200's 227 KB for k <= 128.
+#define SBM_BTR 32
+
+// Shared memory: attention tiles (Q, K, V, probabilities, dropout flags), sampling tiles
+// (Yq S, memberships, words, validity) and, backward, the straight-through accumulators.
 template <int DH, int TR> struct sbm_attn_smem {
     static size_t fwd(int kc) {
         return sizeof(float) * ((size_t)TR * (DH + 1) + 2 * (size_t)TC * (DH + 1) +
@@ -23,6 +28,29 @@ template <int DH, int TR> struct sbm_attn_smem {
                (size_t)TR * TC + sbm_tile_smem<TR>::bytes(kc);
     }
 };
+template <int DH> struct sbm_bwd_smem {
+    static constexpr int R = SBM_BTR, P = DH + 1;
+    // Q, dO (R rows), K, V (TC), ds and G tiles, lse and D, dropout flags, then T1 (R), Yk (TC),
+    // words, validity and the accumulator G Yk [R][kc].
+    static size_t q(int kc) {
+        return sizeof(float) * (2 * (size_t)R * P + 2 * (size_t)TC * P + 2 * (size_t)R * (TC + 1) +
+                                2 * (size_t)R) +
+               (size_t)R * TC + sbm_tile_smem<R>::bytes(kc) + sizeof(float) * (size_t)R * kc;
+    }
+    // K, V (R keys), Q, dO (TC queries), ds, p~ and G tiles, lse and D of the queries, flags,
+    // then T1 and Yq of the queries, Yk of the keys, words, validity, accumulator G^T Yq [R][kc].
+    static size_t kv(int kc) {
+        return sizeof(float) * (2 * (size_t)R * P + 2 * (size_t)TC * P + 3 * (size_t)R * (TC + 1) +
+                                2 * (size_t)TC) +
+               (size_t)TC * R +
+               sizeof(float) * (2 * (size_t)TC * (kc + 1) + (size_t)R * (kc + 1) + TC + R) +
+               sizeof(uint32_t) * (size_t)TC * R + sizeof(float) * (size_t)R * kc;
+    }
+};
+
+__device__ __forceinline__ float sbm_ste_clip(float x) {
+    return x > 1.0f ? 1.0f : (x < -1.0f ? -1.0f : x);
+}
 
 // out [T, H*DH] and lse [T, H]: grid (query tiles of TR, B, H). a: the attention's tensors and
 // dropout; s: the sampling's (same batch).
@@ -82,6 +110,230 @@ __global__ void __launch_bounds__(NTHREADS)
 #pragma unroll
     for (int r = 0; r < RPT; r++) has[r] = row_max8(edge[r] ? 1.0f : 0.0f) > 0.0f;
     online_write<DH>(on, has, a, base, i0, L, h, out, lse);
+}
+
+// dQ and G Yk: grid (query tiles of SBM_BTR, B, H). For the edges of each row: p = exp(s -
+// lse), ds = p (dp m - D) with dp = dy . v and m the dropout factor, dQ = sc sum ds k and the
+// straight-through G = clip(ds + reg, -1, 1), GYk = sum G Yk (SPEC.md section 2.6). dqkv's Q part
+// of the block's rows is written, GYk [T, H*kc] likewise.
+template <int DH>
+__global__ void __launch_bounds__(NTHREADS)
+    sbm_attn_bwd_q_kernel(tile_args a, sbm_tile_args s, float *dqkv, float *GYk,
+                          const float *Dbuf, const float *dout, const float *lse, float reg) {
+    constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = DH + 1;
+    const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
+    const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, PK = kc + 1, Hk = s.H * kc;
+    if (i0 >= L) return;
+    SBMT_DYN_SMEM(float, smem);
+    float *Qs = smem, *dOs = Qs + TR * P, *Ks = dOs + TR * P, *Vs = Ks + TC * P;
+    float *Ps = Vs + TC * P, *Gs = Ps + TR * (TC + 1), *ls = Gs + TR * (TC + 1), *Ds = ls + TR;
+    uint8_t *keep = (uint8_t *)(Ds + TR);
+    float *T1s = (float *)(keep + TR * TC), *Yks = T1s + TR * PK, *qv = Yks + TC * PK;
+    float *kv = qv + TR;
+    uint32_t *W = (uint32_t *)(kv + TC);
+    float *acc = (float *)(W + TR * TC);  // [TR][kc]: G Yk of the block's rows
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+    load_rows<DH>(Qs, a, base, i0, TR, L, 0, h, a.sc);
+    load_rows_hd<DH>(dOs, dout, a, base, i0, TR, L, h);
+    sbm_load_rows(T1s, s.T1, s, base, i0, TR, L, h);
+    for (int r = threadIdx.x; r < TR; r += NTHREADS) {
+        const bool in = i0 + r < L;
+        ls[r] = in ? lse[(size_t)(base + i0 + r) * a.H + h] : INFINITY;
+        Ds[r] = in ? Dbuf[(size_t)(base + i0 + r) * a.H + h] : 0.0f;
+        qv[r] = in && a.bt.mask[base + i0 + r] != 0.0f ? 1.0f : 0.0f;
+    }
+    for (int x = threadIdx.x; x < TR * kc; x += NTHREADS) acc[x] = 0.0f;
+    const rng_stream drop = rng_make(a.d.seed, RNG_DROPOUT, a.d.step, a.d.layer,
+                                     a.d.slot + (uint32_t)h, a.bt.sample[b]);
+    const rng_stream graph = rng_make(s.seed, RNG_GRAPH, s.step, s.layer, s.head0 + (uint32_t)h,
+                                      a.bt.sample[b]);
+    float dq[RPT][CPT];
+#pragma unroll
+    for (int r = 0; r < RPT; r++)
+#pragma unroll
+        for (int c = 0; c < CPT; c++) dq[r][c] = 0.0f;
+    for (int j0 = 0; j0 < L; j0 += TC) {
+        __syncthreads();
+        load_rows<DH>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
+        load_rows<DH>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
+        sbm_load_rows(Yks, s.Yk, s, base, j0, TC, L, h);
+        for (int j = threadIdx.x; j < TC; j += NTHREADS)
+            kv[j] = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f ? 1.0f : 0.0f;
+        sbm_tile_words<TR>(W, s, graph, i0, j0);
+        if (a.p > 0.0f) draw_keep<TR, TC>(keep, a, drop, i0, j0);
+        __syncthreads();
+        const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, s);
+        float sc[RPT][8], g[RPT][8];
+        tile_scores<DH, RPT>(sc, Qs, Ks);
+        tile_scores<DH, RPT>(g, dOs, Vs);
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const int qi = tr * RPT + r;
+#pragma unroll
+            for (int c = 0; c < 8; c++) {
+                const int kj = tc + 8 * c;
+                float ds = 0.0f, G = 0.0f;
+                if ((bits >> (r * 8 + c)) & 1u) {
+                    const float pr = expf(sc[r][c] - ls[qi]);
+                    const float mk = a.p > 0.0f ? (keep[qi * TC + kj] ? a.dscale : 0.0f) : 1.0f;
+                    ds = pr * (g[r][c] * mk - Ds[qi]);
+                    G = sbm_ste_clip(ds + reg);
+                }
+                Ps[qi * (TC + 1) + kj] = ds;
+                Gs[qi * (TC + 1) + kj] = G;
+            }
+        }
+        __syncthreads();
+        for (int j = 0; j < TC; j++) {
+            float kx[CPT];
+#pragma unroll
+            for (int c = 0; c < CPT; c++) kx[c] = Ks[j * P + tc + 8 * c];
+#pragma unroll
+            for (int r = 0; r < RPT; r++) {
+                const float ds = Ps[(tr * RPT + r) * (TC + 1) + j];
+#pragma unroll
+                for (int c = 0; c < CPT; c++) dq[r][c] = fmaf(ds, kx[c], dq[r][c]);
+            }
+        }
+        // acc[row][u] += sum_j G[row][j] Yk[j][u]: this thread's rows, clusters tc + 8 m.
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const int qi = tr * RPT + r;
+            for (int u = tc; u < kc; u += 8) {
+                float t = acc[qi * kc + u];
+                for (int j = 0; j < TC; j++) t = fmaf(Gs[qi * (TC + 1) + j], Yks[j * PK + u], t);
+                acc[qi * kc + u] = t;
+            }
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        const int qi = tr * RPT + r, i = i0 + qi;
+        if (i >= L) continue;
+        float *d = dqkv + (size_t)(base + i) * a.ld + h * DH;
+#pragma unroll
+        for (int c = 0; c < CPT; c++) d[tc + 8 * c] = dq[r][c] * a.sc;
+        for (int u = tc; u < kc; u += 8) GYk[(size_t)(base + i) * Hk + h * kc + u] = acc[qi * kc + u];
+    }
+}
+
+// dK, dV and G^T Yq: grid (key tiles of SBM_BTR, B, H), 64 queries streamed. dK = sc sum ds q,
+// dV = sum p m dy, GTYq = sum G Yq over the edges of each key.
+template <int DH>
+__global__ void __launch_bounds__(NTHREADS)
+    sbm_attn_bwd_kv_kernel(tile_args a, sbm_tile_args s, const float *Yq, float *dqkv,
+                           float *GTYq, const float *Dbuf, const float *dout, const float *lse,
+                           float reg) {
+    constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = DH + 1;
+    const int b = blockIdx.y, h = blockIdx.z, j0 = blockIdx.x * TR;
+    const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, PK = kc + 1, Hk = s.H * kc;
+    if (j0 >= L) return;
+    SBMT_DYN_SMEM(float, smem);
+    float *Ks = smem, *Vs = Ks + TR * P, *Qs = Vs + TR * P, *dOs = Qs + TC * P;
+    float *S1 = dOs + TC * P, *S2 = S1 + TR * (TC + 1), *S3 = S2 + TR * (TC + 1);
+    float *ls = S3 + TR * (TC + 1), *Ds = ls + TC;
+    uint8_t *keep = (uint8_t *)(Ds + TC);  // [TC queries][TR keys]
+    float *T1s = (float *)(keep + TC * TR), *Yqs = T1s + TC * PK, *Yks = Yqs + TC * PK;
+    float *qv = Yks + TR * PK, *kv = qv + TC;
+    uint32_t *W = (uint32_t *)(kv + TR);  // [TC queries][TR keys]
+    float *acc = (float *)(W + TC * TR);  // [TR][kc]: G^T Yq of the block's keys
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+    load_rows<DH>(Ks, a, base, j0, TR, L, 1, h, a.sc);
+    load_rows<DH>(Vs, a, base, j0, TR, L, 2, h, 1.0f);
+    sbm_load_rows(Yks, s.Yk, s, base, j0, TR, L, h);
+    for (int j = threadIdx.x; j < TR; j += NTHREADS)
+        kv[j] = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f ? 1.0f : 0.0f;
+    for (int x = threadIdx.x; x < TR * kc; x += NTHREADS) acc[x] = 0.0f;
+    const rng_stream drop = rng_make(a.d.seed, RNG_DROPOUT, a.d.step, a.d.layer,
+                                     a.d.slot + (uint32_t)h, a.bt.sample[b]);
+    const rng_stream graph = rng_make(s.seed, RNG_GRAPH, s.step, s.layer, s.head0 + (uint32_t)h,
+                                      a.bt.sample[b]);
+    float dk[RPT][CPT], dv[RPT][CPT];
+#pragma unroll
+    for (int r = 0; r < RPT; r++)
+#pragma unroll
+        for (int c = 0; c < CPT; c++) dk[r][c] = dv[r][c] = 0.0f;
+    for (int q0 = 0; q0 < L; q0 += TC) {
+        __syncthreads();
+        load_rows<DH>(Qs, a, base, q0, TC, L, 0, h, 1.0f);
+        load_rows_hd<DH>(dOs, dout, a, base, q0, TC, L, h);
+        sbm_load_rows(T1s, s.T1, s, base, q0, TC, L, h);
+        sbm_load_rows(Yqs, Yq, s, base, q0, TC, L, h);
+        for (int i = threadIdx.x; i < TC; i += NTHREADS) {
+            const bool in = q0 + i < L;
+            ls[i] = in ? lse[(size_t)(base + q0 + i) * a.H + h] : INFINITY;
+            Ds[i] = in ? Dbuf[(size_t)(base + q0 + i) * a.H + h] : 0.0f;
+            qv[i] = in && a.bt.mask[base + q0 + i] != 0.0f ? 1.0f : 0.0f;
+        }
+        sbm_tile_words<TC, TR>(W, s, graph, q0, j0);
+        if (a.p > 0.0f) draw_keep<TC, TR>(keep, a, drop, q0, j0);
+        __syncthreads();
+        const uint32_t bits = sbm_tile_flags_keys<TR>(Yks, T1s, W, kv, qv, s);
+        float sc[RPT][8], g[RPT][8];
+        tile_scores<DH, RPT>(sc, Ks, Qs);
+        tile_scores<DH, RPT>(g, Vs, dOs);
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const int kj = tr * RPT + r;
+#pragma unroll
+            for (int c = 0; c < 8; c++) {
+                const int qi = tc + 8 * c;
+                float ds = 0.0f, pa = 0.0f, G = 0.0f;
+                if ((bits >> (r * 8 + c)) & 1u) {
+                    const float pr = expf(sc[r][c] - ls[qi]);
+                    const float mk = a.p > 0.0f ? (keep[qi * TR + kj] ? a.dscale : 0.0f) : 1.0f;
+                    ds = pr * (g[r][c] * mk - Ds[qi]);
+                    pa = pr * mk;
+                    G = sbm_ste_clip(ds + reg);
+                }
+                S1[kj * (TC + 1) + qi] = ds;
+                S2[kj * (TC + 1) + qi] = pa;
+                S3[kj * (TC + 1) + qi] = G;
+            }
+        }
+        __syncthreads();
+        for (int i = 0; i < TC; i++) {
+            float qx[CPT], dyx[CPT];
+#pragma unroll
+            for (int c = 0; c < CPT; c++) {
+                qx[c] = Qs[i * P + tc + 8 * c];
+                dyx[c] = dOs[i * P + tc + 8 * c];
+            }
+#pragma unroll
+            for (int r = 0; r < RPT; r++) {
+                const float ds = S1[(tr * RPT + r) * (TC + 1) + i];
+                const float pa = S2[(tr * RPT + r) * (TC + 1) + i];
+#pragma unroll
+                for (int c = 0; c < CPT; c++) {
+                    dk[r][c] = fmaf(ds, qx[c], dk[r][c]);
+                    dv[r][c] = fmaf(pa, dyx[c], dv[r][c]);
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const int kj = tr * RPT + r;
+            for (int u = tc; u < kc; u += 8) {
+                float t = acc[kj * kc + u];
+                for (int i = 0; i < TC; i++) t = fmaf(S3[kj * (TC + 1) + i], Yqs[i * PK + u], t);
+                acc[kj * kc + u] = t;
+            }
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        const int kj = tr * RPT + r, j = j0 + kj;
+        if (j >= L) continue;
+        float *d = dqkv + (size_t)(base + j) * a.ld + a.HD + h * DH;
+#pragma unroll
+        for (int c = 0; c < CPT; c++) {
+            d[tc + 8 * c] = dk[r][c] * a.sc;
+            d[a.HD + tc + 8 * c] = dv[r][c];
+        }
+        for (int u = tc; u < kc; u += 8) GTYq[(size_t)(base + j) * Hk + h * kc + u] = acc[kj * kc + u];
+    }
 }
 
 #endif

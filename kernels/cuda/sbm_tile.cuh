@@ -54,21 +54,22 @@ __device__ inline void sbm_load_rows(float *S, const float *X, const sbm_tile_ar
     }
 }
 
-// The words of pairs (i0 + r, j0 + c), r < TR, c < SBM_TC, into W[r * SBM_TC + c]: element
-// e = i n + j takes word e % 4 of Philox block e / 4 (a row of 64 keys touches at most 17).
-template <int TR>
+// The words of pairs (i0 + r, j0 + c), r < NQ queries, c < NK keys, into W[r * NK + c]:
+// element e = i n + j takes word e % 4 of Philox block e / 4 (a row of NK keys touches at most
+// NK / 4 + 1 blocks).
+template <int NQ, int NK = SBM_TC>
 __device__ void sbm_tile_words(uint32_t *W, const sbm_tile_args &a, rng_stream st, int i0,
                                int j0) {
-    constexpr int BPR = SBM_TC / 4 + 1;
+    constexpr int BPR = NK / 4 + 1;
     const uint32_t n = (uint32_t)a.bt.n;
-    for (int x = threadIdx.x; x < TR * BPR; x += SBM_NTHREADS) {
+    for (int x = threadIdx.x; x < NQ * BPR; x += SBM_NTHREADS) {
         const int r = x / BPR, q = x % BPR;
         const uint32_t e0 = (uint32_t)(i0 + r) * n + (uint32_t)j0;
         const uint32_t blk = (e0 >> 2) + (uint32_t)q;
         const philox4x32 w = rng_block(st, blk);
         for (int t = 0; t < 4; t++) {
             const uint32_t e = blk * 4u + (uint32_t)t;
-            if (e >= e0 && e < e0 + SBM_TC) W[r * SBM_TC + (int)(e - e0)] = sbm_edge_word(w, e);
+            if (e >= e0 && e < e0 + NK) W[r * NK + (int)(e - e0)] = sbm_edge_word(w, e);
         }
     }
 }
@@ -106,6 +107,46 @@ __device__ uint32_t sbm_tile_flags(const float *T1s, const float *Yks, const uin
             const int kj = tc + 8 * c;
             const int e = qv[qi] != 0.0f && kv[kj] != 0.0f &&
                           sbm_edge_drawn(W[qi * SBM_TC + kj], sbm_edge_threshold(p[r][c], a.eps));
+            bits |= (uint32_t)e << (r * 8 + c);
+        }
+    }
+    return bits;
+}
+
+// The same with the roles of the tile swapped (the dK/dV kernel): this thread's rows are keys
+// (tr * RPT + a of TR) and its columns queries (tc + 8 c of SBM_TC). Yks [TR][kc + 1] holds the
+// key rows, T1s [SBM_TC][kc + 1] the query rows, W [SBM_TC][TR] the words (query-major).
+template <int TR>
+__device__ uint32_t sbm_tile_flags_keys(const float *Yks, const float *T1s, const uint32_t *W,
+                                        const float *kv, const float *qv, const sbm_tile_args &a) {
+    constexpr int RPT = TR / 16;
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8, P = a.kc + 1;
+    float p[RPT][8];
+#pragma unroll
+    for (int r = 0; r < RPT; r++)
+#pragma unroll
+        for (int c = 0; c < 8; c++) p[r][c] = 0.0f;
+    for (int x = 0; x < a.kc; x++) {
+        float t[8];
+#pragma unroll
+        for (int c = 0; c < 8; c++) t[c] = T1s[(tc + 8 * c) * P + x];
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const float y = Yks[(tr * RPT + r) * P + x];
+            // t * y, as the query-major tile multiplies (fmaf(t, y) == fmaf(y, t)).
+#pragma unroll
+            for (int c = 0; c < 8; c++) p[r][c] = fmaf(t[c], y, p[r][c]);
+        }
+    }
+    uint32_t bits = 0;
+#pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        const int kj = tr * RPT + r;
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+            const int qi = tc + 8 * c;
+            const int e = kv[kj] != 0.0f && qv[qi] != 0.0f &&
+                          sbm_edge_drawn(W[qi * TR + kj], sbm_edge_threshold(p[r][c], a.eps));
             bits |= (uint32_t)e << (r * 8 + c);
         }
     }
