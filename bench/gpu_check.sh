@@ -60,32 +60,34 @@ for shape in "--dh 64 --heads 8" "--dh 32 --heads 2"; do
         echo "gpu_check: no PyTorch with CUDA: SDPA comparison not run"
     fi
 done
-# A training step of the reference listops model with softmax attention (batch 32, n = 2048,
-# lengths 500..2000): sbmt on cuda in fp32 and bf16, then the same model in PyTorch on the same
-# GPU (explicit attention as the reference code, and SDPA), fp32 and bf16 autocast.
+# A training step of the reference listops model (batch 32, n = 2048, lengths 500..2000) with
+# softmax and with SBM attention: sbmt on cuda in fp32 and bf16, then the same model in PyTorch
+# on the same GPU (explicit attention as the reference code, SDPA, and the authors' dense SBM),
+# fp32 and bf16 autocast.
 echo "== training step: listops reference model, softmax attention"
 W=$(mktemp -d /tmp/gpu_check_train.XXXXXX)
 : > /tmp/gpu_check_train.log
 if timeout 60 "$PACK/sbmt" data listops --out "$W/lo.h5" --train 1024 --dev 64 --test 64 \
         --seq-len 2048 --min-len 500 --max-len 2000 --seed 1 --quiet; then
-    for prec in fp32 bf16; do
+    for run in softmax:fp32 softmax:bf16 sbm:fp32 sbm:bf16; do
+        att=${run%%:*} prec=${run##*:}
         timeout 150 "$PACK/sbmt" train --config configs/listops.ini --data "$W/lo.h5" \
-            --out "$W/run-$prec" --set model.attention=softmax --set train.backend=cuda \
+            --out "$W/run-$att-$prec" --set model.attention=$att --set train.backend=cuda \
             --set train.precision=$prec --set train.batch_size=32 --set train.steps=40 \
             --set train.warmup=5 --set train.log_every=10 --set train.eval_every=0 \
-            --set train.tensorboard=false > "$W/train-$prec.log" 2>&1
+            --set train.tensorboard=false > "$W/train-$att-$prec.log" 2>&1
         rc=$?
-        tail -n 4 "$W/train-$prec.log"
-        tps=$(grep '"split":"train"' "$W/run-$prec/metrics.jsonl" 2> /dev/null | tail -n 3 |
+        tail -n 4 "$W/train-$att-$prec.log"
+        tps=$(grep '"split":"train"' "$W/run-$att-$prec/metrics.jsonl" 2> /dev/null | tail -n 3 |
               sed 's/.*"tokens_per_s":\([0-9.]*\).*/\1/' | awk '{s += $1} END {if (NR) printf "%.0f", s / NR}')
-        echo "sbmt cuda $prec: exit $rc, tokens/s ${tps:-n/a} (mean of the last 3 log lines)" |
+        echo "sbmt cuda $att $prec: exit $rc, tokens/s ${tps:-n/a} (mean of the last 3 log lines)" |
             tee -a /tmp/gpu_check_train.log
     done
 else
     echo "gpu_check: sbmt data listops failed" | tee -a /tmp/gpu_check_train.log
 fi
 if python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
-    for flags in "" "--bf16" "--sdpa" "--sdpa --bf16"; do
+    for flags in "" "--bf16" "--sdpa" "--sdpa --bf16" "--attention sbm" "--attention sbm --bf16"; do
         out=$(timeout 120 python3 bench/torch_listops.py --device cuda --batch 32 --steps 10 \
               --warmup-steps 3 $flags 2>&1 | tail -n 1)
         tps=$(python3 -c 'import json,sys; print("%.0f" % json.loads(sys.argv[1])["tokens_per_s"])' \

@@ -43,7 +43,11 @@ typedef struct {
 // The graphs of one layer: unit u = b * H + h.
 typedef struct {
     int units, units_cap;
-    sbm_graph *g;
+    sbm_graph *g;     // per unit: its size and counts (and, on the CPU, its CSR)
+    // A backend that draws the edges inside attention (CUDA's sampled tiles) keeps what the
+    // draws need here instead of CSR; sbm_graphs_free releases it through dev_free.
+    void *dev;
+    void (*dev_free)(void *dev);
 } sbm_graphs;
 
 void sbm_graphs_free(sbm_graphs *gs);

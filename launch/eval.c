@@ -78,6 +78,10 @@ int cli_eval(int argc, char **argv) {
                        "model.attention = %s); use --backend cpu", backend, missing, cfg.attention);
         goto done;
     }
+    if (run_check_cuda_sbm(&cfg, &k, e2)) {
+        sbmt_errf(err, "--backend %s: the checkpoint's %.900s", backend, e2);
+        goto done;
+    }
     model_dims dims = run_model_dims(&cfg);
     model_init(&m, &k, &dims, batch ? batch : (cfg.batch_size < 64 ? cfg.batch_size : 64), cfg.seed);
     // A one-process model: its table is the checkpoint's logical one.

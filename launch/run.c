@@ -55,6 +55,20 @@ model_dims run_model_dims(const sbmt_config *cfg) {
     return d;
 }
 
+int run_check_cuda_sbm(const sbmt_config *cfg, const kctx *k, char *err) {
+    if (k->backend != KB_CUDA || strcmp(cfg->attention, "sbm")) return 0;
+    // The GPU draws every graph inside its attention tiles by the dense rule; fastRG (the same
+    // distribution, other graphs) and head sizes without tile kernels are refused.
+    if (!strcmp(cfg->sampler, "fastrg"))
+        return sbmt_errf(err, "model.sampler = fastrg: the cuda backend samples with the dense "
+                              "rule only (set model.sampler = auto or dense)");
+    const int dh = cfg->head_dim;
+    if (dh != 16 && dh != 32 && dh != 64)
+        return sbmt_errf(err, "model.head_dim = %d: SBM attention on the cuda backend takes heads "
+                              "of 16, 32 or 64", dh);
+    return 0;
+}
+
 int run_read_rows(ds_file *ds, int split, const int64_t *rows, int count, const sbmt_config *cfg,
                   int32_t *ids_buf, int32_t *labels, char *err) {
     int32_t *ids1 = ds->dual ? ids_buf + (size_t)count * cfg->seq_len : NULL;

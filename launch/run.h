@@ -15,6 +15,9 @@
 // Checks the dataset against the configuration (seq_len, vocab, classes, dual) and fills the
 // 0 ("from the dataset") fields of cfg. Fails naming both sources.
 int run_resolve_config(sbmt_config *cfg, const ds_file *ds, char *err);
+// What the configuration asks of a CUDA backend that it cannot give (SBM attention draws every
+// graph by the dense rule and takes heads of 16, 32 or 64): -1 with the setting named, else 0.
+int run_check_cuda_sbm(const sbmt_config *cfg, const kctx *k, char *err);
 model_dims run_model_dims(const sbmt_config *cfg);
 
 #define EVAL_MAX_DENS 1024

@@ -957,6 +957,7 @@ int cli_train(int argc, char **argv) {
                        "%s); use train.backend = cpu", r->cfg.backend, missing, r->cfg.attention);
         goto fail;
     }
+    if (run_check_cuda_sbm(&r->cfg, &r->k, err)) goto fail;
     r->in_main = 1;
     if (train_main(r, err)) goto fail;
     train_run_free(r);

@@ -324,6 +324,49 @@ static void run_sbm_members(kctx *k, float **b, const kbatch *bt, op_case *c) {
     k_sbm_members_bwd(k, b[4], b[5], b[2], b[3], b[0], b[1], rows, SH, SK, SD);
 }
 
+// SBM sampling and attention, H = 2 heads of 16 (sizes the CUDA tiles take), k = 16 clusters:
+// memberships and blocks from the backend's own members/blocks ops (so Y lies in (0, 1) with
+// padded rows zero, as in the model), the dense sampler (the rule the CUDA tiles draw with),
+// forward and backward. The scalar is the sampled edge count: the graphs must be the same.
+enum { BH = 2, BDH = 16, BHD = BH * BDH };
+SHAPE(shape_sbm_attn) {
+    const size_t T = (size_t)bt->T;
+    BUF(0, 2 * T * BH * SD, 0);         // phi
+    BUF(1, (size_t)BH * SK * SD, 0);    // C (memberships)
+    BUF(2, (size_t)BH * SK * SD, 0);    // C (blocks)
+    BUF(3, T * 3 * BHD, 0);             // qkv
+    BUF(4, T * BHD, 0);                 // dout
+    BUF(5, T * BHD, 1);                 // out
+    BUF(6, T * 3 * BHD, 1);             // dqkv
+    BUF(7, 2 * T * BH * SK, 1);         // dY
+    c->scale[1] = 0.3f;
+    c->tol = 2e-5;
+}
+static void run_sbm_attn(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    const int T = bt->T;
+    float *Y = k_alloc(k, sizeof(float) * 2 * (size_t)T * BH * SK);
+    float *S = k_alloc(k, sizeof(float) * (size_t)BH * SK * SK);
+    float *dS = k_alloc(k, sizeof(float) * (size_t)BH * SK * SK);
+    k_sbm_members_fwd(k, Y, b[0], b[1], bt, 2 * T, BH, SK, SD);
+    k_sbm_blocks_fwd(k, S, b[2], BH, SK, SD);
+    sbm_graphs gs;
+    memset(&gs, 0, sizeof(gs));
+    int64_t edges[BH];
+    k_sbm_sample(k, &gs, Y, S, bt, BH, SK, 0.01f, SBM_SAMPLER_DENSE, 9, 4, 1, 0, edges);
+    kdrop d = {91, 3, 1, 4};
+    k_sbm_attn_fwd(k, b[5], &gs, b[3], bt, BH, BDH, 0.2f, d);
+    k_sbm_attn_bwd(k, b[6], b[7], dS, b[4], b[3], b[5], &gs, Y, S, bt, BH, BDH, SK, 0.2f, d, 1e-3f);
+    float dSh[BH * SK * SK];
+    k_download(k, dSh, dS, sizeof(dSh));
+    double sum = 0.0;  // dS folded into the scalar too (weighted, so a permutation shows)
+    for (int i = 0; i < BH * SK * SK; i++) sum += (double)dSh[i] * (1 + i % 7);
+    c->scalar = (double)(edges[0] + edges[1]) + 1e-3 * sum;
+    sbm_graphs_free(&gs);
+    k_free(k, Y);
+    k_free(k, S);
+    k_free(k, dS);
+}
+
 static const op_entry OPS[] = {
     {"linear_fwd", run_linear_fwd, shape_linear_fwd},
     {"linear_bwd (accumulate)", run_linear_bwd, shape_linear_bwd},
@@ -355,6 +398,7 @@ static const op_entry OPS[] = {
     {"sumsq", run_sumsq, shape_sumsq},
     {"sbm_blocks fwd+bwd", run_sbm_blocks, shape_sbm_blocks},
     {"sbm_members fwd+bwd", run_sbm_members, shape_sbm_members},
+    {"sbm sample+attn fwd+bwd", run_sbm_attn, shape_sbm_attn},
     {"attn_softmax fwd+bwd", run_attn_nodrop, shape_attn},
     {"attn_softmax fwd+bwd, dropout", run_attn_drop, shape_attn},
 };
@@ -464,10 +508,14 @@ static void compare_all(void **state) {
 // One training step of a whole softmax model (dropout on, CLS or MEAN pooling, single or dual)
 // on each backend from the same parameters and batch: the loss and every parameter and moment
 // after AdamW agree within fp32 tolerance.
-static void model_step(int cls, int dual, int bf16) {
+static void model_step(int cls, int dual, int bf16, int sbm) {
+    // SBM: heads of 16 (a size the CUDA tiles take) and the dense sampler, the rule the CUDA
+    // backend draws every graph with.
     model_dims d = {.vocab = 12, .seq_len = 16, .d_model = 16, .d_ff = 24, .heads = 2,
-                    .head_dim = 8, .layers = 2, .classes = 3, .cls = cls, .dual = dual,
-                    .dropout = 0.1f, .attn_dropout = 0.1f, .sbm = 0};
+                    .head_dim = sbm ? 16 : 8, .layers = 2, .classes = 3, .cls = cls,
+                    .dual = dual, .dropout = 0.1f, .attn_dropout = 0.1f, .sbm = sbm,
+                    .clusters = 16, .edge_floor = 0.01f, .sparsity_weight = 1e-4f,
+                    .sampler = SBM_SAMPLER_DENSE};
     kctx *ks[2] = {&g_cpu, &g_other};
     model m[2];
     double loss[2];
@@ -492,8 +540,9 @@ static void model_step(int cls, int dual, int bf16) {
     long nf;
     double err = rel_err(state[1], state[0], 3 * m[0].nparams, &nf);
     g_other.bf16 = 0;
-    printf("whole model step (cls %d, dual %d, %s) %s: loss %.7f vs %.7f, state relative error "
-           "%.2e\n", cls, dual, bf16 ? "bf16" : "fp32", g_other.ops->name, loss[1], loss[0], err);
+    printf("whole model step (%s, cls %d, dual %d, %s) %s: loss %.7f vs %.7f, state relative "
+           "error %.2e\n", sbm ? "sbm" : "softmax", cls, dual, bf16 ? "bf16" : "fp32",
+           g_other.ops->name, loss[1], loss[0], err);
     // bf16: GEMM operands rounded to 8 bits of mantissa; LayerNorm, softmax, loss and AdamW
     // stay fp32, so one step moves the loss and the state by about the rounding.
     assert_true(fabs(loss[1] - loss[0]) <= (bf16 ? 1e-2 : 1e-5) * fabs(loss[0]));
@@ -599,13 +648,19 @@ static void attn_tiles(void **state) {
     assert_int_equal(failures, 0);
 }
 
-static void model_step_mean(void **state) { (void)state; model_step(0, 0, 0); }
-static void model_step_cls(void **state) { (void)state; model_step(1, 0, 0); }
-static void model_step_dual(void **state) { (void)state; model_step(0, 1, 0); }
+static void model_step_mean(void **state) { (void)state; model_step(0, 0, 0, 0); }
+static void model_step_cls(void **state) { (void)state; model_step(1, 0, 0, 0); }
+static void model_step_dual(void **state) { (void)state; model_step(0, 1, 0, 0); }
 static void model_step_bf16(void **state) {
     (void)state;
-    model_step(0, 0, 1);
-    model_step(1, 1, 1);
+    model_step(0, 0, 1, 0);
+    model_step(1, 1, 1, 0);
+}
+static void model_step_sbm(void **state) {
+    (void)state;
+    model_step(0, 0, 0, 1);
+    model_step(1, 1, 0, 1);
+    model_step(0, 0, 1, 1);
 }
 
 int main(void) {
@@ -629,6 +684,7 @@ int main(void) {
         cmocka_unit_test(model_step_cls),
         cmocka_unit_test(model_step_dual),
         cmocka_unit_test(model_step_bf16),
+        cmocka_unit_test(model_step_sbm),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     kctx_close(&g_other);

@@ -27,6 +27,7 @@ void sbm_graphs_free(sbm_graphs *gs) {
         free(gs->g[u].keep);
     }
     free(gs->g);
+    if (gs->dev && gs->dev_free) gs->dev_free(gs->dev);
     memset(gs, 0, sizeof(*gs));
 }
 

@@ -1,6 +1,6 @@
 // cuda_ops.cuh: the CUDA backend's implementations of the ops table (same types and contracts
-// as kernels.h documents). Primitives not listed have no CUDA implementation yet: their entries
-// stay NULL and kctx_missing_op names them, so nothing falls back silently.
+// as kernels.h documents). A primitive without a CUDA implementation keeps a NULL entry, which
+// kctx_missing_op names, so nothing falls back silently.
 #ifndef SBMT_CUDA_OPS_CUH
 #define SBMT_CUDA_OPS_CUH
 
@@ -41,6 +41,10 @@ __typeof__(k_sbm_blocks_fwd) cuda_sbm_blocks_fwd;
 __typeof__(k_sbm_blocks_bwd) cuda_sbm_blocks_bwd;
 __typeof__(k_sbm_members_fwd) cuda_sbm_members_fwd;
 __typeof__(k_sbm_members_bwd) cuda_sbm_members_bwd;
+__typeof__(k_sbm_sample) cuda_sbm_sample;
+__typeof__(k_sbm_graph_stats) cuda_sbm_graph_stats;
+__typeof__(k_sbm_attn_fwd) cuda_sbm_attn_fwd;
+__typeof__(k_sbm_attn_bwd) cuda_sbm_attn_bwd;
 __typeof__(k_copy2d) cuda_copy2d;
 __typeof__(k_add2d) cuda_add2d;
 

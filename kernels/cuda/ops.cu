@@ -38,10 +38,10 @@ extern "C" const kops kops_cuda = {
     cuda_sbm_blocks_bwd,  // sbm_blocks_bwd
     cuda_sbm_members_fwd,  // sbm_members_fwd
     cuda_sbm_members_bwd,  // sbm_members_bwd
-    NULL,  // sbm_sample
-    NULL,  // sbm_graph_stats
-    NULL,  // sbm_attn_fwd
-    NULL,  // sbm_attn_bwd
+    cuda_sbm_sample,  // sbm_sample
+    cuda_sbm_graph_stats,  // sbm_graph_stats
+    cuda_sbm_attn_fwd,  // sbm_attn_fwd
+    cuda_sbm_attn_bwd,  // sbm_attn_bwd
     cuda_copy2d,  // copy2d
     cuda_add2d,  // add2d
 };

@@ -1,0 +1,309 @@
+// sbm_attn.cu: the CUDA backend of SBM sampling and attention (sbm.h) on the sampled-tile path:
+// k_sbm_sample forms T1 = Yq S, counts each unit's edges with the dense sampler's rule
+// (sbm_tile.cuh) and keeps what the draws need (T1, the memberships and parameters) in the
+// graphs' device state; attention forward and backward (sbm_attn_tiled.cuh) redraw each tile's
+// edges from it, so there is no CSR and no n x n buffer. Every unit is drawn by the dense rule
+// whatever model.sampler says, so the GPU samples the graphs the CPU's dense sampler does
+// (fastRG draws the same distribution, other graphs); the edge path for sparse heads is not
+// built yet. Backward's straight-through products end in cuBLAS GEMMs over all rows:
+// dYq = (G Yk) S^T, dYk = (G^T Yq) S, dS = Yq^T (G Yk).
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/attention_tiled.cuh"
+#include "kernels/cuda/cuda_ops.cuh"
+#include "kernels/cuda/sbm_attn_tiled.cuh"
+
+#define SBM_MAX_SMEM (227 * 1024)  // opt-in shared memory per block on Hopper
+
+namespace {
+
+// The graphs' device state (sbm_graphs.dev) between k_sbm_sample and backward.
+struct sbm_dev {
+    float *T1;    // [T, H*kc] Yq S
+    float *lse;   // [T, H] log-sum-exp over each row's edges (forward -> backward)
+    float *G1, *G2;  // [T, H*kc] G Yk and G^T Yq (backward)
+    unsigned long long *count;  // [units]
+    double *colsum;  // [2, units, kc] sums of Yq and Yk over each unit's rows
+    size_t cap_rows, cap_units;
+    const float *Y, *S;  // the layer's memberships [2T, H*kc] and blocks [H, kc, kc]
+    int T, H, kc;
+    float eps;
+    uint64_t seed;
+    uint32_t step, layer, head0;
+};
+
+void dev_free(void *p) {
+    sbm_dev *d = (sbm_dev *)p;
+    cudaFree(d->T1);
+    cudaFree(d->lse);
+    cudaFree(d->G1);
+    cudaFree(d->G2);
+    cudaFree(d->count);
+    cudaFree(d->colsum);
+    free(d);
+}
+
+template <class T> void grow(T **p, size_t n) {
+    cudaFree(*p);
+    CUDA_CHECK(cudaMalloc((void **)p, sizeof(T) * (n ? n : 1)));
+}
+
+sbm_dev *dev_of(sbm_graphs *gs, cuda_state *s, int T, int H, int kc, int units) {
+    if (!gs->dev) {
+        gs->dev = xcalloc(1, sizeof(sbm_dev));
+        gs->dev_free = dev_free;
+    }
+    sbm_dev *d = (sbm_dev *)gs->dev;
+    const size_t rows = (size_t)T * H * kc;
+    if (rows > d->cap_rows || (size_t)units * kc > d->cap_units) {
+        CUDA_CHECK(cudaStreamSynchronize(s->stream));  // buffers may be in use
+    }
+    if (rows > d->cap_rows) {
+        d->cap_rows = rows + rows / 4;
+        grow(&d->T1, d->cap_rows);
+        grow(&d->G1, d->cap_rows);
+        grow(&d->G2, d->cap_rows);
+        grow(&d->lse, d->cap_rows / (size_t)kc + 1);
+    }
+    if ((size_t)units * kc > d->cap_units) {
+        d->cap_units = (size_t)units * kc + 64;
+        grow(&d->count, d->cap_units);
+        grow(&d->colsum, 2 * d->cap_units);
+    }
+    return d;
+}
+
+sbm_tile_args sample_args(const sbm_dev *d, cuda_state *s) {
+    sbm_tile_args a;
+    a.bt = s->batch;
+    a.T1 = d->T1;
+    a.Yk = d->Y + (size_t)d->T * d->H * d->kc;
+    a.H = d->H;
+    a.kc = d->kc;
+    a.eps = d->eps;
+    a.seed = d->seed;
+    a.step = d->step;
+    a.layer = d->layer;
+    a.head0 = d->head0;
+    return a;
+}
+
+void sgemm(cuda_state *s, cublasOperation_t oa, cublasOperation_t ob, int m, int n, int kk,
+           const float *A, int lda, const float *B, int ldb, float *C, int ldc) {
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_CHECK(cublasSgemm(s->blas, oa, ob, m, n, kk, &one, A, lda, B, ldb, &zero, C, ldc));
+}
+
+// colsum[w][u][c] = sum over unit u's rows of Y (w = 0 queries, 1 keys), in row order in double
+// as the CPU sums them: grid (B, H), threads over the clusters.
+__global__ void colsum_kernel(double *colsum, const float *Y, dbatch bt, int H, int kc) {
+    const int b = blockIdx.x, h = blockIdx.y, units = bt.B * H, u = b * H + h;
+    const int Hk = H * kc, L = bt.len[b], base = bt.off[b];
+    for (int c = threadIdx.x; c < kc; c += blockDim.x)
+        for (int w = 0; w < 2; w++) {
+            const float *y = Y + (size_t)w * bt.T * Hk + (size_t)base * Hk + h * kc + c;
+            double acc = 0.0;
+            for (int i = 0; i < L; i++) acc += y[(size_t)i * Hk];
+            colsum[((size_t)w * units + u) * kc + c] = acc;
+        }
+}
+
+void check_smem(size_t bytes, const char *what, int dh, int kc) {
+    if (bytes > SBM_MAX_SMEM)
+        sbmt_fatal(__FILE__, __LINE__,
+                   "SBM tile attention (%s) with head size %d and %d clusters needs %zu bytes of "
+                   "shared memory per block, more than the %d a GPU gives",
+                   what, dh, kc, bytes, SBM_MAX_SMEM);
+}
+
+template <int DH> void launch_fwd(kctx *k, const tile_args &a, const sbm_tile_args &sa,
+                                  const kbatch *bt, float *out, float *lse) {
+    const size_t sm = sbm_attn_smem<DH, 64>::fwd(sa.kc);
+    check_smem(sm, "forward", DH, sa.kc);
+    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_fwd_kernel<DH, 64>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+    dim3 grid((unsigned)((bt->n + 63) / 64), (unsigned)bt->B, (unsigned)a.H);
+    sbm_attn_fwd_kernel<DH, 64><<<grid, NTHREADS, sm, cuda_of(k)->stream>>>(a, sa, out, lse);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+template <int DH>
+void launch_bwd(kctx *k, const tile_args &a, const sbm_tile_args &sa, const sbm_dev *d,
+                const kbatch *bt, float *dqkv, const float *Dbuf, const float *dout, float reg) {
+    cuda_state *s = cuda_of(k);
+    const size_t smq = sbm_bwd_smem<DH>::q(sa.kc), smkv = sbm_bwd_smem<DH>::kv(sa.kc);
+    check_smem(smq, "backward, queries", DH, sa.kc);
+    check_smem(smkv, "backward, keys", DH, sa.kc);
+    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_bwd_q_kernel<DH>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smq));
+    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_bwd_kv_kernel<DH>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smkv));
+    dim3 grid((unsigned)((bt->n + SBM_BTR - 1) / SBM_BTR), (unsigned)bt->B, (unsigned)a.H);
+    sbm_attn_bwd_q_kernel<DH><<<grid, NTHREADS, smq, s->stream>>>(a, sa, dqkv, d->G1, Dbuf, dout,
+                                                                  d->lse, reg);
+    CUDA_CHECK(cudaGetLastError());
+    sbm_attn_bwd_kv_kernel<DH><<<grid, NTHREADS, smkv, s->stream>>>(a, sa, d->Y, dqkv, d->G2,
+                                                                    Dbuf, dout, d->lse, reg);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+void cuda_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const kbatch *bt,
+                     int H, int kc, float eps, sbm_sampler sampler, uint64_t seed, uint32_t step,
+                     uint32_t layer, uint32_t head0, int64_t *edges) {
+    (void)sampler;  // always the dense rule (see the top comment)
+    cuda_state *s = cuda_of(k);
+    const int units = bt->B * H, T = bt->T, Hk = H * kc;
+    if (gs->units_cap < units) {
+        gs->g = (sbm_graph *)realloc(gs->g, sizeof(sbm_graph) * (size_t)units);
+        CHECK(gs->g != NULL);
+        memset(gs->g + gs->units_cap, 0, sizeof(sbm_graph) * (size_t)(units - gs->units_cap));
+        gs->units_cap = units;
+    }
+    gs->units = units;
+    sbm_dev *d = dev_of(gs, s, T, H, kc, units);
+    d->Y = Y;
+    d->S = S;
+    d->T = T;
+    d->H = H;
+    d->kc = kc;
+    d->eps = eps;
+    d->seed = seed;
+    d->step = step;
+    d->layer = layer;
+    d->head0 = head0;
+    for (int h = 0; h < H; h++)  // row-major T1_h [T, kc] = Yq_h S_h
+        if (T > 0)
+            sgemm(s, CUBLAS_OP_N, CUBLAS_OP_N, kc, T, kc, S + (size_t)h * kc * kc, kc, Y + h * kc,
+                  Hk, d->T1 + h * kc, Hk);
+    CUDA_CHECK(cudaMemsetAsync(d->count, 0, sizeof(unsigned long long) * units, s->stream));
+    const sbm_tile_args sa = sample_args(d, s);
+    const size_t sm = sbm_tile_smem<64>::bytes(kc);
+    check_smem(sm, "sampling", 0, kc);
+    CUDA_CHECK(cudaFuncSetAttribute(sbm_count_kernel<64>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+    if (T > 0) {
+        dim3 grid((unsigned)((bt->n + 63) / 64), (unsigned)bt->B, (unsigned)H);
+        sbm_count_kernel<64><<<grid, SBM_NTHREADS, sm, s->stream>>>(sa, d->count, NULL);
+        CUDA_CHECK(cudaGetLastError());
+        colsum_kernel<<<dim3((unsigned)bt->B, (unsigned)H), 128, 0, s->stream>>>(d->colsum, Y,
+                                                                                s->batch, H, kc);
+        CUDA_CHECK(cudaGetLastError());
+    }
+    // Counts, column sums and S to the host: the expected edge counts as the CPU forms them,
+    // (1^T Yq) S (Yk^T 1) + eps * valid^2 in double.
+    unsigned long long *cnt = (unsigned long long *)xmalloc(sizeof(unsigned long long) * units);
+    double *cs = (double *)xmalloc(sizeof(double) * 2 * (size_t)units * kc);
+    float *Sh = (float *)xmalloc(sizeof(float) * (size_t)H * kc * kc);
+    if (T > 0) {
+        CUDA_CHECK(cudaMemcpyAsync(cnt, d->count, sizeof(unsigned long long) * units,
+                                   cudaMemcpyDeviceToHost, s->stream));
+        CUDA_CHECK(cudaMemcpyAsync(cs, d->colsum, sizeof(double) * 2 * (size_t)units * kc,
+                                   cudaMemcpyDeviceToHost, s->stream));
+    } else {
+        memset(cnt, 0, sizeof(unsigned long long) * units);
+        memset(cs, 0, sizeof(double) * 2 * (size_t)units * kc);
+    }
+    CUDA_CHECK(cudaMemcpyAsync(Sh, S, sizeof(float) * (size_t)H * kc * kc, cudaMemcpyDeviceToHost,
+                               s->stream));
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
+    for (int h = 0; h < H; h++) edges[h] = 0;
+    for (int u = 0; u < units; u++) {
+        const int b = u / H, h = u % H, L = bt->len[b];
+        sbm_graph *g = &gs->g[u];
+        double valid = 0.0, lam = 0.0;
+        for (int i = 0; i < L; i++) valid += bt->mask[bt->off[b] + i];
+        const double *cq = cs + (size_t)u * kc, *ck = cs + ((size_t)units + u) * kc;
+        for (int a = 0; a < kc; a++) {
+            double row = 0.0;
+            for (int c = 0; c < kc; c++) row += Sh[((size_t)h * kc + a) * kc + c] * ck[c];
+            lam += cq[a] * row;
+        }
+        g->rows = L;
+        g->nnz = (int)cnt[u];
+        g->dense = 1;
+        g->blocks = 1;  // attention on all pairs of the tiles
+        g->expected = lam + (double)eps * valid * valid;
+        edges[h] += g->nnz;
+    }
+    free(cnt);
+    free(cs);
+    free(Sh);
+}
+
+void cuda_sbm_graph_stats(kctx *k, const sbm_graphs *gs, int H, int64_t *edges,
+                          double *expected) {
+    (void)k;
+    for (int h = 0; h < H; h++) {
+        if (edges) edges[h] = 0;
+        if (expected) expected[h] = 0.0;
+    }
+    for (int u = 0; u < gs->units; u++) {
+        if (edges) edges[u % H] += gs->g[u].nnz;
+        if (expected) expected[u % H] += gs->g[u].expected;
+    }
+}
+
+void cuda_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt,
+                       int H, int dh, float p, kdrop d) {
+    if (bt->T == 0) return;
+    CHECK(gs->dev != NULL);  // sampled by cuda_sbm_sample
+    cuda_state *s = cuda_of(k);
+    sbm_dev *dv = (sbm_dev *)gs->dev;
+    const tile_args a = cuda_attn_args(k, qkv, H, dh, p, d);
+    const sbm_tile_args sa = sample_args(dv, s);
+    switch (dh) {
+    case 16: launch_fwd<16>(k, a, sa, bt, out, dv->lse); break;
+    case 32: launch_fwd<32>(k, a, sa, bt, out, dv->lse); break;
+    case 64: launch_fwd<64>(k, a, sa, bt, out, dv->lse); break;
+    default:
+        sbmt_fatal(__FILE__, __LINE__, "SBM attention on cuda: head size %d (supported: 16, 32, "
+                   "64)", dh);
+    }
+}
+
+void cuda_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *dout,
+                       const float *qkv, const float *out, const sbm_graphs *gs, const float *Y,
+                       const float *S, const kbatch *bt, int H, int dh, int kc, float p, kdrop d,
+                       float reg) {
+    cuda_state *s = cuda_of(k);
+    const int T = bt->T, Hk = H * kc;
+    const size_t kk = (size_t)kc * kc;
+    CUDA_CHECK(cudaMemsetAsync(dqkv, 0, sizeof(float) * (size_t)T * 3 * H * dh, s->stream));
+    if (T == 0) {
+        CUDA_CHECK(cudaMemsetAsync(dS, 0, sizeof(float) * H * kk, s->stream));
+        return;
+    }
+    CHECK(gs->dev != NULL);
+    const sbm_dev *dv = (const sbm_dev *)gs->dev;
+    CHECK(dv->Y == Y && dv->S == S && dv->kc == kc);  // backward of the sampled layer
+    const tile_args a = cuda_attn_args(k, qkv, H, dh, p, d);
+    const sbm_tile_args sa = sample_args(dv, s);
+    cuda_work_reserve(s, sizeof(float) * (size_t)T * H);
+    float *Dbuf = (float *)s->dwork;
+    const size_t warps = (size_t)T * H;
+    rowdot_kernel<<<(unsigned)((warps + 3) / 4), 128, 0, s->stream>>>(a, dh, Dbuf, dout, out);
+    CUDA_CHECK(cudaGetLastError());
+    switch (dh) {
+    case 16: launch_bwd<16>(k, a, sa, dv, bt, dqkv, Dbuf, dout, reg); break;
+    case 32: launch_bwd<32>(k, a, sa, dv, bt, dqkv, Dbuf, dout, reg); break;
+    case 64: launch_bwd<64>(k, a, sa, dv, bt, dqkv, Dbuf, dout, reg); break;
+    default:
+        sbmt_fatal(__FILE__, __LINE__, "SBM attention on cuda: head size %d (supported: 16, 32, "
+                   "64)", dh);
+    }
+    float *dYq = dY, *dYk = dY + (size_t)T * Hk;
+    for (int h = 0; h < H; h++) {
+        const float *Sh = S + (size_t)h * kk;
+        // Row-major dYq_h = GYk_h S_h^T, dYk_h = GTYq_h S_h, dS_h = Yq_h^T GYk_h.
+        sgemm(s, CUBLAS_OP_T, CUBLAS_OP_N, kc, T, kc, Sh, kc, dv->G1 + h * kc, Hk, dYq + h * kc,
+              Hk);
+        sgemm(s, CUBLAS_OP_N, CUBLAS_OP_N, kc, T, kc, Sh, kc, dv->G2 + h * kc, Hk, dYk + h * kc,
+              Hk);
+        sgemm(s, CUBLAS_OP_N, CUBLAS_OP_T, kc, kc, T, dv->G1 + h * kc, Hk, Y + h * kc, Hk,
+              dS + h * kk, kc);
+    }
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# `sbmt train` and `sbmt eval` with backend = cuda, end to end, on the CUDA backend built for the
+# CPU (sbmt_emu: tests/emu/, tests/cuda_emu.h), against the CPU backend on the same data:
+# softmax and SBM (dense sampler) runs give the same per-step losses and, for SBM, the same
+# sampled edge counts; bf16 runs train; eval on cuda matches eval on cpu; settings the GPU
+# cannot honour (fastRG, bf16 on cpu, an SBM head size without tile kernels) are refused.
+set -uo pipefail
+SRC=${SBMT_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+BIN=${SBMT_BIN:-$SRC/build/sbmt}
+EMU=${SBMT_EMU_BIN:-$SRC/build/sbmt_emu}
+T0=$(date +%s)
+log() { echo "test_cuda_emu_train [$(($(date +%s) - T0))s]: $*"; }
+fail() { echo "test_cuda_emu_train: FAIL: $*"; exit 1; }
+[ -x "$BIN" ] && [ -x "$EMU" ] || fail "binaries missing ($BIN, $EMU)"
+SCR=$(mktemp -d /tmp/sbmt-cuda-emu.XXXXXX) || fail "mktemp"
+trap 'rm -rf "$SCR"' EXIT
+cd "$SCR" || fail "cd"
+
+"$BIN" data listops --out lo.h5 --train 200 --dev 16 --test 16 --min-len 10 --max-len 60 \
+    --seq-len 64 --seed 4 --quiet >/dev/null || fail "data listops"
+COMMON=(--data lo.h5 --threads 1 --set data.seq_len=64 --set train.batch_size=4
+        --set train.steps=6 --set train.warmup=1 --set train.log_every=1 --set train.eval_every=0
+        --set model.d_model=32 --set model.d_ff=48 --set model.head_dim=16 --set model.clusters=16
+        --set train.tensorboard=false)
+run() {  # binary, out dir, extra args...
+    local bin=$1 out=$2
+    shift 2
+    "$bin" train "${COMMON[@]}" --out "$out" "$@" >"$out.log" 2>&1 || {
+        cat "$out.log"
+        fail "train --out $out $*"
+    }
+}
+compare() {  # dir a, dir b, what
+    python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" <<'PYEOF' || fail "$3: runs differ"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+ta = [r for r in a if r["split"] == "train"]
+tb = [r for r in b if r["split"] == "train"]
+assert len(ta) == len(tb) == 6, (len(ta), len(tb))
+worst = 0.0
+for x, y in zip(ta, tb):
+    d = abs(x["loss"] - y["loss"]) / abs(y["loss"])
+    worst = max(worst, d)
+    assert d < 1e-4, ("step", x["step"], x["loss"], y["loss"])
+    assert x.get("edges") == y.get("edges"), ("edges differ at step", x["step"], x.get("edges"), y.get("edges"))
+ea = [r for r in a if r["split"] == "test"][0]
+eb = [r for r in b if r["split"] == "test"][0]
+assert abs(ea["loss"] - eb["loss"]) < 1e-4 * abs(eb["loss"]) and ea["accuracy"] == eb["accuracy"]
+print("%s: 6 steps, largest relative loss difference %.1e%s; test split equal" % (
+    sys.argv[3], worst, ", edge counts identical" if "edges" in ta[0] else ""))
+PYEOF
+}
+
+run "$BIN" cpu-soft --set model.attention=softmax
+run "$EMU" emu-soft --set model.attention=softmax --set train.backend=cuda
+compare emu-soft cpu-soft "softmax, cuda (emulated) vs cpu"
+log "softmax ok"
+run "$BIN" cpu-sbm --set model.attention=sbm --set model.sampler=dense
+run "$EMU" emu-sbm --set model.attention=sbm --set model.sampler=dense --set train.backend=cuda
+compare emu-sbm cpu-sbm "sbm, cuda (emulated) vs cpu"
+log "sbm ok"
+run "$EMU" emu-bf16 --set model.attention=sbm --set train.backend=cuda --set train.precision=bf16
+grep -q '"split":"test"' emu-bf16/metrics.jsonl || fail "bf16 run has no test line"
+log "bf16 sbm run trains: $(grep -c '"split":"train"' emu-bf16/metrics.jsonl) train lines"
+
+# eval of the CPU-trained SBM checkpoint: cuda (emulated) equals cpu.
+E1=$("$BIN" eval --ckpt cpu-sbm/final.h5 --data lo.h5 --split test --json | tail -1)
+E2=$("$EMU" eval --ckpt cpu-sbm/final.h5 --data lo.h5 --split test --json --backend cuda | tail -1)
+python3 - "$E1" "$E2" <<'PYEOF' || fail "eval on cuda differs: $E1 vs $E2"
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert abs(a["loss"] - b["loss"]) < 1e-4 * abs(a["loss"]) and a["accuracy"] == b["accuracy"], (a, b)
+PYEOF
+log "eval --backend cuda equals cpu"
+
+expect_refused() {  # message, args...
+    local want=$1 out
+    shift
+    out=$("$EMU" train "${COMMON[@]}" --out refused "$@" 2>&1) && fail "accepted: $*"
+    grep -qF -- "$want" <<<"$out" || fail "'$*': message lacks '$want': $out"
+    [ -e refused/final.h5 ] && fail "a refused run trained"
+    log "refused: $(grep -m1 error <<<"$out")"
+}
+expect_refused "model.sampler = fastrg" --set model.attention=sbm --set model.sampler=fastrg \
+    --set train.backend=cuda
+expect_refused "model.head_dim = 8" --set model.attention=sbm --set model.head_dim=8 \
+    --set train.backend=cuda
+expect_refused "train.precision = bf16 needs train.backend = cuda" --set train.precision=bf16
+log "PASS"
