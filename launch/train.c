@@ -518,6 +518,15 @@ static int train_main(train_run *r, char *err) {
     const int root = dist_is_root(D);
     char gen_path[CFG_STR];
     if (dist_check(D, dist_layout(D, c->tp, "dist.tp", err), err)) return -1;
+    if (r->k.backend == KB_CUDA && D->world > 1) {
+        // Gradients and tp activations live on the GPU: their collectives go through NCCL
+        // communicators of the layout's groups (so only once the layout is set), on the compute
+        // stream; everything on the host stays on MPI.
+        char e2[SBMT_ERR_LEN];
+        if (dist_device_open(&r->ddist, D, kctx_stream(&r->k), e2))
+            return sbmt_errf(err, "train.backend = cuda: %.900s", e2);
+        r->gd = &r->ddist;
+    }
     if (dist_check(D, check_layout(r, err), err)) return -1;
     if (!c->path[0]) {
         int rc = root ? ensure_generated(r, gen_path, sizeof(gen_path), err) : 0;
@@ -938,18 +947,12 @@ int cli_train(int argc, char **argv) {
     }
     r->gd = &r->dist;
     if (r->k.backend == KB_CUDA && r->dist.world > 1) {
-        // Gradients and tp activations live on the GPU: their collectives go through NCCL on
-        // the compute stream; everything on the host stays on MPI.
+        // (The NCCL context itself is opened once the layout is known: train_main.)
         if (!dist_nccl_available()) {
             sbmt_errf(err, "train.backend = cuda with %d ranks needs NCCL, and this build has "
                            "none (configure where NCCL is found, or run one rank)", r->dist.world);
             goto fail;
         }
-        if (dist_device_open(&r->ddist, &r->dist, kctx_stream(&r->k), e2)) {
-            sbmt_errf(err, "train.backend = cuda: %.900s", e2);
-            goto fail;
-        }
-        r->gd = &r->ddist;
     }
     const char *missing = kctx_missing_op(&r->k, strcmp(r->cfg.attention, "sbm") == 0);
     if (missing) {  // refused, never a silent fallback to another backend

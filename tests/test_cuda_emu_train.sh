@@ -60,6 +60,26 @@ run "$BIN" cpu-sbm --set model.attention=sbm --set model.sampler=dense
 run "$EMU" emu-sbm --set model.attention=sbm --set model.sampler=dense --set train.backend=cuda
 compare emu-sbm cpu-sbm "sbm, cuda (emulated) vs cpu"
 log "sbm ok"
+if command -v mpirun >/dev/null 2>&1; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    MPI=(mpirun -n 2 --oversubscribe --bind-to none)
+    for layout in dp2:1 tp2:2; do
+        name=${layout%%:*} tp=${layout##*:}
+        "${MPI[@]}" "$EMU" train "${COMMON[@]}" --out "emu-$name" --set model.attention=sbm \
+            --set model.sampler=dense --set train.backend=cuda --set dist.tp=$tp \
+            >"emu-$name.log" 2>&1 || { cat "emu-$name.log"; fail "mpirun $name"; }
+        grep -q "collectives on them over NCCL" "emu-$name.log" || fail "$name: no NCCL context"
+        compare "emu-$name" cpu-sbm "sbm $name, cuda + NCCL (emulated) vs cpu 1 rank"
+    done
+    log "dp2 and tp2 over NCCL ok"
+    out=$(SBMT_EMU_SHARED_GPU=1 "${MPI[@]}" "$EMU" train "${COMMON[@]}" --out shared \
+          --set train.backend=cuda 2>&1) && fail "two ranks on one GPU accepted"
+    grep -q "share one GPU" <<<"$out" || fail "one-GPU refusal lacks its message: $out"
+    [ "$(grep -c "share one GPU" <<<"$out")" = 1 ] || fail "the refusal was not printed once: $out"
+    log "two ranks on one GPU: $(grep -m1 -o "ranks 0 and 1 on host [^ ]* share one GPU" <<<"$out")"
+else
+    log "no mpirun: multi-rank cases not run"
+fi
 run "$EMU" emu-bf16 --set model.attention=sbm --set train.backend=cuda --set train.precision=bf16
 grep -q '"split":"test"' emu-bf16/metrics.jsonl || fail "bf16 run has no test line"
 log "bf16 sbm run trains: $(grep -c '"split":"train"' emu-bf16/metrics.jsonl) train lines"
