@@ -40,7 +40,9 @@ static void on_stop_signal(int sig) {
 }
 
 // After resuming at `step`, drops the metrics lines of steps past it (written by the run that
-// was interrupted), so the file reads as one uninterrupted run. Rewritten atomically.
+// was interrupted), so the file reads as one uninterrupted run, and a last line a killed
+// process left without its newline (appending after it would fuse two records). Rewritten
+// atomically.
 static int metrics_truncate(const char *path, int64_t step, char *err) {
     FILE *in = fopen(path, "r");
     if (!in) return 0;  // no metrics yet
@@ -53,7 +55,9 @@ static int metrics_truncate(const char *path, int64_t step, char *err) {
     }
     char *line = NULL;
     size_t cap = 0;
-    while (getline(&line, &cap, in) > 0) {
+    ssize_t len;
+    while ((len = getline(&line, &cap, in)) > 0) {
+        if (line[len - 1] != '\n') continue;  // torn: only the last line can be
         const char *p = strstr(line, "\"step\":");
         if (p && atoll(p + 7) > step) continue;
         fputs(line, out);

@@ -56,10 +56,14 @@ cp -r sbm cut
 rm -f cut/ckpt_00000030.h5 cut/ckpt_00000040.h5 cut/final.h5
 ev=$(ls cut/tb/events.out.tfevents.*)
 head -c 23 "$ev" >>"$ev"  # half a record, as a process killed mid-write leaves
+printf '{"split":"train","step":3,"loss":2.3' >>cut/metrics.jsonl  # and half a metrics line
 train cut --set train.steps=40 --set train.eval_every=10 --set train.checkpoint_every=10 \
     --resume auto
 grep -q "resumed from .*ckpt_00000020.h5" cut.log || fail "cut run did not resume at step 20"
 $CHECK cut --same-as sbm || fail "resumed (cut back) run"
+cmp -s <(grep -v '"tokens_per_s"' cut/metrics.jsonl) <(grep -v '"tokens_per_s"' sbm/metrics.jsonl) ||
+    fail "metrics.jsonl after the cut-back resume differs from the uninterrupted run's eval lines"
+"$BIN" plot cut >/dev/null || fail "sbmt plot of the resumed run"
 log "resume at step 20 after a torn tail: one curve per tag, equal to the uninterrupted run"
 
 # ---- SIGKILL mid-run, then --resume auto ----
