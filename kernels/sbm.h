@@ -50,7 +50,17 @@ typedef struct {
     void (*dev_free)(void *dev);
 } sbm_graphs;
 
+// Shared by the backends (kernels/sbm_graphs.c).
 void sbm_graphs_free(sbm_graphs *gs);
+// Room for `units` unit records (new ones zeroed); sets gs->units.
+void sbm_graphs_reserve(sbm_graphs *gs, int units);
+// k_sbm_graph_stats from the unit records alone (every backend keeps them on the host).
+void sbm_graph_stats_host(kctx *k, const sbm_graphs *gs, int H, int64_t *edges,
+                          double *expected);
+// A unit's expected edge count (1^T Yq) S_h (Yk^T 1) + eps * valid^2 over its valid pairs, from
+// the column sums cq = 1^T Yq and ck = 1^T Yk [kc] and its block matrix S_h [kc, kc].
+double sbm_expected_edges(const double *cq, const double *ck, const float *Sh, int kc, float eps,
+                          double valid);
 
 // S[h] = softmax over all k*k entries of C_h C_h^T.   S, C: [H, k, k], [H, k, d]
 void k_sbm_blocks_fwd(kctx *k, float *S, const float *C, int H, int kc, int d);

@@ -19,18 +19,6 @@
 #error "the dense sampler packs edge flags assuming little-endian byte order"
 #endif
 
-void sbm_graphs_free(sbm_graphs *gs) {
-    for (int u = 0; u < gs->units_cap; u++) {
-        free(gs->g[u].rowptr);
-        free(gs->g[u].col);
-        free(gs->g[u].a);
-        free(gs->g[u].keep);
-    }
-    free(gs->g);
-    if (gs->dev && gs->dev_free) gs->dev_free(gs->dev);
-    memset(gs, 0, sizeof(*gs));
-}
-
 // ---------------------------------------------------------------- sampling helpers
 
 // Per-thread scratch, grown on demand (each array with its own capacity).
@@ -506,13 +494,7 @@ void cpu_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, con
                   int kc, float eps, sbm_sampler sampler, uint64_t seed, uint32_t step,
                   uint32_t layer, uint32_t head0, int64_t *edges) {
     const int units = bt->B * H, Hk = H * kc;
-    if (gs->units_cap < units) {
-        gs->g = realloc(gs->g, sizeof(sbm_graph) * (size_t)units);
-        CHECK(gs->g != NULL);
-        memset(gs->g + gs->units_cap, 0, sizeof(sbm_graph) * (size_t)(units - gs->units_cap));
-        gs->units_cap = units;
-    }
-    gs->units = units;
+    sbm_graphs_reserve(gs, units);
     const float *Yq = Y, *Yk = Y + (size_t)bt->T * Hk;
 #pragma omp parallel num_threads(k->nthreads)
     {
@@ -527,7 +509,7 @@ void cpu_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, con
             const float *yq = Yq + (size_t)base * Hk + h * kc, *yk = Yk + (size_t)base * Hk + h * kc;
             const float *Sh = S + (size_t)h * kc * kc, *mask = bt->mask + base;
             // Expected edges: (1^T Yq) S (Yk^T 1) + eps * valid^2, O(L k + k^2).
-            double valid = 0.0, lam = 0.0;
+            double valid = 0.0;
             double *cq = xcalloc(2 * (size_t)kc, sizeof(double)), *ck = cq + kc;
             for (int i = 0; i < L; i++) {
                 valid += mask[i];
@@ -536,13 +518,8 @@ void cpu_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, con
                     ck[c] += yk[(size_t)i * Hk + c];
                 }
             }
-            for (int a = 0; a < kc; a++) {
-                double row = 0.0;
-                for (int c = 0; c < kc; c++) row += Sh[(size_t)a * kc + c] * ck[c];
-                lam += cq[a] * row;
-            }
+            const double lam = sbm_expected_edges(cq, ck, Sh, kc, eps, valid);
             free(cq);
-            lam += (double)eps * valid * valid;
             g->expected = lam;
             uint32_t gh = head0 + (uint32_t)h;
             int dense = sampler == SBM_SAMPLER_DENSE ||
@@ -564,14 +541,3 @@ void cpu_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, con
     for (int u = 0; u < units; u++) edges[u % H] += gs->g[u].nnz;
 }
 
-void cpu_sbm_graph_stats(kctx *k, const sbm_graphs *gs, int H, int64_t *edges, double *expected) {
-    (void)k;
-    for (int h = 0; h < H; h++) {
-        if (edges) edges[h] = 0;
-        if (expected) expected[h] = 0.0;
-    }
-    for (int u = 0; u < gs->units; u++) {
-        if (edges) edges[u % H] += gs->g[u].nnz;
-        if (expected) expected[u % H] += gs->g[u].expected;
-    }
-}

@@ -97,7 +97,65 @@ struct tile_smem {
                                                       2 * TR * (TC + 1) + 2 * TC) + TR * TC;
 };
 
-// Forward: grid (query tiles, sequences, heads).
+// The thread's micro-tile of a product of two shared tiles (rows padded to `stride` floats):
+// s[r][c] = row tr * RPT + r of A . row tc + 8 c of B over len entries, each a chain of fmaf
+// in index order (the same per pair whatever the tile's height, which the SBM kernels rely on
+// to redraw identical graphs).
+template <int RPT>
+__device__ __forceinline__ void tile_products(float (&s)[RPT][8], const float *A, const float *B,
+                                              int len, int stride) {
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+#pragma unroll
+    for (int r = 0; r < RPT; r++)
+#pragma unroll
+        for (int c = 0; c < 8; c++) s[r][c] = 0.0f;
+#pragma unroll 4
+    for (int x = 0; x < len; x++) {
+        float bx[8];
+#pragma unroll
+        for (int c = 0; c < 8; c++) bx[c] = B[(tc + 8 * c) * stride + x];
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const float ax = A[(tr * RPT + r) * stride + x];
+#pragma unroll
+            for (int c = 0; c < 8; c++) s[r][c] = fmaf(ax, bx[c], s[r][c]);
+        }
+    }
+}
+
+// Scores (or dy . v) of a head's tiles: A and B hold DH-float rows padded to DH + 1.
+template <int DH, int RPT>
+__device__ __forceinline__ void tile_scores(float (&s)[RPT][8], const float *A, const float *B) {
+    tile_products<RPT>(s, A, B, DH, DH + 1);
+}
+
+template <int RPT, int CPT> __device__ __forceinline__ void tile_zero(float (&acc)[RPT][CPT]) {
+#pragma unroll
+    for (int r = 0; r < RPT; r++)
+#pragma unroll
+        for (int c = 0; c < CPT; c++) acc[r][c] = 0.0f;
+}
+
+// acc += W X for the thread's rows of W [.][TC + 1] and its columns tc + 8 c of X [TC][DH + 1]
+// (the aggregation P V, and backward's ds K, ds Q, p dY).
+template <int DH, int RPT, int CPT>
+__device__ __forceinline__ void tile_accumulate(float (&acc)[RPT][CPT], const float *W,
+                                                const float *X) {
+    constexpr int P = DH + 1;
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+    for (int j = 0; j < TC; j++) {
+        float xj[CPT];
+#pragma unroll
+        for (int c = 0; c < CPT; c++) xj[c] = X[j * P + tc + 8 * c];
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const float w = W[(tr * RPT + r) * (TC + 1) + j];
+#pragma unroll
+            for (int c = 0; c < CPT; c++) acc[r][c] = fmaf(w, xj[c], acc[r][c]);
+        }
+    }
+}
+
 // The forward's per-thread state and steps, shared with the SBM tile kernel
 // (sbm_attn_tiled.cuh): an online softmax over the thread's RPT rows, key tile by key tile.
 template <int RPT, int CPT> struct online_rows {
@@ -109,36 +167,13 @@ template <int RPT, int CPT> __device__ __forceinline__ void online_init(online_r
     for (int r = 0; r < RPT; r++) {
         st.m[r] = -INFINITY;
         st.l[r] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < CPT; c++) st.o[r][c] = 0.0f;
     }
-}
-
-// s[r][c] = row tr * RPT + r of Qs . row tc + 8 c of Ks (Qs already scaled).
-template <int DH, int RPT>
-__device__ __forceinline__ void tile_scores(float (&s)[RPT][8], const float *Qs, const float *Ks) {
-    constexpr int P = DH + 1;
-    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
-#pragma unroll
-    for (int r = 0; r < RPT; r++)
-#pragma unroll
-        for (int c = 0; c < 8; c++) s[r][c] = 0.0f;
-#pragma unroll 4
-    for (int x = 0; x < DH; x++) {
-        float kx[8];
-#pragma unroll
-        for (int c = 0; c < 8; c++) kx[c] = Ks[(tc + 8 * c) * P + x];
-#pragma unroll
-        for (int r = 0; r < RPT; r++) {
-            const float q = Qs[(tr * RPT + r) * P + x];
-#pragma unroll
-            for (int c = 0; c < 8; c++) s[r][c] = fmaf(q, kx[c], s[r][c]);
-        }
-    }
+    tile_zero(st.o);
 }
 
 // Takes one key tile's scores (-inf where a pair is not attended) into the state and leaves
-// the tile's probabilities, after dropout, in Ps for online_accumulate (after a barrier).
+// the tile's probabilities, after dropout, in Ps for tile_accumulate into st.o (after a
+// barrier).
 template <int RPT, int CPT>
 __device__ __forceinline__ void online_update(online_rows<RPT, CPT> &st, float (&s)[RPT][8],
                                               float *Ps, const uint8_t *keep, const tile_args &a) {
@@ -164,25 +199,6 @@ __device__ __forceinline__ void online_update(online_rows<RPT, CPT> &st, float (
         st.m[r] = mn;
 #pragma unroll
         for (int c = 0; c < CPT; c++) st.o[r][c] *= alpha;
-    }
-}
-
-// o += Ps Vs for the thread's rows and output columns.
-template <int DH, int RPT, int CPT>
-__device__ __forceinline__ void online_accumulate(online_rows<RPT, CPT> &st, const float *Ps,
-                                                  const float *Vs) {
-    constexpr int P = DH + 1;
-    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
-    for (int j = 0; j < TC; j++) {
-        float vx[CPT];
-#pragma unroll
-        for (int c = 0; c < CPT; c++) vx[c] = Vs[j * P + tc + 8 * c];
-#pragma unroll
-        for (int r = 0; r < RPT; r++) {
-            const float pr = Ps[(tr * RPT + r) * (TC + 1) + j];
-#pragma unroll
-            for (int c = 0; c < CPT; c++) st.o[r][c] = fmaf(pr, vx[c], st.o[r][c]);
-        }
     }
 }
 
@@ -256,7 +272,7 @@ __global__ void __launch_bounds__(NTHREADS) tiled_fwd(tile_args a, float *out, f
                 if (kval[tc + 8 * c] == 0.0f) s[r][c] = -INFINITY;
         online_update(on, s, Ps, keep, a);
         __syncthreads();
-        online_accumulate<DH>(on, Ps, Vs);
+        tile_accumulate<DH>(on.o, Ps, Vs);
     }
     __syncthreads();
     bool has[RPT];  // a padded key is no key: only a sequence without valid keys has none
@@ -302,10 +318,7 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv
     rng_stream st = rng_make(a.d.seed, RNG_DROPOUT, a.d.step, a.d.layer, a.d.slot + (uint32_t)h,
                              a.bt.sample[b]);
     float dq[RPT][CPT];
-    #pragma unroll
-    for (int r = 0; r < RPT; r++)
-        #pragma unroll
-        for (int c = 0; c < CPT; c++) dq[r][c] = 0.0f;
+    tile_zero(dq);
     for (int j0 = 0; j0 < L; j0 += TC) {
         __syncthreads();
         load_rows<DH>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
@@ -315,28 +328,8 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv
         if (a.p > 0.0f) draw_keep<TR, TC>(keep, a, st, i0, j0);
         __syncthreads();
         float s[RPT][8], g[RPT][8];
-        #pragma unroll
-        for (int r = 0; r < RPT; r++)
-            #pragma unroll
-            for (int c = 0; c < 8; c++) s[r][c] = g[r][c] = 0.0f;
-#pragma unroll 4
-        for (int x = 0; x < DH; x++) {
-            float kx[8], vx[8];
-            #pragma unroll
-            for (int c = 0; c < 8; c++) {
-                kx[c] = Ks[(tc + 8 * c) * P + x];
-                vx[c] = Vs[(tc + 8 * c) * P + x];
-            }
-            #pragma unroll
-            for (int r = 0; r < RPT; r++) {
-                float q = Qs[(tr * RPT + r) * P + x], dy = dOs[(tr * RPT + r) * P + x];
-                #pragma unroll
-                for (int c = 0; c < 8; c++) {
-                    s[r][c] = fmaf(q, kx[c], s[r][c]);
-                    g[r][c] = fmaf(dy, vx[c], g[r][c]);
-                }
-            }
-        }
+        tile_scores<DH, RPT>(s, Qs, Ks);
+        tile_scores<DH, RPT>(g, dOs, Vs);
         #pragma unroll
         for (int r = 0; r < RPT; r++) {
             const int qi = tr * RPT + r;
@@ -353,17 +346,7 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv
             }
         }
         __syncthreads();
-        for (int j = 0; j < TC; j++) {
-            float kx[CPT];
-            #pragma unroll
-            for (int c = 0; c < CPT; c++) kx[c] = Ks[j * P + tc + 8 * c];
-            #pragma unroll
-            for (int r = 0; r < RPT; r++) {
-                float ds = Ps[(tr * RPT + r) * (TC + 1) + j];
-                #pragma unroll
-                for (int c = 0; c < CPT; c++) dq[r][c] = fmaf(ds, kx[c], dq[r][c]);
-            }
-        }
+        tile_accumulate<DH>(dq, Ps, Ks);
     }
     #pragma unroll
     for (int r = 0; r < RPT; r++) {
@@ -401,10 +384,8 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqk
         kv[r] = j < L && a.bt.mask[base + j] != 0.0f;
     }
     float dk[RPT][CPT], dv[RPT][CPT];
-    #pragma unroll
-    for (int r = 0; r < RPT; r++)
-        #pragma unroll
-        for (int c = 0; c < CPT; c++) dk[r][c] = dv[r][c] = 0.0f;
+    tile_zero(dk);
+    tile_zero(dv);
     for (int q0 = 0; q0 < L; q0 += TC) {
         __syncthreads();
         load_rows<DH>(Qs, a, base, q0, TC, L, 0, h, 1.0f);
@@ -417,28 +398,8 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqk
         if (a.p > 0.0f) draw_keep<TC, TR>(keep, a, st, q0, j0);
         __syncthreads();
         float s[RPT][8], g[RPT][8];
-        #pragma unroll
-        for (int r = 0; r < RPT; r++)
-            #pragma unroll
-            for (int c = 0; c < 8; c++) s[r][c] = g[r][c] = 0.0f;
-#pragma unroll 4
-        for (int x = 0; x < DH; x++) {
-            float qx[8], dyx[8];
-            #pragma unroll
-            for (int c = 0; c < 8; c++) {
-                qx[c] = Qs[(tc + 8 * c) * P + x];
-                dyx[c] = dOs[(tc + 8 * c) * P + x];
-            }
-            #pragma unroll
-            for (int r = 0; r < RPT; r++) {
-                float k = Ks[(tr * RPT + r) * P + x], v = Vs[(tr * RPT + r) * P + x];
-                #pragma unroll
-                for (int c = 0; c < 8; c++) {
-                    s[r][c] = fmaf(k, qx[c], s[r][c]);
-                    g[r][c] = fmaf(v, dyx[c], g[r][c]);
-                }
-            }
-        }
+        tile_scores<DH, RPT>(s, Ks, Qs);
+        tile_scores<DH, RPT>(g, Vs, dOs);
         #pragma unroll
         for (int r = 0; r < RPT; r++) {
             const int kj = tr * RPT + r;
@@ -457,23 +418,8 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqk
             }
         }
         __syncthreads();
-        for (int i = 0; i < TC; i++) {
-            float qx[CPT], dyx[CPT];
-            #pragma unroll
-            for (int c = 0; c < CPT; c++) {
-                qx[c] = Qs[i * P + tc + 8 * c];
-                dyx[c] = dOs[i * P + tc + 8 * c];
-            }
-            #pragma unroll
-            for (int r = 0; r < RPT; r++) {
-                float ds = S1[(tr * RPT + r) * (TC + 1) + i], pa = S2[(tr * RPT + r) * (TC + 1) + i];
-                #pragma unroll
-                for (int c = 0; c < CPT; c++) {
-                    dk[r][c] = fmaf(ds, qx[c], dk[r][c]);
-                    dv[r][c] = fmaf(pa, dyx[c], dv[r][c]);
-                }
-            }
-        }
+        tile_accumulate<DH>(dk, S1, Qs);
+        tile_accumulate<DH>(dv, S2, dOs);
     }
     #pragma unroll
     for (int r = 0; r < RPT; r++) {

@@ -100,25 +100,20 @@ void cuda_copy(kctx *k, float *dst, const float *src, size_t n) {
                                cuda_of(k)->stream));
 }
 
-template <typename T> static void grow(T **p, size_t n) {
-    cudaFree(*p);
-    CUDA_CHECK(cudaMalloc((void **)p, sizeof(T) * (n ? n : 1)));
-}
-
 void cuda_batch_upload(kctx *k, const kbatch *bt) {
     cuda_state *s = cuda_of(k);
     if ((size_t)bt->B + 1 > s->cap_seq || (size_t)bt->T > s->cap_tok) {
         CUDA_CHECK(cudaStreamSynchronize(s->stream));
         if ((size_t)bt->B + 1 > s->cap_seq) {
             s->cap_seq = 2 * ((size_t)bt->B + 1);
-            grow(&s->len, s->cap_seq);
-            grow(&s->off, s->cap_seq);
-            grow(&s->sample, s->cap_seq);
+            cuda_grow(&s->len, s->cap_seq);
+            cuda_grow(&s->off, s->cap_seq);
+            cuda_grow(&s->sample, s->cap_seq);
         }
         if ((size_t)bt->T > s->cap_tok) {
             s->cap_tok = 2 * (size_t)bt->T;
-            grow(&s->ids, s->cap_tok);
-            grow(&s->mask, s->cap_tok);
+            cuda_grow(&s->ids, s->cap_tok);
+            cuda_grow(&s->mask, s->cap_tok);
         }
     }
     cudaStream_t st = s->stream;

@@ -56,6 +56,21 @@ void cuda_work_reserve(cuda_state *s, size_t bytes);
 // Room for `bytes` in the bf16 operand workspace.
 void cuda_bwork_reserve(cuda_state *s, size_t bytes);
 
+// *p replaced by a device buffer of n elements (contents not kept; the caller has made sure
+// nothing still uses the old one).
+template <class T> static inline void cuda_grow(T **p, size_t n) {
+    cudaFree(*p);
+    CUDA_CHECK(cudaMalloc((void **)p, sizeof(T) * (n ? n : 1)));
+}
+
+// Column-major C[m, n] = op(A) op(B) + beta C in fp32 on the context's cuBLAS handle.
+static inline void cuda_sgemm(cuda_state *s, cublasOperation_t oa, cublasOperation_t ob, int m,
+                              int n, int kk, const float *A, int lda, const float *B, int ldb,
+                              float beta, float *C, int ldc) {
+    const float one = 1.0f;
+    CUBLAS_CHECK(cublasSgemm(s->blas, oa, ob, m, n, kk, &one, A, lda, B, ldb, &beta, C, ldc));
+}
+
 static inline unsigned grid_for(size_t n, unsigned threads) {
     size_t g = (n + threads - 1) / threads;
     return (unsigned)(g < 65535u * 32u ? (g ? g : 1) : 65535u * 32u);

@@ -131,11 +131,8 @@ static void gemm(kctx *k, cublasOperation_t oa, cublasOperation_t ob, int m, int
                  const float *A, int lda, size_t na, const float *B, int ldb, size_t nb,
                  float beta, float *C, int ldc) {
     cuda_state *s = cuda_of(k);
+    if (!k->bf16) return cuda_sgemm(s, oa, ob, m, n, kk, A, lda, B, ldb, beta, C, ldc);
     const float one = 1.0f;
-    if (!k->bf16) {
-        CUBLAS_CHECK(cublasSgemm(s->blas, oa, ob, m, n, kk, &one, A, lda, B, ldb, &beta, C, ldc));
-        return;
-    }
     const size_t pa = (na + 127) / 128 * 128;  // B's copy 256-byte aligned
     cuda_bwork_reserve(s, sizeof(__nv_bfloat16) * (pa + nb));
     __nv_bfloat16 *Ab = (__nv_bfloat16 *)s->bwork, *Bb = Ab + pa;

@@ -45,11 +45,6 @@ void dev_free(void *p) {
     free(d);
 }
 
-template <class T> void grow(T **p, size_t n) {
-    cudaFree(*p);
-    CUDA_CHECK(cudaMalloc((void **)p, sizeof(T) * (n ? n : 1)));
-}
-
 sbm_dev *dev_of(sbm_graphs *gs, cuda_state *s, int T, int H, int kc, int units) {
     if (!gs->dev) {
         gs->dev = xcalloc(1, sizeof(sbm_dev));
@@ -62,15 +57,15 @@ sbm_dev *dev_of(sbm_graphs *gs, cuda_state *s, int T, int H, int kc, int units) 
     }
     if (rows > d->cap_rows) {
         d->cap_rows = rows + rows / 4;
-        grow(&d->T1, d->cap_rows);
-        grow(&d->G1, d->cap_rows);
-        grow(&d->G2, d->cap_rows);
-        grow(&d->lse, d->cap_rows / (size_t)kc + 1);
+        cuda_grow(&d->T1, d->cap_rows);
+        cuda_grow(&d->G1, d->cap_rows);
+        cuda_grow(&d->G2, d->cap_rows);
+        cuda_grow(&d->lse, d->cap_rows / (size_t)kc + 1);
     }
     if ((size_t)units * kc > d->cap_units) {
         d->cap_units = (size_t)units * kc + 64;
-        grow(&d->count, d->cap_units);
-        grow(&d->colsum, 2 * d->cap_units);
+        cuda_grow(&d->count, d->cap_units);
+        cuda_grow(&d->colsum, 2 * d->cap_units);
     }
     return d;
 }
@@ -88,12 +83,6 @@ sbm_tile_args sample_args(const sbm_dev *d, cuda_state *s) {
     a.layer = d->layer;
     a.head0 = d->head0;
     return a;
-}
-
-void sgemm(cuda_state *s, cublasOperation_t oa, cublasOperation_t ob, int m, int n, int kk,
-           const float *A, int lda, const float *B, int ldb, float *C, int ldc) {
-    const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasSgemm(s->blas, oa, ob, m, n, kk, &one, A, lda, B, ldb, &zero, C, ldc));
 }
 
 // colsum[w][u][c] = sum over unit u's rows of Y (w = 0 queries, 1 keys), in row order in double
@@ -157,13 +146,7 @@ void cuda_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, co
     (void)sampler;  // always the dense rule (see the top comment)
     cuda_state *s = cuda_of(k);
     const int units = bt->B * H, T = bt->T, Hk = H * kc;
-    if (gs->units_cap < units) {
-        gs->g = (sbm_graph *)realloc(gs->g, sizeof(sbm_graph) * (size_t)units);
-        CHECK(gs->g != NULL);
-        memset(gs->g + gs->units_cap, 0, sizeof(sbm_graph) * (size_t)(units - gs->units_cap));
-        gs->units_cap = units;
-    }
-    gs->units = units;
+    sbm_graphs_reserve(gs, units);
     sbm_dev *d = dev_of(gs, s, T, H, kc, units);
     d->Y = Y;
     d->S = S;
@@ -177,8 +160,8 @@ void cuda_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, co
     d->head0 = head0;
     for (int h = 0; h < H; h++)  // row-major T1_h [T, kc] = Yq_h S_h
         if (T > 0)
-            sgemm(s, CUBLAS_OP_N, CUBLAS_OP_N, kc, T, kc, S + (size_t)h * kc * kc, kc, Y + h * kc,
-                  Hk, d->T1 + h * kc, Hk);
+            cuda_sgemm(s, CUBLAS_OP_N, CUBLAS_OP_N, kc, T, kc, S + (size_t)h * kc * kc, kc,
+                       Y + h * kc, Hk, 0.0f, d->T1 + h * kc, Hk);
     CUDA_CHECK(cudaMemsetAsync(d->count, 0, sizeof(unsigned long long) * units, s->stream));
     const sbm_tile_args sa = sample_args(d, s);
     const size_t sm = sbm_tile_smem<64>::bytes(kc);
@@ -193,8 +176,7 @@ void cuda_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, co
                                                                                 s->batch, H, kc);
         CUDA_CHECK(cudaGetLastError());
     }
-    // Counts, column sums and S to the host: the expected edge counts as the CPU forms them,
-    // (1^T Yq) S (Yk^T 1) + eps * valid^2 in double.
+    // Counts, column sums and S to the host: the expected edge counts as the CPU forms them.
     unsigned long long *cnt = (unsigned long long *)xmalloc(sizeof(unsigned long long) * units);
     double *cs = (double *)xmalloc(sizeof(double) * 2 * (size_t)units * kc);
     float *Sh = (float *)xmalloc(sizeof(float) * (size_t)H * kc * kc);
@@ -214,19 +196,14 @@ void cuda_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, co
     for (int u = 0; u < units; u++) {
         const int b = u / H, h = u % H, L = bt->len[b];
         sbm_graph *g = &gs->g[u];
-        double valid = 0.0, lam = 0.0;
+        double valid = 0.0;
         for (int i = 0; i < L; i++) valid += bt->mask[bt->off[b] + i];
-        const double *cq = cs + (size_t)u * kc, *ck = cs + ((size_t)units + u) * kc;
-        for (int a = 0; a < kc; a++) {
-            double row = 0.0;
-            for (int c = 0; c < kc; c++) row += Sh[((size_t)h * kc + a) * kc + c] * ck[c];
-            lam += cq[a] * row;
-        }
         g->rows = L;
         g->nnz = (int)cnt[u];
         g->dense = 1;
         g->blocks = 1;  // attention on all pairs of the tiles
-        g->expected = lam + (double)eps * valid * valid;
+        g->expected = sbm_expected_edges(cs + (size_t)u * kc, cs + ((size_t)units + u) * kc,
+                                         Sh + (size_t)h * kc * kc, kc, eps, valid);
         edges[h] += g->nnz;
     }
     free(cnt);
@@ -234,18 +211,6 @@ void cuda_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, co
     free(Sh);
 }
 
-void cuda_sbm_graph_stats(kctx *k, const sbm_graphs *gs, int H, int64_t *edges,
-                          double *expected) {
-    (void)k;
-    for (int h = 0; h < H; h++) {
-        if (edges) edges[h] = 0;
-        if (expected) expected[h] = 0.0;
-    }
-    for (int u = 0; u < gs->units; u++) {
-        if (edges) edges[u % H] += gs->g[u].nnz;
-        if (expected) expected[u % H] += gs->g[u].expected;
-    }
-}
 
 void cuda_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt,
                        int H, int dh, float p, kdrop d) {
@@ -299,11 +264,11 @@ void cuda_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *
     for (int h = 0; h < H; h++) {
         const float *Sh = S + (size_t)h * kk;
         // Row-major dYq_h = GYk_h S_h^T, dYk_h = GTYq_h S_h, dS_h = Yq_h^T GYk_h.
-        sgemm(s, CUBLAS_OP_T, CUBLAS_OP_N, kc, T, kc, Sh, kc, dv->G1 + h * kc, Hk, dYq + h * kc,
-              Hk);
-        sgemm(s, CUBLAS_OP_N, CUBLAS_OP_N, kc, T, kc, Sh, kc, dv->G2 + h * kc, Hk, dYk + h * kc,
-              Hk);
-        sgemm(s, CUBLAS_OP_N, CUBLAS_OP_T, kc, kc, T, dv->G1 + h * kc, Hk, Y + h * kc, Hk,
-              dS + h * kk, kc);
+        cuda_sgemm(s, CUBLAS_OP_T, CUBLAS_OP_N, kc, T, kc, Sh, kc, dv->G1 + h * kc, Hk, 0.0f,
+                   dYq + h * kc, Hk);
+        cuda_sgemm(s, CUBLAS_OP_N, CUBLAS_OP_N, kc, T, kc, Sh, kc, dv->G2 + h * kc, Hk, 0.0f,
+                   dYk + h * kc, Hk);
+        cuda_sgemm(s, CUBLAS_OP_N, CUBLAS_OP_T, kc, kc, T, dv->G1 + h * kc, Hk, Y + h * kc, Hk,
+                   0.0f, dS + h * kk, kc);
     }
 }

@@ -12,8 +12,6 @@
 #include "kernels/cuda/attention_tiled_kernels.cuh"
 #include "kernels/cuda/sbm_tile.cuh"
 
-static_assert(TC == SBM_TC && NTHREADS == SBM_NTHREADS, "one thread layout for both tiles");
-
 // Backward tiles are SBM_BTR = 32 rows (queries for dQ, keys for dK/dV) against 64 streamed:
 // the straight-through accumulators (k per row) then live in shared memory, and every tile fits
 // an H100/H200's 227 KB for k <= 128.
@@ -50,6 +48,23 @@ template <int DH> struct sbm_bwd_smem {
 
 __device__ __forceinline__ float sbm_ste_clip(float x) {
     return x > 1.0f ? 1.0f : (x < -1.0f ? -1.0f : x);
+}
+
+// acc[row][u] += sum_j G[row][j] Y[j][u] (G [.][TC + 1], Y [TC][kc + 1], acc [.][kc]) for this
+// thread's rows and clusters tc + 8 m: the straight-through products G Yk and G^T Yq.
+template <int RPT>
+__device__ __forceinline__ void sbm_ste_accumulate(float *acc, const float *G, const float *Y,
+                                                   int kc) {
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8, PK = kc + 1;
+#pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        const int row = tr * RPT + r;
+        for (int u = tc; u < kc; u += 8) {
+            float t = acc[row * kc + u];
+            for (int j = 0; j < TC; j++) t = fmaf(G[row * (TC + 1) + j], Y[j * PK + u], t);
+            acc[row * kc + u] = t;
+        }
+    }
 }
 
 // out [T, H*DH] and lse [T, H]: grid (query tiles of TR, B, H). a: the attention's tensors and
@@ -104,7 +119,7 @@ __global__ void __launch_bounds__(NTHREADS)
             }
         online_update(on, sc, Ps, keep, a);
         __syncthreads();
-        online_accumulate<DH>(on, Ps, Vs);
+        tile_accumulate<DH>(on.o, Ps, Vs);
     }
     bool has[RPT];  // whether the row has an edge in any of its 8 threads' columns
 #pragma unroll
@@ -148,10 +163,7 @@ __global__ void __launch_bounds__(NTHREADS)
     const rng_stream graph = rng_make(s.seed, RNG_GRAPH, s.step, s.layer, s.head0 + (uint32_t)h,
                                       a.bt.sample[b]);
     float dq[RPT][CPT];
-#pragma unroll
-    for (int r = 0; r < RPT; r++)
-#pragma unroll
-        for (int c = 0; c < CPT; c++) dq[r][c] = 0.0f;
+    tile_zero(dq);
     for (int j0 = 0; j0 < L; j0 += TC) {
         __syncthreads();
         load_rows<DH>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
@@ -184,27 +196,8 @@ __global__ void __launch_bounds__(NTHREADS)
             }
         }
         __syncthreads();
-        for (int j = 0; j < TC; j++) {
-            float kx[CPT];
-#pragma unroll
-            for (int c = 0; c < CPT; c++) kx[c] = Ks[j * P + tc + 8 * c];
-#pragma unroll
-            for (int r = 0; r < RPT; r++) {
-                const float ds = Ps[(tr * RPT + r) * (TC + 1) + j];
-#pragma unroll
-                for (int c = 0; c < CPT; c++) dq[r][c] = fmaf(ds, kx[c], dq[r][c]);
-            }
-        }
-        // acc[row][u] += sum_j G[row][j] Yk[j][u]: this thread's rows, clusters tc + 8 m.
-#pragma unroll
-        for (int r = 0; r < RPT; r++) {
-            const int qi = tr * RPT + r;
-            for (int u = tc; u < kc; u += 8) {
-                float t = acc[qi * kc + u];
-                for (int j = 0; j < TC; j++) t = fmaf(Gs[qi * (TC + 1) + j], Yks[j * PK + u], t);
-                acc[qi * kc + u] = t;
-            }
-        }
+        tile_accumulate<DH>(dq, Ps, Ks);
+        sbm_ste_accumulate<RPT>(acc, Gs, Yks, kc);
     }
     __syncthreads();
 #pragma unroll
@@ -250,10 +243,8 @@ __global__ void __launch_bounds__(NTHREADS)
     const rng_stream graph = rng_make(s.seed, RNG_GRAPH, s.step, s.layer, s.head0 + (uint32_t)h,
                                       a.bt.sample[b]);
     float dk[RPT][CPT], dv[RPT][CPT];
-#pragma unroll
-    for (int r = 0; r < RPT; r++)
-#pragma unroll
-        for (int c = 0; c < CPT; c++) dk[r][c] = dv[r][c] = 0.0f;
+    tile_zero(dk);
+    tile_zero(dv);
     for (int q0 = 0; q0 < L; q0 += TC) {
         __syncthreads();
         load_rows<DH>(Qs, a, base, q0, TC, L, 0, h, 1.0f);
@@ -293,33 +284,9 @@ __global__ void __launch_bounds__(NTHREADS)
             }
         }
         __syncthreads();
-        for (int i = 0; i < TC; i++) {
-            float qx[CPT], dyx[CPT];
-#pragma unroll
-            for (int c = 0; c < CPT; c++) {
-                qx[c] = Qs[i * P + tc + 8 * c];
-                dyx[c] = dOs[i * P + tc + 8 * c];
-            }
-#pragma unroll
-            for (int r = 0; r < RPT; r++) {
-                const float ds = S1[(tr * RPT + r) * (TC + 1) + i];
-                const float pa = S2[(tr * RPT + r) * (TC + 1) + i];
-#pragma unroll
-                for (int c = 0; c < CPT; c++) {
-                    dk[r][c] = fmaf(ds, qx[c], dk[r][c]);
-                    dv[r][c] = fmaf(pa, dyx[c], dv[r][c]);
-                }
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < RPT; r++) {
-            const int kj = tr * RPT + r;
-            for (int u = tc; u < kc; u += 8) {
-                float t = acc[kj * kc + u];
-                for (int i = 0; i < TC; i++) t = fmaf(S3[kj * (TC + 1) + i], Yqs[i * PK + u], t);
-                acc[kj * kc + u] = t;
-            }
-        }
+        tile_accumulate<DH>(dk, S1, Qs);
+        tile_accumulate<DH>(dv, S2, dOs);
+        sbm_ste_accumulate<RPT>(acc, S3, Yqs, kc);
     }
     __syncthreads();
 #pragma unroll

@@ -81,21 +81,14 @@ __global__ void members_dz_kernel(float *dY, const float *Y, size_t n) {
         dY[i] *= Y[i] * (1.0f - Y[i]);
 }
 
-void sgemm(kctx *k, cublasOperation_t oa, cublasOperation_t ob, int m, int n, int kk,
-           const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    const float one = 1.0f;
-    CUBLAS_CHECK(cublasSgemm(cuda_of(k)->blas, oa, ob, m, n, kk, &one, A, lda, B, ldb, &beta, C,
-                             ldc));
-}
-
 }  // namespace
 
 void cuda_sbm_blocks_fwd(kctx *k, float *S, const float *C, int H, int kc, int d) {
     const size_t kk = (size_t)kc * kc;
     // M_h = C_h C_h^T is symmetric, so its column-major result is the row-major one.
     for (int h = 0; h < H; h++)
-        sgemm(k, CUBLAS_OP_T, CUBLAS_OP_N, kc, kc, d, C + (size_t)h * kc * d, d,
-              C + (size_t)h * kc * d, d, 0.0f, S + h * kk, kc);
+        cuda_sgemm(cuda_of(k), CUBLAS_OP_T, CUBLAS_OP_N, kc, kc, d, C + (size_t)h * kc * d, d,
+                   C + (size_t)h * kc * d, d, 0.0f, S + h * kk, kc);
     blocks_softmax_kernel<<<H, SBM_THREADS, 0, cuda_of(k)->stream>>>(S, kk);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -112,8 +105,8 @@ void cuda_sbm_blocks_bwd(kctx *k, float *dC, const float *dS, const float *S, co
     for (int h = 0; h < H; h++) {
         const float *Ch = C + (size_t)h * kc * d;
         float *dCh = dC + (size_t)h * kc * d;
-        sgemm(k, CUBLAS_OP_N, CUBLAS_OP_T, d, kc, kc, Ch, d, dM + h * kk, kc, 1.0f, dCh, d);
-        sgemm(k, CUBLAS_OP_N, CUBLAS_OP_N, d, kc, kc, Ch, d, dM + h * kk, kc, 1.0f, dCh, d);
+        cuda_sgemm(s, CUBLAS_OP_N, CUBLAS_OP_T, d, kc, kc, Ch, d, dM + h * kk, kc, 1.0f, dCh, d);
+        cuda_sgemm(s, CUBLAS_OP_N, CUBLAS_OP_N, d, kc, kc, Ch, d, dM + h * kk, kc, 1.0f, dCh, d);
     }
 }
 
@@ -124,8 +117,8 @@ void cuda_sbm_members_fwd(kctx *k, float *Y, const float *phi, const float *C, c
     const int Hk = H * kc, Hd = H * d;
     // Row-major Y_h [rows, kc] (ld Hk) = phi_h [rows, d] (ld Hd) C_h^T.
     for (int h = 0; h < H; h++)
-        sgemm(k, CUBLAS_OP_T, CUBLAS_OP_N, kc, rows, d, C + (size_t)h * kc * d, d, phi + h * d,
-              Hd, 0.0f, Y + h * kc, Hk);
+        cuda_sgemm(s, CUBLAS_OP_T, CUBLAS_OP_N, kc, rows, d, C + (size_t)h * kc * d, d,
+                   phi + h * d, Hd, 0.0f, Y + h * kc, Hk);
     const size_t n = (size_t)rows * Hk;
     members_act_kernel<<<grid_for(n, SBM_THREADS), SBM_THREADS, 0, s->stream>>>(
         Y, s->batch.mask, bt->T, (size_t)rows, Hk);
@@ -143,10 +136,10 @@ void cuda_sbm_members_bwd(kctx *k, float *dphi, float *dC, float *dY, const floa
     for (int h = 0; h < H; h++) {
         const float *Ch = C + (size_t)h * kc * d;
         // dphi_h [rows, d] = dZ_h [rows, kc] C_h, overwritten.
-        sgemm(k, CUBLAS_OP_N, CUBLAS_OP_N, d, rows, kc, Ch, d, dY + h * kc, Hk, 0.0f,
-              dphi + h * d, Hd);
+        cuda_sgemm(s, CUBLAS_OP_N, CUBLAS_OP_N, d, rows, kc, Ch, d, dY + h * kc, Hk, 0.0f,
+                   dphi + h * d, Hd);
         // dC_h [kc, d] += dZ_h^T phi_h.
-        sgemm(k, CUBLAS_OP_N, CUBLAS_OP_T, d, kc, rows, phi + h * d, Hd, dY + h * kc, Hk, 1.0f,
-              dC + (size_t)h * kc * d, d);
+        cuda_sgemm(s, CUBLAS_OP_N, CUBLAS_OP_T, d, kc, rows, phi + h * d, Hd, dY + h * kc, Hk,
+                   1.0f, dC + (size_t)h * kc * d, d);
     }
 }

@@ -13,16 +13,12 @@
 
 #include <stdint.h>
 
-#include "kernels/cuda/dbatch.h"
+#include "kernels/cuda/attention_tiled_kernels.cuh"  // the thread layout and tile_products
 #include "kernels/philox.h"
 #include "kernels/sbm_rule.h"
 
-#ifndef SBMT_DYN_SMEM  // tests/cuda_emu.h defines its own
-#define SBMT_DYN_SMEM(type, name) extern __shared__ type name[]
-#endif
-
-#define SBM_TC 64
-#define SBM_NTHREADS 128
+#define SBM_TC TC
+#define SBM_NTHREADS NTHREADS
 
 struct sbm_tile_args {
     dbatch bt;
@@ -81,23 +77,9 @@ template <int TR>
 __device__ uint32_t sbm_tile_flags(const float *T1s, const float *Yks, const uint32_t *W,
                                    const float *qv, const float *kv, const sbm_tile_args &a) {
     constexpr int RPT = TR / 16;
-    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8, P = a.kc + 1;
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
     float p[RPT][8];
-#pragma unroll
-    for (int r = 0; r < RPT; r++)
-#pragma unroll
-        for (int c = 0; c < 8; c++) p[r][c] = 0.0f;
-    for (int x = 0; x < a.kc; x++) {
-        float y[8];
-#pragma unroll
-        for (int c = 0; c < 8; c++) y[c] = Yks[(tc + 8 * c) * P + x];
-#pragma unroll
-        for (int r = 0; r < RPT; r++) {
-            const float t = T1s[(tr * RPT + r) * P + x];
-#pragma unroll
-            for (int c = 0; c < 8; c++) p[r][c] = fmaf(t, y[c], p[r][c]);
-        }
-    }
+    tile_products<RPT>(p, T1s, Yks, a.kc, a.kc + 1);
     uint32_t bits = 0;
 #pragma unroll
     for (int r = 0; r < RPT; r++) {
@@ -115,29 +97,16 @@ __device__ uint32_t sbm_tile_flags(const float *T1s, const float *Yks, const uin
 
 // The same with the roles of the tile swapped (the dK/dV kernel): this thread's rows are keys
 // (tr * RPT + a of TR) and its columns queries (tc + 8 c of SBM_TC). Yks [TR][kc + 1] holds the
-// key rows, T1s [SBM_TC][kc + 1] the query rows, W [SBM_TC][TR] the words (query-major).
+// key rows, T1s [SBM_TC][kc + 1] the query rows, W [SBM_TC][TR] the words (query-major). As
+// fmaf(a, b, c) == fmaf(b, a, c), each pair's P is bit for bit the query-major tile's.
 template <int TR>
 __device__ uint32_t sbm_tile_flags_keys(const float *Yks, const float *T1s, const uint32_t *W,
                                         const float *kv, const float *qv, const sbm_tile_args &a) {
     constexpr int RPT = TR / 16;
-    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8, P = a.kc + 1;
+    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
     float p[RPT][8];
-#pragma unroll
-    for (int r = 0; r < RPT; r++)
-#pragma unroll
-        for (int c = 0; c < 8; c++) p[r][c] = 0.0f;
-    for (int x = 0; x < a.kc; x++) {
-        float t[8];
-#pragma unroll
-        for (int c = 0; c < 8; c++) t[c] = T1s[(tc + 8 * c) * P + x];
-#pragma unroll
-        for (int r = 0; r < RPT; r++) {
-            const float y = Yks[(tr * RPT + r) * P + x];
-            // t * y, as the query-major tile multiplies (fmaf(t, y) == fmaf(y, t)).
-#pragma unroll
-            for (int c = 0; c < 8; c++) p[r][c] = fmaf(t[c], y, p[r][c]);
-        }
-    }
+    // Yk . T1 with the factors swapped in each fmaf: the same values as the query-major tile.
+    tile_products<RPT>(p, Yks, T1s, a.kc, a.kc + 1);
     uint32_t bits = 0;
 #pragma unroll
     for (int r = 0; r < RPT; r++) {
