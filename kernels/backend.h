@@ -47,6 +47,7 @@ typedef struct kops {
     __typeof__(k_sbm_members_bwd) *sbm_members_bwd;
     __typeof__(k_sbm_sample) *sbm_sample;
     __typeof__(k_sbm_graph_stats) *sbm_graph_stats;
+    __typeof__(k_sbm_graph_csr) *sbm_graph_csr;
     __typeof__(k_sbm_attn_fwd) *sbm_attn_fwd;
     __typeof__(k_sbm_attn_bwd) *sbm_attn_bwd;
     __typeof__(k_copy2d) *copy2d;

@@ -76,6 +76,7 @@ const char *kctx_missing_op(const kctx *k, int sbm) {
         {"sbm_members_bwd", k->ops->sbm_members_bwd != NULL, 1},
         {"sbm_sample", k->ops->sbm_sample != NULL, 1},
         {"sbm_graph_stats", k->ops->sbm_graph_stats != NULL, 1},
+        {"sbm_graph_csr", k->ops->sbm_graph_csr != NULL, 1},
         {"sbm_attn_fwd", k->ops->sbm_attn_fwd != NULL, 1},
         {"sbm_attn_bwd", k->ops->sbm_attn_bwd != NULL, 1},
         {"copy2d", k->ops->copy2d != NULL, 0},
@@ -241,6 +242,11 @@ void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const
 
 void k_sbm_graph_stats(kctx *k, const sbm_graphs *gs, int H, int64_t *edges, double *expected) {
     k->ops->sbm_graph_stats(k, gs, H, edges, expected);
+}
+
+int k_sbm_graph_csr(kctx *k, const sbm_graphs *gs, const kbatch *bt, int H, int u, int *rowptr,
+                    int *col) {
+    return k->ops->sbm_graph_csr(k, gs, bt, H, u, rowptr, col);
 }
 
 void k_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt, int H,

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "kernels/kernels.h"
+#include "kernels/philox.h"
 
 typedef enum { SBM_SAMPLER_FASTRG = 0, SBM_SAMPLER_DENSE = 1, SBM_SAMPLER_AUTO = 2 } sbm_sampler;
 
@@ -61,6 +62,8 @@ void sbm_graph_stats_host(kctx *k, const sbm_graphs *gs, int H, int64_t *edges,
 // the column sums cq = 1^T Yq and ck = 1^T Yk [kc] and its block matrix S_h [kc, kc].
 double sbm_expected_edges(const double *cq, const double *ck, const float *Sh, int kc, float eps,
                           double valid);
+// fastRG's edge count m ~ Poisson(lam) from the unit's RNG_GRAPH_COUNT stream (capped at 2^30).
+int64_t sbm_fastrg_count(rng_stream count_stream, double lam);
 
 // S[h] = softmax over all k*k entries of C_h C_h^T.   S, C: [H, k, k], [H, k, d]
 void k_sbm_blocks_fwd(kctx *k, float *S, const float *C, int H, int kc, int d);
@@ -83,6 +86,12 @@ void k_sbm_members_bwd(kctx *k, float *dphi, float *dC, float *dY, const float *
 void k_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const kbatch *bt, int H,
                   int kc, float eps, sbm_sampler sampler, uint64_t seed, uint32_t step,
                   uint32_t layer, uint32_t head0, int64_t *edges);
+
+// Unit u's graph as CSR on the host (rows = its sequence length): rowptr [rows + 1], col [nnz]
+// (each row's keys ascending). -1 when the backend keeps no edge list for it (CUDA's
+// sampled tiles redraw the edges inside attention).
+int k_sbm_graph_csr(kctx *k, const sbm_graphs *gs, const kbatch *bt, int H, int u, int *rowptr,
+                    int *col);
 
 // Per-head totals over the units of a layer's graphs (unit u = b * H + h): edges[h] the sampled
 // edges, expected[h] the expected count (either may be NULL).

@@ -129,6 +129,12 @@ template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
     return r;
 }
 
+// The warp's live threads meet (memory written before is seen by all of them after).
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    (void)mask;
+    emu_wait(EMU_AT_WARP);
+}
+
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
 // Fibers switch only at barriers, so a read-modify-write is atomic among them.

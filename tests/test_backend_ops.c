@@ -35,6 +35,7 @@ typedef struct {
     double tol;
     double min_err;  // > 0: the error must reach it (a reduced precision really took effect)
     double scalar;  // a scalar result (xent loss, sumsq), compared too
+    uint64_t exact;  // a result that must be equal bit for bit (a hash of sampled graphs)
 } op_case;
 
 typedef void (*op_run)(kctx *k, float **b, const kbatch *bt, op_case *c);
@@ -324,38 +325,84 @@ static void run_sbm_members(kctx *k, float **b, const kbatch *bt, op_case *c) {
     k_sbm_members_bwd(k, b[4], b[5], b[2], b[3], b[0], b[1], rows, SH, SK, SD);
 }
 
-// SBM sampling and attention, H = 2 heads of 16 (sizes the CUDA tiles take), k = 16 clusters:
-// memberships and blocks from the backend's own members/blocks ops (so Y lies in (0, 1) with
-// padded rows zero, as in the model), the dense sampler (the rule the CUDA tiles draw with),
-// forward and backward. The scalar is the sampled edge count: the graphs must be the same.
-enum { BH = 2, BDH = 16, BHD = BH * BDH };
-SHAPE(shape_sbm_attn) {
-    const size_t T = (size_t)bt->T;
+// SBM sampling and attention, H = 2 heads, k = 16 clusters: memberships and blocks from the
+// backend's own members/blocks ops (so Y lies in (0, 1) with padded rows zero, as in the model),
+// then sampling, forward and backward, with each sampler:
+// - dense: the rule the CUDA tiles draw with, heads of 16 (a size the tiles take);
+// - fastrg: CUDA's edge path, heads of 16 and of 24 (no tile size: the edge path takes any);
+// - auto: head 1's memberships scaled by 0.15 so its expected density falls below the
+//   crossover and its units go to fastRG while head 0's stay dense (both paths in one call).
+// The scalar is the sampled edge count plus dS; `exact` hashes which units fastRG drew and
+// their CSR, so the graphs must be identical, not merely close.
+enum { BH = 2 };
+static void shape_sbm_attn_dh(op_case *c, const kbatch *bt, int dh) {
+    const size_t T = (size_t)bt->T, HD = (size_t)BH * dh;
     BUF(0, 2 * T * BH * SD, 0);         // phi
     BUF(1, (size_t)BH * SK * SD, 0);    // C (memberships)
     BUF(2, (size_t)BH * SK * SD, 0);    // C (blocks)
-    BUF(3, T * 3 * BHD, 0);             // qkv
-    BUF(4, T * BHD, 0);                 // dout
-    BUF(5, T * BHD, 1);                 // out
-    BUF(6, T * 3 * BHD, 1);             // dqkv
+    BUF(3, T * 3 * HD, 0);              // qkv
+    BUF(4, T * HD, 0);                  // dout
+    BUF(5, T * HD, 1);                  // out
+    BUF(6, T * 3 * HD, 1);              // dqkv
     BUF(7, 2 * T * BH * SK, 1);         // dY
     c->scale[1] = 0.3f;
     c->tol = 2e-5;
 }
-static void run_sbm_attn(kctx *k, float **b, const kbatch *bt, op_case *c) {
+SHAPE(shape_sbm_attn) { shape_sbm_attn_dh(c, bt, 16); }
+SHAPE(shape_sbm_attn24) { shape_sbm_attn_dh(c, bt, 24); }
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static void sbm_attn_case(kctx *k, float **b, const kbatch *bt, op_case *c, int dh,
+                          sbm_sampler sampler, float head1_scale) {
     const int T = bt->T;
     float *Y = k_alloc(k, sizeof(float) * 2 * (size_t)T * BH * SK);
     float *S = k_alloc(k, sizeof(float) * (size_t)BH * SK * SK);
     float *dS = k_alloc(k, sizeof(float) * (size_t)BH * SK * SK);
     k_sbm_members_fwd(k, Y, b[0], b[1], bt, 2 * T, BH, SK, SD);
     k_sbm_blocks_fwd(k, S, b[2], BH, SK, SD);
+    if (head1_scale != 1.0f) {
+        float *y1 = k_alloc(k, sizeof(float) * 2 * (size_t)T * SK);
+        k_copy2d(k, y1, SK, Y + SK, BH * SK, 2 * T, SK);
+        k_scale(k, y1, 2 * (size_t)T * SK, head1_scale);
+        k_copy2d(k, Y + SK, BH * SK, y1, SK, 2 * T, SK);
+        k_free(k, y1);
+    }
     sbm_graphs gs;
     memset(&gs, 0, sizeof(gs));
     int64_t edges[BH];
-    k_sbm_sample(k, &gs, Y, S, bt, BH, SK, 0.01f, SBM_SAMPLER_DENSE, 9, 4, 1, 0, edges);
+    k_sbm_sample(k, &gs, Y, S, bt, BH, SK, 0.01f, sampler, 9, 4, 1, 0, edges);
+    uint64_t h = 14695981039346656037ull;
+    int nfast = 0;
+    for (int u = 0; u < gs.units; u++) {
+        const sbm_graph *g = &gs.g[u];
+        h = fnv(h, &g->dense, sizeof(g->dense));
+        if (g->dense) continue;
+        nfast++;
+        int *rowptr = xmalloc(sizeof(int) * ((size_t)g->rows + 1));
+        int *col = xmalloc(sizeof(int) * ((size_t)g->nnz + 1));
+        assert_int_equal(k_sbm_graph_csr(k, &gs, bt, BH, u, rowptr, col), 0);
+        assert_int_equal(rowptr[g->rows], g->nnz);
+        h = fnv(h, rowptr, sizeof(int) * ((size_t)g->rows + 1));
+        h = fnv(h, col, sizeof(int) * (size_t)g->nnz);
+        free(rowptr);
+        free(col);
+    }
+    // The case must exercise what it names.
+    if (sampler == SBM_SAMPLER_DENSE) assert_int_equal(nfast, 0);
+    if (sampler == SBM_SAMPLER_FASTRG) assert_int_equal(nfast, gs.units);
+    if (sampler == SBM_SAMPLER_AUTO) {
+        assert_true(nfast > 0 && nfast < gs.units);
+        for (int u = 0; u < gs.units; u++) assert_int_equal(!gs.g[u].dense, u % BH == 1);
+    }
+    c->exact = h;
     kdrop d = {91, 3, 1, 4};
-    k_sbm_attn_fwd(k, b[5], &gs, b[3], bt, BH, BDH, 0.2f, d);
-    k_sbm_attn_bwd(k, b[6], b[7], dS, b[4], b[3], b[5], &gs, Y, S, bt, BH, BDH, SK, 0.2f, d, 1e-3f);
+    k_sbm_attn_fwd(k, b[5], &gs, b[3], bt, BH, dh, 0.2f, d);
+    k_sbm_attn_bwd(k, b[6], b[7], dS, b[4], b[3], b[5], &gs, Y, S, bt, BH, dh, SK, 0.2f, d, 1e-3f);
     float dSh[BH * SK * SK];
     k_download(k, dSh, dS, sizeof(dSh));
     double sum = 0.0;  // dS folded into the scalar too (weighted, so a permutation shows)
@@ -365,6 +412,18 @@ static void run_sbm_attn(kctx *k, float **b, const kbatch *bt, op_case *c) {
     k_free(k, Y);
     k_free(k, S);
     k_free(k, dS);
+}
+static void run_sbm_attn(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    sbm_attn_case(k, b, bt, c, 16, SBM_SAMPLER_DENSE, 1.0f);
+}
+static void run_sbm_attn_fastrg(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    sbm_attn_case(k, b, bt, c, 16, SBM_SAMPLER_FASTRG, 1.0f);
+}
+static void run_sbm_attn_fastrg24(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    sbm_attn_case(k, b, bt, c, 24, SBM_SAMPLER_FASTRG, 1.0f);
+}
+static void run_sbm_attn_auto(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    sbm_attn_case(k, b, bt, c, 16, SBM_SAMPLER_AUTO, 0.15f);
 }
 
 static const op_entry OPS[] = {
@@ -398,7 +457,10 @@ static const op_entry OPS[] = {
     {"sumsq", run_sumsq, shape_sumsq},
     {"sbm_blocks fwd+bwd", run_sbm_blocks, shape_sbm_blocks},
     {"sbm_members fwd+bwd", run_sbm_members, shape_sbm_members},
-    {"sbm sample+attn fwd+bwd", run_sbm_attn, shape_sbm_attn},
+    {"sbm dense sample+attn", run_sbm_attn, shape_sbm_attn},
+    {"sbm fastrg sample+attn", run_sbm_attn_fastrg, shape_sbm_attn},
+    {"sbm fastrg sample+attn d24", run_sbm_attn_fastrg24, shape_sbm_attn24},
+    {"sbm auto sample+attn", run_sbm_attn_auto, shape_sbm_attn},
     {"attn_softmax fwd+bwd", run_attn_nodrop, shape_attn},
     {"attn_softmax fwd+bwd, dropout", run_attn_drop, shape_attn},
 };
@@ -491,6 +553,11 @@ static void compare_all(void **state) {
             print_error("%s: scalar %.12g vs CPU %.12g\n", e->name, c2.scalar, c1.scalar);
             bad = 1;
         }
+        if (c2.exact != c1.exact) {
+            print_error("%s: exact result %016llx vs CPU %016llx (sampled graphs differ)\n",
+                        e->name, (unsigned long long)c2.exact, (unsigned long long)c1.exact);
+            bad = 1;
+        }
         printf("%-28s %s: relative error %.2e%s\n", e->name, g_other.ops->name, worst,
                bad ? "  FAILED" : "");
         failures += bad;
@@ -553,6 +620,110 @@ static void model_step(int cls, int dual, int bf16, int sbm) {
         free(state[i]);
         model_free(&m[i]);
     }
+}
+
+// fastRG on every backend against the CPU's at scale: 4 sequences (300, 211, 97 rows and one
+// of 9 all padded, padding inside the others), 3 heads of 32 clusters at three densities (head
+// h's memberships scaled by 1, 0.3, 0.05), tens of thousands of edges. Every unit's expected
+// count and CSR must be identical bit for bit; attention forward and backward on those graphs
+// (heads of 40, dropout 0.1) within 2e-5 of the CPU.
+static void sbm_fastrg_graphs(void **state) {
+    (void)state;
+    enum { H = 3, KC = 32, DHH = 40 };
+    const int n = 300, lens[4] = {300, 211, 97, 9};
+    const uint32_t samples[4] = {2, 17, 5, 33};
+    tbatch tb;
+    tb_make(&tb, 4, n, lens, samples, 12);
+    for (int t = 5; t < 211; t += 23) tb_pad(&tb, 1, t);
+    for (int t = 0; t < 9; t++) tb_pad(&tb, 3, t);
+    const kbatch *bt = &tb.bt;
+    const int T = bt->T, Hk = H * KC, HD = H * DHH;
+    const float scale[H] = {1.0f, 0.3f, 0.05f};
+    float *Y = xmalloc(sizeof(float) * 2 * (size_t)T * Hk), *S = xmalloc(sizeof(float) * H * KC * KC);
+    for (int r = 0; r < 2 * T; r++)
+        for (int x = 0; x < Hk; x++)
+            Y[(size_t)r * Hk + x] = bt->mask[r % T] * (float)urand() * scale[x / KC];
+    for (int h = 0; h < H; h++) {
+        double sum = 0.0;
+        for (int x = 0; x < KC * KC; x++) sum += S[h * KC * KC + x] = (float)(urand() * urand());
+        for (int x = 0; x < KC * KC; x++) S[h * KC * KC + x] = (float)(S[h * KC * KC + x] / sum);
+    }
+    const size_t nq = (size_t)T * 3 * HD, no = (size_t)T * HD, ny = 2 * (size_t)T * Hk;
+    float *qkv = randn_buf(nq, 1.0f), *dout = randn_buf(no, 1.0f);
+    sbm_graphs gs[2];
+    float *res[2][4];
+    kctx *ks[2] = {&g_cpu, &g_other};
+    kdrop d = {13, 2, 0, 0};
+    for (int e = 0; e < 2; e++) {
+        kctx *k = ks[e];
+        memset(&gs[e], 0, sizeof(gs[e]));
+        float *dY = k_alloc(k, sizeof(float) * 2 * (size_t)T * Hk), *dS = k_alloc(k, sizeof(float) * H * KC * KC);
+        float *dy = k_alloc(k, sizeof(float) * ny), *dsb = k_alloc(k, sizeof(float) * H * KC * KC);
+        float *dq = k_alloc(k, sizeof(float) * nq), *dd = k_alloc(k, sizeof(float) * no);
+        float *o = k_alloc(k, sizeof(float) * no), *g = k_alloc(k, sizeof(float) * nq);
+        float *nan = fill_buf(nq > ny ? nq : ny, NAN);
+        k_upload(k, dY, Y, sizeof(float) * ny);
+        k_upload(k, dS, S, sizeof(float) * H * KC * KC);
+        k_upload(k, dq, qkv, sizeof(float) * nq);
+        k_upload(k, dd, dout, sizeof(float) * no);
+        k_upload(k, o, nan, sizeof(float) * no);
+        k_upload(k, g, nan, sizeof(float) * nq);
+        k_upload(k, dy, nan, sizeof(float) * ny);
+        k_batch_upload(k, bt);
+        int64_t edges[H];
+        k_sbm_sample(k, &gs[e], dY, dS, bt, H, KC, 0.01f, SBM_SAMPLER_FASTRG, 21, 7, 2, 3, edges);
+        k_sbm_attn_fwd(k, o, &gs[e], dq, bt, H, DHH, 0.1f, d);
+        k_sbm_attn_bwd(k, g, dy, dsb, dd, dq, o, &gs[e], dY, dS, bt, H, DHH, KC, 0.1f, d, 1e-4f);
+        size_t sz[4] = {no, nq, ny, (size_t)H * KC * KC};
+        float *dv[4] = {o, g, dy, dsb};
+        for (int i = 0; i < 4; i++) {
+            res[e][i] = xmalloc(sizeof(float) * sz[i]);
+            k_download(k, res[e][i], dv[i], sizeof(float) * sz[i]);
+        }
+        float *bufs[] = {dY, dS, dy, dsb, dq, dd, o, g};
+        for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) k_free(k, bufs[i]);
+        free(nan);
+    }
+    int64_t total = 0, units_cmp = 0;
+    double dens[H] = {0};
+    for (int u = 0; u < gs[0].units; u++) {
+        const sbm_graph *a = &gs[0].g[u], *b = &gs[1].g[u];
+        assert_int_equal(b->dense, 0);
+        assert_true(a->expected == b->expected);
+        assert_int_equal(a->nnz, b->nnz);
+        int *rp = xmalloc(sizeof(int) * ((size_t)a->rows + 1)), *cl = xmalloc(sizeof(int) * ((size_t)a->nnz + 1));
+        assert_int_equal(k_sbm_graph_csr(&g_other, &gs[1], bt, H, u, rp, cl), 0);
+        assert_memory_equal(rp, a->rowptr, sizeof(int) * ((size_t)a->rows + 1));
+        if (a->nnz) assert_memory_equal(cl, a->col, sizeof(int) * (size_t)a->nnz);
+        free(rp);
+        free(cl);
+        total += a->nnz;
+        units_cmp++;
+        const int L = bt->len[u / H];
+        if (L > 0) dens[u % H] += (double)a->nnz / ((double)L * L) / bt->B;
+    }
+    const char *names[4] = {"out", "dqkv", "dY", "dS"};
+    int failures = 0;
+    for (int i = 0; i < 4; i++) {
+        size_t szi = i == 0 ? no : i == 1 ? nq : i == 2 ? ny : (size_t)H * KC * KC;
+        long nf;
+        double err = rel_err(res[1][i], res[0][i], szi, &nf);
+        printf("fastRG graphs, %s: relative error %.2e\n", names[i], err);
+        if (nf >= 0 || !(err <= 2e-5)) failures++;
+    }
+    printf("fastRG graphs: %lld edges in %lld units identical to the CPU's (mean densities %.3f "
+           "%.3f %.3f)\n", (long long)total, (long long)units_cmp, dens[0], dens[1], dens[2]);
+    assert_true(total > 20000);
+    assert_int_equal(failures, 0);
+    for (int e = 0; e < 2; e++) {
+        sbm_graphs_free(&gs[e]);
+        for (int i = 0; i < 4; i++) free(res[e][i]);
+    }
+    free(Y);
+    free(S);
+    free(qkv);
+    free(dout);
+    tb_free(&tb);
 }
 
 // Softmax attention at the head sizes the CUDA backend tiles (16, 32, 64, 128) and one it does
@@ -685,6 +856,7 @@ int main(void) {
         cmocka_unit_test(model_step_dual),
         cmocka_unit_test(model_step_bf16),
         cmocka_unit_test(model_step_sbm),
+        cmocka_unit_test(sbm_fastrg_graphs),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     kctx_close(&g_other);

@@ -182,6 +182,7 @@ struct sbm_fixture {
         a.step = step;
         a.layer = layer;
         a.head0 = head0;
+        a.skip = nullptr;
     }
     ~sbm_fixture() {
         sbm_graphs_free(&gs);

@@ -50,6 +50,7 @@ __typeof__(k_sbm_blocks_bwd) cpu_sbm_blocks_bwd;
 __typeof__(k_sbm_members_fwd) cpu_sbm_members_fwd;
 __typeof__(k_sbm_members_bwd) cpu_sbm_members_bwd;
 __typeof__(k_sbm_sample) cpu_sbm_sample;
+__typeof__(k_sbm_graph_csr) cpu_sbm_graph_csr;
 __typeof__(k_sbm_attn_fwd) cpu_sbm_attn_fwd;
 __typeof__(k_sbm_attn_bwd) cpu_sbm_attn_bwd;
 __typeof__(k_copy2d) cpu_copy2d;

@@ -40,6 +40,7 @@ const kops kops_cpu = {
     .sbm_members_bwd = cpu_sbm_members_bwd,
     .sbm_sample = cpu_sbm_sample,
     .sbm_graph_stats = sbm_graph_stats_host,
+    .sbm_graph_csr = cpu_sbm_graph_csr,
     .sbm_attn_fwd = cpu_sbm_attn_fwd,
     .sbm_attn_bwd = cpu_sbm_attn_bwd,
     .copy2d = cpu_copy2d,

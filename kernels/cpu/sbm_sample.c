@@ -11,6 +11,7 @@
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/fastmath.h"
 #include "kernels/cpu/sbm_bernoulli.h"
+#include "kernels/sbm_fastrg.h"
 #include "kernels/sbm_rule.h"
 #include "kernels/philox.h"
 #include "kernels/sbm.h"
@@ -70,85 +71,6 @@ static void scratch_free(sample_scratch *s) {
     free(s->dcum);
 }
 
-// Vose's alias table over N weights w[i * stride] (not all zero).
-static void alias_build(const float *w, size_t stride, int N, float *prob, int *alias, int *stack) {
-    double sum = 0.0;
-    for (int i = 0; i < N; i++) sum += w[(size_t)i * stride];
-    double scale = N / sum;
-    int ns = 0, nl = N;  // small from the front, large from the back of stack
-    for (int i = 0; i < N; i++) {
-        prob[i] = (float)(w[(size_t)i * stride] * scale);
-        alias[i] = i;
-        if (prob[i] < 1.0f)
-            stack[ns++] = i;
-        else
-            stack[--nl] = i;
-    }
-    while (ns > 0 && nl < N) {
-        int s = stack[--ns], l = stack[nl++];
-        alias[s] = l;
-        prob[l] = (prob[l] + prob[s]) - 1.0f;
-        if (prob[l] < 1.0f)
-            stack[ns++] = l;
-        else
-            stack[--nl] = l;
-    }
-    // Leftovers are 1 up to rounding.
-    while (ns > 0) prob[stack[--ns]] = 1.0f;
-    while (nl < N) prob[stack[nl++]] = 1.0f;
-}
-
-static inline int alias_draw(const float *prob, const int *alias, int N, double u01) {
-    double x = u01 * N;
-    int i = (int)x;
-    if (i >= N) i = N - 1;
-    return (float)(x - i) < prob[i] ? i : alias[i];
-}
-
-// Uniform doubles in [0, 1) with 53 bits from a stream, consumed in order.
-typedef struct {
-    rng_stream s;
-    uint32_t block;
-    philox4x32 cur;
-    int half;
-} u01_seq;
-
-static double u01_next(u01_seq *q) {
-    if (q->half == 0) q->cur = rng_block(q->s, q->block++);
-    uint32_t hi = q->cur.v[2 * q->half], lo = q->cur.v[2 * q->half + 1];
-    q->half ^= 1;
-    return (double)(((uint64_t)hi << 21) ^ (lo >> 11)) * (1.0 / 9007199254740992.0);
-}
-
-// Poisson(lambda): inversion below 10, Hormann's PTRS transformed rejection above.
-static int64_t poisson(u01_seq *q, double lam) {
-    // NaN or infinite rates (non-finite memberships) draw nothing rather than loop: the model
-    // turns a non-finite expected count into a NaN loss (model_forward).
-    if (!(lam > 0.0) || !isfinite(lam)) return 0;
-    if (lam < 10.0) {
-        double p = exp(-lam), F = p, u = u01_next(q);
-        int64_t x = 0;
-        while (u > F && x < 1000) {
-            x++;
-            p *= lam / (double)x;
-            F += p;
-        }
-        return x;
-    }
-    double slam = sqrt(lam), loglam = log(lam);
-    double b = 0.931 + 2.53 * slam, a = -0.059 + 0.02483 * b;
-    double invalpha = 1.1239 + 1.1328 / (b - 3.4), vr = 0.9277 - 3.6224 / (b - 2.0);
-    for (;;) {
-        double U = u01_next(q) - 0.5, V = u01_next(q);
-        double us = 0.5 - fabs(U);
-        double kk = floor((2.0 * a / us + b) * U + lam + 0.43);
-        if (us >= 0.07 && V <= vr) return (int64_t)kk;
-        if (kk < 0.0 || (us < 0.013 && V > us)) continue;
-        if (log(V) + log(invalpha) - log(a / (us * us) + b) <= -lam + kk * loglam - lgamma(kk + 1.0))
-            return (int64_t)kk;
-    }
-}
-
 // One side of fastRG's endpoint draws: edge e (column u = col[e] of the augmented Yq or Yk,
 // column kc being the mask) gets the row i with probability Y[i, u] / total[u], by inverse CDF
 // of the uniform w[e] / 2^32; the row is written over col[e]. The edges are bucket-sorted by
@@ -199,9 +121,8 @@ static void draw_rows(int *col, const float *Y, int ld, const float *mask, int L
     }
     GROW(sc, dcum, 2 * (size_t)K1 + 8);
     double *cum = sc->dcum, *next = cum + K1 + 4;
-    const double inv32 = 1.0 / 4294967296.0;
 #define DRAW_TARGET(u) \
-    (ptr[u] < end[u] ? (double)(uint32_t)(d[ptr[u]] >> 32) * inv32 * total[u] : INFINITY)
+    (ptr[u] < end[u] ? sbm_draw_target((uint32_t)(d[ptr[u]] >> 32), total[u]) : INFINITY)
     for (int u = 0; u < K1; u++) {
         cum[u] = 0.0;
         next[u] = DRAW_TARGET(u);
@@ -307,9 +228,7 @@ static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld
                           const float *mask, int L, int kc, float eps, double lam_total,
                           rng_stream count_stream, rng_stream edge_stream, sample_scratch *sc) {
     const int K1 = kc + 1, NP = K1 * K1;
-    u01_seq q = {count_stream, 0, {{0, 0, 0, 0}}, 0};
-    int64_t m = poisson(&q, lam_total);
-    if (m > INT32_MAX / 2) m = INT32_MAX / 2;  // far beyond any L^2 of interest
+    const int64_t m = sbm_fastrg_count(count_stream, lam_total);
     // Column sums (the last column: number of valid rows), in double.
     double cq[K1], ck[K1];
     for (int u = 0; u < K1; u++) cq[u] = ck[u] = 0.0;
@@ -333,15 +252,11 @@ static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld
         GROW(sc, P, (size_t)NP);
         float *w = sc->P;  // block-pair weights
         for (int u = 0; u < K1; u++)
-            for (int v = 0; v < K1; v++) {
-                double x = 0.0;
-                if (u < kc && v < kc) x = cq[u] * S[(size_t)u * kc + v] * ck[v];
-                if (u == kc && v == kc) x = (double)eps * cq[kc] * ck[kc];
-                w[(size_t)u * K1 + v] = (float)x;
-            }
+            for (int v = 0; v < K1; v++)
+                w[(size_t)u * K1 + v] = sbm_pair_weight(cq, ck, cq[kc], ck[kc], S, kc, eps, u, v);
         float *pp = sc->prob;
         int *ap = sc->alias;
-        alias_build(w, 1, NP, pp, ap, sc->stack);
+        sbm_alias_build(w, 1, NP, pp, ap, sc->stack);
         enum { CH = 256 };
         GROW(sc, words, 4 * (size_t)CH);
         for (int64_t e0 = 0; e0 < m; e0 += CH) {
@@ -349,9 +264,7 @@ static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld
             philox_blocks(edge_stream, (uint32_t)e0, cnt, sc->words);
             for (int t = 0; t < cnt; t++) {
                 const uint32_t *r = sc->words + 4 * t;
-                double upair = (double)(((uint64_t)r[0] << 21) ^ (r[3] >> 11)) *
-                               (1.0 / 9007199254740992.0);
-                const int pr = alias_draw(pp, ap, NP, upair);
+                const int pr = sbm_alias_draw(pp, ap, NP, sbm_pair_u01(r[0], r[3]));
                 sc->ei[e0 + t] = pr / K1;
                 sc->ej[e0 + t] = pr % K1;
                 sc->wq[e0 + t] = r[1];
@@ -541,3 +454,14 @@ void cpu_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, con
     for (int u = 0; u < units; u++) edges[u % H] += gs->g[u].nnz;
 }
 
+
+int cpu_sbm_graph_csr(kctx *k, const sbm_graphs *gs, const kbatch *bt, int H, int u, int *rowptr,
+                      int *col) {
+    (void)k;
+    (void)bt;
+    (void)H;
+    const sbm_graph *g = &gs->g[u];
+    memcpy(rowptr, g->rowptr, sizeof(int) * ((size_t)g->rows + 1));
+    memcpy(col, g->col, sizeof(int) * (size_t)g->nnz);
+    return 0;
+}

@@ -42,6 +42,7 @@ __typeof__(k_sbm_blocks_bwd) cuda_sbm_blocks_bwd;
 __typeof__(k_sbm_members_fwd) cuda_sbm_members_fwd;
 __typeof__(k_sbm_members_bwd) cuda_sbm_members_bwd;
 __typeof__(k_sbm_sample) cuda_sbm_sample;
+__typeof__(k_sbm_graph_csr) cuda_sbm_graph_csr;
 __typeof__(k_sbm_attn_fwd) cuda_sbm_attn_fwd;
 __typeof__(k_sbm_attn_bwd) cuda_sbm_attn_bwd;
 __typeof__(k_copy2d) cuda_copy2d;

@@ -40,6 +40,7 @@ extern "C" const kops kops_cuda = {
     cuda_sbm_members_bwd,  // sbm_members_bwd
     cuda_sbm_sample,  // sbm_sample
     sbm_graph_stats_host,  // sbm_graph_stats
+    cuda_sbm_graph_csr,  // sbm_graph_csr
     cuda_sbm_attn_fwd,  // sbm_attn_fwd
     cuda_sbm_attn_bwd,  // sbm_attn_bwd
     cuda_copy2d,  // copy2d

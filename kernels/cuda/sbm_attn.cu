@@ -1,12 +1,12 @@
-// sbm_attn.cu: the CUDA backend of SBM sampling and attention (sbm.h) on the sampled-tile path:
-// k_sbm_sample forms T1 = Yq S, counts each unit's edges with the dense sampler's rule
-// (sbm_tile.cuh) and keeps what the draws need (T1, the memberships and parameters) in the
-// graphs' device state; attention forward and backward (sbm_attn_tiled.cuh) redraw each tile's
-// edges from it, so there is no CSR and no n x n buffer. Every unit is drawn by the dense rule
-// whatever model.sampler says, so the GPU samples the graphs the CPU's dense sampler does
-// (fastRG draws the same distribution, other graphs); the edge path for sparse heads is not
-// built yet. Backward's straight-through products end in cuBLAS GEMMs over all rows:
-// dYq = (G Yk) S^T, dYk = (G^T Yq) S, dS = Yq^T (G Yk).
+// sbm_attn.cu: the CUDA backend of SBM sampling and attention (sbm.h), and the dispatcher between
+// its two paths. k_sbm_sample first forms every (sequence, head)'s expected edge count (column
+// sums on the GPU, the sum on the host as the CPU forms it) and routes the unit by the CPU's
+// rule: model.sampler = dense, or auto above SBM_AUTO_DENSE_FRACTION of its pairs, to the
+// sampled tiles (sbm_tile.cuh, sbm_attn_tiled.cuh: the dense rule redrawn inside attention from
+// T1 = Yq S, no CSR, no n x n buffer); fastrg, or auto below, to the edge path (sbm_edges.cuh:
+// fastRG into CSR, attention a warp per row). Either way the GPU samples the CPU's graph for
+// the same setting. Backward's straight-through products end in cuBLAS GEMMs over all rows:
+// dYq = (G Yk) S^T, dYk = (G^T Yq) S, dS = Yq^T (G Yk), whichever path formed G Yk and G^T Yq.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +14,7 @@
 #include "kernels/cuda/attention_tiled.cuh"
 #include "kernels/cuda/cuda_ops.cuh"
 #include "kernels/cuda/sbm_attn_tiled.cuh"
+#include "kernels/cuda/sbm_edges.cuh"
 
 #define SBM_MAX_SMEM (227 * 1024)  // opt-in shared memory per block on Hopper
 
@@ -26,6 +27,9 @@ struct sbm_dev {
     float *G1, *G2;  // [T, H*kc] G Yk and G^T Yq (backward)
     unsigned long long *count;  // [units]
     double *colsum;  // [2, units, kc] sums of Yq and Yk over each unit's rows
+    uint8_t *on_edges;  // [units] 1: the unit is on the edge path
+    int n_edge, n_tile;  // units on each path
+    sbm_edge_state edges;
     size_t cap_rows, cap_units;
     const float *Y, *S;  // the layer's memberships [2T, H*kc] and blocks [H, kc, kc]
     int T, H, kc;
@@ -42,6 +46,8 @@ void dev_free(void *p) {
     cudaFree(d->G2);
     cudaFree(d->count);
     cudaFree(d->colsum);
+    cudaFree(d->on_edges);
+    sbm_edges_free(&d->edges);
     free(d);
 }
 
@@ -66,6 +72,7 @@ sbm_dev *dev_of(sbm_graphs *gs, cuda_state *s, int T, int H, int kc, int units) 
         d->cap_units = (size_t)units * kc + 64;
         cuda_grow(&d->count, d->cap_units);
         cuda_grow(&d->colsum, 2 * d->cap_units);
+        cuda_grow(&d->on_edges, d->cap_units);
     }
     return d;
 }
@@ -82,6 +89,7 @@ sbm_tile_args sample_args(const sbm_dev *d, cuda_state *s) {
     a.step = d->step;
     a.layer = d->layer;
     a.head0 = d->head0;
+    a.skip = d->n_edge > 0 ? d->on_edges : NULL;
     return a;
 }
 
@@ -138,12 +146,22 @@ void launch_bwd(kctx *k, const tile_args &a, const sbm_tile_args &sa, const sbm_
     CUDA_CHECK(cudaGetLastError());
 }
 
+void tile_head_fatal(int dh) {
+    sbmt_fatal(__FILE__, __LINE__, "SBM tile attention on cuda: head size %d (supported: 16, 32, "
+               "64; model.sampler = fastrg takes any up to %d)", dh, SBM_EDGE_MAX_DIM);
+}
+
+void edge_dims_check(int dh, int kc) {
+    if (dh > SBM_EDGE_MAX_DIM || kc > SBM_EDGE_MAX_DIM)
+        sbmt_fatal(__FILE__, __LINE__, "SBM edge attention on cuda: head size %d and %d clusters "
+                   "(at most %d each)", dh, kc, SBM_EDGE_MAX_DIM);
+}
+
 }  // namespace
 
 void cuda_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, const kbatch *bt,
                      int H, int kc, float eps, sbm_sampler sampler, uint64_t seed, uint32_t step,
                      uint32_t layer, uint32_t head0, int64_t *edges) {
-    (void)sampler;  // always the dense rule (see the top comment)
     cuda_state *s = cuda_of(k);
     const int units = bt->B * H, T = bt->T, Hk = H * kc;
     sbm_graphs_reserve(gs, units);
@@ -158,57 +176,110 @@ void cuda_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, co
     d->step = step;
     d->layer = layer;
     d->head0 = head0;
-    for (int h = 0; h < H; h++)  // row-major T1_h [T, kc] = Yq_h S_h
-        if (T > 0)
-            cuda_sgemm(s, CUBLAS_OP_N, CUBLAS_OP_N, kc, T, kc, S + (size_t)h * kc * kc, kc,
-                       Y + h * kc, Hk, 0.0f, d->T1 + h * kc, Hk);
-    CUDA_CHECK(cudaMemsetAsync(d->count, 0, sizeof(unsigned long long) * units, s->stream));
-    const sbm_tile_args sa = sample_args(d, s);
-    const size_t sm = sbm_tile_smem<64>::bytes(kc);
-    check_smem(sm, "sampling", 0, kc);
-    CUDA_CHECK(cudaFuncSetAttribute(sbm_count_kernel<64>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-    if (T > 0) {
-        dim3 grid((unsigned)((bt->n + 63) / 64), (unsigned)bt->B, (unsigned)H);
-        sbm_count_kernel<64><<<grid, SBM_NTHREADS, sm, s->stream>>>(sa, d->count, NULL);
-        CUDA_CHECK(cudaGetLastError());
-        colsum_kernel<<<dim3((unsigned)bt->B, (unsigned)H), 128, 0, s->stream>>>(d->colsum, Y,
-                                                                                s->batch, H, kc);
-        CUDA_CHECK(cudaGetLastError());
-    }
-    // Counts, column sums and S to the host: the expected edge counts as the CPU forms them.
-    unsigned long long *cnt = (unsigned long long *)xmalloc(sizeof(unsigned long long) * units);
+    // Column sums and S to the host: the expected edge counts as the CPU forms them, which
+    // route each unit before anything is drawn.
     double *cs = (double *)xmalloc(sizeof(double) * 2 * (size_t)units * kc);
     float *Sh = (float *)xmalloc(sizeof(float) * (size_t)H * kc * kc);
     if (T > 0) {
-        CUDA_CHECK(cudaMemcpyAsync(cnt, d->count, sizeof(unsigned long long) * units,
-                                   cudaMemcpyDeviceToHost, s->stream));
+        colsum_kernel<<<dim3((unsigned)bt->B, (unsigned)H), 128, 0, s->stream>>>(d->colsum, Y,
+                                                                                s->batch, H, kc);
+        CUDA_CHECK(cudaGetLastError());
         CUDA_CHECK(cudaMemcpyAsync(cs, d->colsum, sizeof(double) * 2 * (size_t)units * kc,
                                    cudaMemcpyDeviceToHost, s->stream));
     } else {
-        memset(cnt, 0, sizeof(unsigned long long) * units);
         memset(cs, 0, sizeof(double) * 2 * (size_t)units * kc);
     }
     CUDA_CHECK(cudaMemcpyAsync(Sh, S, sizeof(float) * (size_t)H * kc * kc, cudaMemcpyDeviceToHost,
                                s->stream));
     CUDA_CHECK(cudaStreamSynchronize(s->stream));
-    for (int h = 0; h < H; h++) edges[h] = 0;
+    uint8_t *on = (uint8_t *)xmalloc((size_t)units);
+    int *fu = (int *)xmalloc(sizeof(int) * (size_t)units);
+    int64_t *fm = (int64_t *)xmalloc(sizeof(int64_t) * (size_t)units);
+    double *fv = (double *)xmalloc(sizeof(double) * (size_t)units);
+    int nf = 0;
     for (int u = 0; u < units; u++) {
         const int b = u / H, h = u % H, L = bt->len[b];
         sbm_graph *g = &gs->g[u];
         double valid = 0.0;
         for (int i = 0; i < L; i++) valid += bt->mask[bt->off[b] + i];
+        const double lam = sbm_expected_edges(cs + (size_t)u * kc, cs + ((size_t)units + u) * kc,
+                                              Sh + (size_t)h * kc * kc, kc, eps, valid);
+        // The CPU's rule (cpu_sbm_sample), so both backends draw the same graph.
+        const int dense = sampler == SBM_SAMPLER_DENSE ||
+                          (sampler == SBM_SAMPLER_AUTO && lam > SBM_AUTO_DENSE_FRACTION * valid * valid);
         g->rows = L;
-        g->nnz = (int)cnt[u];
-        g->dense = 1;
-        g->blocks = 1;  // attention on all pairs of the tiles
-        g->expected = sbm_expected_edges(cs + (size_t)u * kc, cs + ((size_t)units + u) * kc,
-                                         Sh + (size_t)h * kc * kc, kc, eps, valid);
-        edges[h] += g->nnz;
+        g->expected = lam;
+        g->dense = dense;
+        g->blocks = dense;  // the tiles attend over all pairs of their tiles
+        on[u] = (uint8_t)!dense;
+        if (!dense) {
+            fu[nf] = u;
+            fm[nf] = sbm_fastrg_count(rng_make(seed, RNG_GRAPH_COUNT, step, layer,
+                                               head0 + (uint32_t)h, bt->sample[b]),
+                                      lam);
+            fv[nf] = valid;
+            nf++;
+        }
+    }
+    d->n_edge = nf;
+    d->n_tile = units - nf;
+    CUDA_CHECK(cudaMemsetAsync(d->count, 0, sizeof(unsigned long long) * units, s->stream));
+    if (nf > 0)
+        CUDA_CHECK(cudaMemcpyAsync(d->on_edges, on, (size_t)units, cudaMemcpyHostToDevice,
+                                   s->stream));
+    if (d->n_tile > 0 && T > 0) {
+        for (int h = 0; h < H; h++)  // row-major T1_h [T, kc] = Yq_h S_h
+            cuda_sgemm(s, CUBLAS_OP_N, CUBLAS_OP_N, kc, T, kc, S + (size_t)h * kc * kc, kc,
+                       Y + h * kc, Hk, 0.0f, d->T1 + h * kc, Hk);
+        const sbm_tile_args sa = sample_args(d, s);
+        const size_t sm = sbm_tile_smem<64>::bytes(kc);
+        check_smem(sm, "sampling", 0, kc);
+        CUDA_CHECK(cudaFuncSetAttribute(sbm_count_kernel<64>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+        dim3 grid((unsigned)((bt->n + 63) / 64), (unsigned)bt->B, (unsigned)H);
+        sbm_count_kernel<64><<<grid, SBM_NTHREADS, sm, s->stream>>>(sa, d->count, NULL);
+        CUDA_CHECK(cudaGetLastError());
+    }
+    if (nf > 0) {
+        sbm_edge_args ea;
+        ea.bt = s->batch;
+        ea.Y = Y;
+        ea.S = S;
+        ea.colsum = d->colsum;
+        ea.H = H;
+        ea.kc = kc;
+        ea.units = units;
+        ea.eps = eps;
+        ea.seed = seed;
+        ea.step = step;
+        ea.layer = layer;
+        ea.head0 = head0;
+        sbm_edges_sample(s, &d->edges, ea, fu, fm, fv, nf, d->count);
+    }
+    unsigned long long *cnt = (unsigned long long *)xmalloc(sizeof(unsigned long long) * units);
+    CUDA_CHECK(cudaMemcpyAsync(cnt, d->count, sizeof(unsigned long long) * units,
+                               cudaMemcpyDeviceToHost, s->stream));
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
+    for (int h = 0; h < H; h++) edges[h] = 0;
+    for (int u = 0; u < units; u++) {
+        gs->g[u].nnz = (int)cnt[u];
+        edges[u % H] += gs->g[u].nnz;
     }
     free(cnt);
     free(cs);
     free(Sh);
+    free(on);
+    free(fu);
+    free(fm);
+    free(fv);
+}
+
+int cuda_sbm_graph_csr(kctx *k, const sbm_graphs *gs, const kbatch *bt, int H, int u, int *rowptr,
+                       int *col) {
+    const sbm_dev *d = (const sbm_dev *)gs->dev;
+    if (!d || gs->g[u].dense) return -1;
+    sbm_edges_download(cuda_of(k), &d->edges, bt, H, u, rowptr, col);
+    return 0;
 }
 
 
@@ -220,13 +291,15 @@ void cuda_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, co
     sbm_dev *dv = (sbm_dev *)gs->dev;
     const tile_args a = cuda_attn_args(k, qkv, H, dh, p, d);
     const sbm_tile_args sa = sample_args(dv, s);
-    switch (dh) {
-    case 16: launch_fwd<16>(k, a, sa, bt, out, dv->lse); break;
-    case 32: launch_fwd<32>(k, a, sa, bt, out, dv->lse); break;
-    case 64: launch_fwd<64>(k, a, sa, bt, out, dv->lse); break;
-    default:
-        sbmt_fatal(__FILE__, __LINE__, "SBM attention on cuda: head size %d (supported: 16, 32, "
-                   "64)", dh);
+    if (dv->n_tile > 0) switch (dh) {
+        case 16: launch_fwd<16>(k, a, sa, bt, out, dv->lse); break;
+        case 32: launch_fwd<32>(k, a, sa, bt, out, dv->lse); break;
+        case 64: launch_fwd<64>(k, a, sa, bt, out, dv->lse); break;
+        default: tile_head_fatal(dh);
+        }
+    if (dv->n_edge > 0) {
+        edge_dims_check(dh, dv->kc);
+        sbm_edges_fwd(s, &dv->edges, a, dv->on_edges, out);
     }
 }
 
@@ -252,13 +325,16 @@ void cuda_sbm_attn_bwd(kctx *k, float *dqkv, float *dY, float *dS, const float *
     const size_t warps = (size_t)T * H;
     rowdot_kernel<<<(unsigned)((warps + 3) / 4), 128, 0, s->stream>>>(a, dh, Dbuf, dout, out);
     CUDA_CHECK(cudaGetLastError());
-    switch (dh) {
-    case 16: launch_bwd<16>(k, a, sa, dv, bt, dqkv, Dbuf, dout, reg); break;
-    case 32: launch_bwd<32>(k, a, sa, dv, bt, dqkv, Dbuf, dout, reg); break;
-    case 64: launch_bwd<64>(k, a, sa, dv, bt, dqkv, Dbuf, dout, reg); break;
-    default:
-        sbmt_fatal(__FILE__, __LINE__, "SBM attention on cuda: head size %d (supported: 16, 32, "
-                   "64)", dh);
+    if (dv->n_tile > 0) switch (dh) {
+        case 16: launch_bwd<16>(k, a, sa, dv, bt, dqkv, Dbuf, dout, reg); break;
+        case 32: launch_bwd<32>(k, a, sa, dv, bt, dqkv, Dbuf, dout, reg); break;
+        case 64: launch_bwd<64>(k, a, sa, dv, bt, dqkv, Dbuf, dout, reg); break;
+        default: tile_head_fatal(dh);
+        }
+    if (dv->n_edge > 0) {
+        sbm_dev *dm = (sbm_dev *)gs->dev;
+        sbm_edges_bwd(s, &dm->edges, a, dv->on_edges, Y, kc, dqkv, dv->G1, dv->G2, Dbuf, dout,
+                      reg);
     }
     float *dYq = dY, *dYk = dY + (size_t)T * Hk;
     for (int h = 0; h < H; h++) {

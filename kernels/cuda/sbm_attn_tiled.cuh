@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(NTHREADS)
     constexpr int RPT = TR / 16, CPT = DH / 8, P = DH + 1;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b];
-    if (i0 >= L) return;
+    if (i0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
     float *Qs = smem, *Ks = Qs + TR * P, *Vs = Ks + TC * P, *Ps = Vs + TC * P;
     uint8_t *keep = (uint8_t *)(Ps + TR * (TC + 1));
@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(NTHREADS)
     constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = DH + 1;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, PK = kc + 1, Hk = s.H * kc;
-    if (i0 >= L) return;
+    if (i0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
     float *Qs = smem, *dOs = Qs + TR * P, *Ks = dOs + TR * P, *Vs = Ks + TC * P;
     float *Ps = Vs + TC * P, *Gs = Ps + TR * (TC + 1), *ls = Gs + TR * (TC + 1), *Ds = ls + TR;
@@ -221,7 +221,7 @@ __global__ void __launch_bounds__(NTHREADS)
     constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = DH + 1;
     const int b = blockIdx.y, h = blockIdx.z, j0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, PK = kc + 1, Hk = s.H * kc;
-    if (j0 >= L) return;
+    if (j0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
     float *Ks = smem, *Vs = Ks + TR * P, *Qs = Vs + TR * P, *dOs = Qs + TC * P;
     float *S1 = dOs + TC * P, *S2 = S1 + TR * (TC + 1), *S3 = S2 + TR * (TC + 1);

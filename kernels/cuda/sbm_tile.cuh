@@ -28,7 +28,13 @@ struct sbm_tile_args {
     float eps;
     uint64_t seed;
     uint32_t step, layer, head0;
+    const uint8_t *skip;  // [B * H] 1: the unit is on the edge path (sbm_edges.cuh); NULL: none
 };
+
+// 1 when the tile kernels leave unit (b, h) to the edge path.
+__device__ __forceinline__ bool sbm_tile_skips(const sbm_tile_args &a, int b, int h) {
+    return a.skip && a.skip[b * a.H + h];
+}
 
 // Shared memory of a tile of TR query rows: T1 and Yk rows padded to kc + 1 floats, the
 // 24-bit words of the tile's pairs, the validity of its queries and keys.
@@ -130,7 +136,7 @@ __global__ void __launch_bounds__(SBM_NTHREADS)
     constexpr int RPT = TR / 16;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b];
-    if (i0 >= L) return;
+    if (i0 >= L || sbm_tile_skips(a, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
     const int P = a.kc + 1;
     float *T1s = smem, *Yks = T1s + TR * P, *qv = Yks + SBM_TC * P, *kv = qv + TR;

@@ -1,0 +1,91 @@
+// cub/cub.cuh (emulated): the CUB device-wide algorithms the CUDA backend calls, on host memory
+// (tests/emu/cuda_runtime.h), with CUB's contracts: the first call with d_temp_storage == NULL
+// only reports the bytes of temporary storage needed (never zero, so a caller that skips the
+// allocation is caught by the NULL check), a radix sort is stable and orders by bits
+// [begin_bit, end_bit) of the key alone, Unique keeps the first of each run of equal items.
+#ifndef SBMT_EMU_CUB_CUH
+#define SBMT_EMU_CUB_CUH
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "cuda_runtime.h"
+
+namespace cub {
+
+namespace emu_detail {
+template <class K> inline K key_bits(K k, int begin_bit, int end_bit) {
+    const int w = (int)sizeof(K) * 8;
+    K hi = end_bit >= w ? ~(K)0 : (((K)1 << end_bit) - 1);
+    return (k & hi) >> begin_bit;
+}
+inline cudaError_t temp_check(void *d_temp, size_t &bytes, size_t need, bool *query) {
+    *query = d_temp == nullptr;
+    if (*query) {
+        bytes = need;
+        return cudaSuccess;
+    }
+    return bytes >= need ? cudaSuccess : cudaErrorInvalidValue;
+}
+}  // namespace emu_detail
+
+struct DeviceRadixSort {
+    template <class K, class V, class N>
+    static cudaError_t SortPairs(void *d_temp, size_t &bytes, const K *kin, K *kout, const V *vin,
+                                 V *vout, N num, int begin_bit = 0, int end_bit = sizeof(K) * 8,
+                                 cudaStream_t = 0) {
+        bool query;
+        cudaError_t e = emu_detail::temp_check(d_temp, bytes, 256 + (size_t)num * 16, &query);
+        if (query || e != cudaSuccess) return e;
+        std::vector<size_t> idx((size_t)num);
+        std::iota(idx.begin(), idx.end(), (size_t)0);
+        std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+            return emu_detail::key_bits(kin[a], begin_bit, end_bit) <
+                   emu_detail::key_bits(kin[b], begin_bit, end_bit);
+        });
+        std::vector<K> ks((size_t)num);
+        std::vector<V> vs((size_t)num);
+        for (size_t i = 0; i < (size_t)num; i++) {
+            ks[i] = kin[idx[i]];
+            vs[i] = vin[idx[i]];
+        }
+        std::copy(ks.begin(), ks.end(), kout);
+        std::copy(vs.begin(), vs.end(), vout);
+        return cudaSuccess;
+    }
+    template <class K, class N>
+    static cudaError_t SortKeys(void *d_temp, size_t &bytes, const K *kin, K *kout, N num,
+                                int begin_bit = 0, int end_bit = sizeof(K) * 8, cudaStream_t = 0) {
+        bool query;
+        cudaError_t e = emu_detail::temp_check(d_temp, bytes, 256 + (size_t)num * 8, &query);
+        if (query || e != cudaSuccess) return e;
+        std::vector<K> ks(kin, kin + (size_t)num);
+        std::stable_sort(ks.begin(), ks.end(), [&](K a, K b) {
+            return emu_detail::key_bits(a, begin_bit, end_bit) <
+                   emu_detail::key_bits(b, begin_bit, end_bit);
+        });
+        std::copy(ks.begin(), ks.end(), kout);
+        return cudaSuccess;
+    }
+};
+
+struct DeviceSelect {
+    template <class In, class Out, class NS, class N>
+    static cudaError_t Unique(void *d_temp, size_t &bytes, In in, Out out, NS num_selected, N num,
+                              cudaStream_t = 0) {
+        bool query;
+        cudaError_t e = emu_detail::temp_check(d_temp, bytes, 256, &query);
+        if (query || e != cudaSuccess) return e;
+        size_t o = 0;
+        for (size_t i = 0; i < (size_t)num; i++)
+            if (i == 0 || !(in[i] == in[i - 1])) out[o++] = in[i];
+        *num_selected = (typename std::remove_reference<decltype(*num_selected)>::type)o;
+        return cudaSuccess;
+    }
+};
+
+}  // namespace cub
+
+#endif
