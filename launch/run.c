@@ -57,15 +57,20 @@ model_dims run_model_dims(const sbmt_config *cfg) {
 
 int run_check_cuda_sbm(const sbmt_config *cfg, const kctx *k, char *err) {
     if (k->backend != KB_CUDA || strcmp(cfg->attention, "sbm")) return 0;
-    // The GPU draws every graph inside its attention tiles by the dense rule; fastRG (the same
-    // distribution, other graphs) and head sizes without tile kernels are refused.
-    if (!strcmp(cfg->sampler, "fastrg"))
-        return sbmt_errf(err, "model.sampler = fastrg: the cuda backend samples with the dense "
-                              "rule only (set model.sampler = auto or dense)");
-    const int dh = cfg->head_dim;
-    if (dh != 16 && dh != 32 && dh != 64)
+    // Dense-sampled heads run in the tile kernels (heads of 16, 32, 64); fastRG-sampled ones on
+    // the edge path (any head size and cluster count up to 256). auto may route a unit to
+    // either, so it needs both.
+    const int dh = cfg->head_dim, kc = cfg->clusters, fastrg = !strcmp(cfg->sampler, "fastrg");
+    if (!fastrg && dh != 16 && dh != 32 && dh != 64)
+        return sbmt_errf(err, "model.head_dim = %d: SBM attention on the cuda backend with "
+                              "model.sampler = %s takes heads of 16, 32 or 64 (model.sampler = "
+                              "fastrg takes any up to 256)", dh, cfg->sampler);
+    if (dh > 256)
         return sbmt_errf(err, "model.head_dim = %d: SBM attention on the cuda backend takes heads "
-                              "of 16, 32 or 64", dh);
+                              "of at most 256", dh);
+    if (strcmp(cfg->sampler, "dense") && kc > 256)
+        return sbmt_errf(err, "model.clusters = %d: the cuda backend's fastRG edge path takes at "
+                              "most 256 clusters (model.sampler = dense has no such limit)", kc);
     return 0;
 }
 

@@ -575,14 +575,14 @@ static void compare_all(void **state) {
 // One training step of a whole softmax model (dropout on, CLS or MEAN pooling, single or dual)
 // on each backend from the same parameters and batch: the loss and every parameter and moment
 // after AdamW agree within fp32 tolerance.
+// sbm: 0 softmax; 1 SBM with the dense sampler (CUDA's tiles: heads of 16, a size they take);
+// 2 SBM with fastRG (CUDA's edge path), heads of 8.
 static void model_step(int cls, int dual, int bf16, int sbm) {
-    // SBM: heads of 16 (a size the CUDA tiles take) and the dense sampler, the rule the CUDA
-    // backend draws every graph with.
     model_dims d = {.vocab = 12, .seq_len = 16, .d_model = 16, .d_ff = 24, .heads = 2,
-                    .head_dim = sbm ? 16 : 8, .layers = 2, .classes = 3, .cls = cls,
-                    .dual = dual, .dropout = 0.1f, .attn_dropout = 0.1f, .sbm = sbm,
+                    .head_dim = sbm == 1 ? 16 : 8, .layers = 2, .classes = 3, .cls = cls,
+                    .dual = dual, .dropout = 0.1f, .attn_dropout = 0.1f, .sbm = sbm != 0,
                     .clusters = 16, .edge_floor = 0.01f, .sparsity_weight = 1e-4f,
-                    .sampler = SBM_SAMPLER_DENSE};
+                    .sampler = sbm == 2 ? SBM_SAMPLER_FASTRG : SBM_SAMPLER_DENSE};
     kctx *ks[2] = {&g_cpu, &g_other};
     model m[2];
     double loss[2];
@@ -608,7 +608,7 @@ static void model_step(int cls, int dual, int bf16, int sbm) {
     double err = rel_err(state[1], state[0], 3 * m[0].nparams, &nf);
     g_other.bf16 = 0;
     printf("whole model step (%s, cls %d, dual %d, %s) %s: loss %.7f vs %.7f, state relative "
-           "error %.2e\n", sbm ? "sbm" : "softmax", cls, dual, bf16 ? "bf16" : "fp32",
+           "error %.2e\n", sbm == 2 ? "sbm fastrg" : sbm ? "sbm dense" : "softmax", cls, dual, bf16 ? "bf16" : "fp32",
            g_other.ops->name, loss[1], loss[0], err);
     // bf16: GEMM operands rounded to 8 bits of mantissa; LayerNorm, softmax, loss and AdamW
     // stay fp32, so one step moves the loss and the state by about the rounding.
@@ -832,6 +832,9 @@ static void model_step_sbm(void **state) {
     model_step(0, 0, 0, 1);
     model_step(1, 1, 0, 1);
     model_step(0, 0, 1, 1);
+    model_step(0, 0, 0, 2);
+    model_step(1, 1, 0, 2);
+    model_step(0, 0, 1, 2);
 }
 
 int main(void) {

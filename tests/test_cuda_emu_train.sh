@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `sbmt train` and `sbmt eval` with backend = cuda, end to end, on the CUDA backend built for the
 # CPU (sbmt_emu: tests/emu/, tests/cuda_emu.h), against the CPU backend on the same data:
-# softmax and SBM (dense sampler) runs give the same per-step losses and, for SBM, the same
-# sampled edge counts; bf16 runs train; eval on cuda matches eval on cpu; settings the GPU
-# cannot honour (fastRG, bf16 on cpu, an SBM head size without tile kernels) are refused.
+# softmax and SBM runs (dense sampler: the tiles; fastrg: the edge path, with a head size the
+# tiles do not take; auto: the dispatcher) give the same per-step losses and the same sampled
+# edge counts, on one rank and at dp2/tp2 over NCCL; bf16 runs train; eval on cuda matches eval
+# on cpu; settings the GPU cannot honour (bf16 on cpu, a head size without tile kernels for a
+# sampler that may use them, too many clusters for the edge path) are refused.
 set -uo pipefail
 SRC=${SBMT_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 BIN=${SBMT_BIN:-$SRC/build/sbmt}
@@ -60,6 +62,15 @@ run "$BIN" cpu-sbm --set model.attention=sbm --set model.sampler=dense
 run "$EMU" emu-sbm --set model.attention=sbm --set model.sampler=dense --set train.backend=cuda
 compare emu-sbm cpu-sbm "sbm, cuda (emulated) vs cpu"
 log "sbm ok"
+run "$BIN" cpu-fastrg --set model.attention=sbm --set model.sampler=fastrg --set model.head_dim=8
+run "$EMU" emu-fastrg --set model.attention=sbm --set model.sampler=fastrg --set model.head_dim=8 \
+    --set train.backend=cuda
+compare emu-fastrg cpu-fastrg "sbm fastrg (edge path, heads of 8), cuda (emulated) vs cpu"
+run "$BIN" cpu-auto --set model.attention=sbm --set model.sampler=auto --set model.edge_floor=0.001
+run "$EMU" emu-auto --set model.attention=sbm --set model.sampler=auto --set model.edge_floor=0.001 \
+    --set train.backend=cuda
+compare emu-auto cpu-auto "sbm auto, cuda (emulated) vs cpu"
+log "fastrg and auto ok"
 if command -v mpirun >/dev/null 2>&1; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     MPI=(mpirun -n 2 --oversubscribe --bind-to none)
@@ -71,6 +82,10 @@ if command -v mpirun >/dev/null 2>&1; then
         grep -q "collectives on them over NCCL" "emu-$name.log" || fail "$name: no NCCL context"
         compare "emu-$name" cpu-sbm "sbm $name, cuda + NCCL (emulated) vs cpu 1 rank"
     done
+    "${MPI[@]}" "$EMU" train "${COMMON[@]}" --out emu-fastrg-tp2 --set model.attention=sbm \
+        --set model.sampler=fastrg --set model.head_dim=8 --set train.backend=cuda \
+        --set dist.tp=2 >emu-fastrg-tp2.log 2>&1 || { cat emu-fastrg-tp2.log; fail "mpirun fastrg tp2"; }
+    compare emu-fastrg-tp2 cpu-fastrg "sbm fastrg tp2, cuda + NCCL (emulated) vs cpu 1 rank"
     log "dp2 and tp2 over NCCL ok"
     out=$(SBMT_EMU_SHARED_GPU=1 "${MPI[@]}" "$EMU" train "${COMMON[@]}" --out shared \
           --set train.backend=cuda 2>&1) && fail "two ranks on one GPU accepted"
@@ -102,9 +117,11 @@ expect_refused() {  # message, args...
     [ -e refused/final.h5 ] && fail "a refused run trained"
     log "refused: $(grep -m1 error <<<"$out")"
 }
-expect_refused "model.sampler = fastrg" --set model.attention=sbm --set model.sampler=fastrg \
-    --set train.backend=cuda
 expect_refused "model.head_dim = 8" --set model.attention=sbm --set model.head_dim=8 \
     --set train.backend=cuda
+expect_refused "model.head_dim = 8" --set model.attention=sbm --set model.head_dim=8 \
+    --set model.sampler=dense --set train.backend=cuda
+expect_refused "model.clusters = 300" --set model.attention=sbm --set model.sampler=fastrg \
+    --set model.clusters=300 --set train.backend=cuda
 expect_refused "train.precision = bf16 needs train.backend = cuda" --set train.precision=bf16
 log "PASS"
