@@ -12,12 +12,14 @@
 # It runs test_backend_ops (every dense primitive of the CUDA backend, the tiled attention
 # kernels among them, against the CPU backend on the same inputs), then the attention benchmark:
 # bench_attn_gpu (tiled, and row-wise up to n = 4k) next to PyTorch's SDPA (bench/torch_sdpa.py)
-# at dh 64 x 8 heads and at the reference model's dh 32 x 2 heads.
+# at dh 64 x 8 heads and at the reference model's dh 32 x 2 heads; then SBM attention by path
+# (bench_sbm_paths): the sampled tiles' time and TFLOP/s at n = 1k..16k (d 32 and 64, beside
+# SDPA's), both paths against density 0.1%..30% with the crossover marked, fastRG's draws/s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PACK=gpu
 TESTS=(test_backend_ops)
-BENCHES=(bench_attn_gpu sbmt)
+BENCHES=(bench_attn_gpu bench_sbm_paths sbmt)
 
 if [ "${1:-}" = "--pack" ]; then
     bash launch/build.sh > /dev/null || { echo "gpu_check: build failed" >&2; exit 1; }
@@ -59,6 +61,17 @@ for shape in "--dh 64 --heads 8" "--dh 32 --heads 2"; do
     else
         echo "gpu_check: no PyTorch with CUDA: SDPA comparison not run"
     fi
+done
+: > /tmp/gpu_check_sbm.log
+for shape in "--dh 64 --heads 8" "--dh 32 --heads 2"; do
+    echo "== SBM sampled tiles: $shape"
+    timeout 120 "$PACK/bench_sbm_paths" tiles --backend cuda --n 1024 --batch 16 --clusters 32 \
+        $shape 2>&1 | tee -a /tmp/gpu_check_sbm.log
+done
+for kc in 32 128; do
+    echo "== SBM paths against density: k $kc"
+    timeout 150 "$PACK/bench_sbm_paths" density --backend cuda --n 4096 --batch 8 --heads 2 \
+        --dh 32 --clusters $kc 2>&1 | tee -a /tmp/gpu_check_sbm.log
 done
 # A training step of the reference listops model (batch 32, n = 2048, lengths 500..2000) with
 # softmax and with SBM attention: sbmt on cuda in fp32 and bf16, then the same model in PyTorch
@@ -112,6 +125,8 @@ done
 grep "relative error" /tmp/gpu_check_test_backend_ops.log | sed 's/^/  /'
 echo "attention (fwd+bwd TFLOP/s by n):"
 grep -E "^#|^ +[0-9]+ " /tmp/gpu_check_bench.log | sed 's/^/  /'
+echo "SBM attention (tiles by n; paths by density, crossover):"
+grep -E "^#|^ +[0-9.]+ " /tmp/gpu_check_sbm.log | sed 's/^/  /'
 echo "training step:"
 sed 's/^/  /' /tmp/gpu_check_train.log
 exit $fail
