@@ -71,6 +71,10 @@ int run_check_cuda_sbm(const sbmt_config *cfg, const kctx *k, char *err) {
     if (strcmp(cfg->sampler, "dense") && kc > 256)
         return sbmt_errf(err, "model.clusters = %d: the cuda backend's fastRG edge path takes at "
                               "most 256 clusters (model.sampler = dense has no such limit)", kc);
+    if (strcmp(cfg->sampler, "dense") && cfg->seq_len >= (1 << 20))
+        return sbmt_errf(err, "data.seq_len = %d: the cuda backend's fastRG edge path takes "
+                              "sequences shorter than %d (model.sampler = dense has no such "
+                              "limit)", cfg->seq_len, 1 << 20);
     return 0;
 }
 

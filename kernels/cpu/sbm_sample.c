@@ -461,7 +461,11 @@ int cpu_sbm_graph_csr(kctx *k, const sbm_graphs *gs, const kbatch *bt, int H, in
     (void)bt;
     (void)H;
     const sbm_graph *g = &gs->g[u];
+    if (!g->rowptr) {  // never sampled into (no rows)
+        rowptr[0] = 0;
+        return 0;
+    }
     memcpy(rowptr, g->rowptr, sizeof(int) * ((size_t)g->rows + 1));
-    memcpy(col, g->col, sizeof(int) * (size_t)g->nnz);
+    if (g->nnz > 0) memcpy(col, g->col, sizeof(int) * (size_t)g->nnz);
     return 0;
 }
