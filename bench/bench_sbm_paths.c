@@ -85,7 +85,8 @@ static timing run_point(const shape *sh, double rho, sbm_sampler sampler, int re
     float *Y = dev_fill(k, Yh, 2 * T * Hk), *S = dev_fill(k, Sh, (size_t)H * kc * kc);
     float *qkv = dev_random(k, T * 3 * HD, 1), *dout = dev_random(k, T * HD, 2);
     float *out = k_alloc(k, sizeof(float) * T * HD), *dqkv = k_alloc(k, sizeof(float) * T * 3 * HD);
-    float *dY = k_alloc(k, sizeof(float) * 2 * T * Hk), *dS = k_alloc(k, sizeof(float) * H * kc * kc);
+    float *dY = k_alloc(k, sizeof(float) * 2 * T * Hk);
+    float *dS = k_alloc(k, sizeof(float) * H * kc * kc);
     k_batch_upload(k, &bt);
     sbm_graphs gs;
     memset(&gs, 0, sizeof(gs));
@@ -133,8 +134,8 @@ static timing run_point(const shape *sh, double rho, sbm_sampler sampler, int re
 static void table_density(const shape *sh, const char *backend) {
     static const double rhos[] = {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3};
     const int nr = (int)(sizeof(rhos) / sizeof(rhos[0]));
-    printf("# SBM attention by path (%s): sample + fwd + bwd, B %d, n %d, H %d, dh %d, k %d, eps 0\n",
-           backend, sh->B, sh->n, sh->H, sh->dh, sh->kc);
+    printf("# SBM attention by path (%s): sample + fwd + bwd, B %d, n %d, H %d, dh %d, k %d, "
+           "eps 0\n", backend, sh->B, sh->n, sh->H, sh->dh, sh->kc);
     printf("%8s %9s | %9s %9s %9s %9s | %9s %9s %9s %9s %12s | %7s\n", "density", "measured",
            "dense_ms", "sample", "fwd", "bwd", "fastrg_ms", "sample", "fwd", "bwd", "draws/s",
            "ratio");
@@ -182,7 +183,8 @@ static void table_tiles(shape sh, int max_n, const char *backend) {
         // Per pair: sampling 2k (P tile); forward 2k + 4 dh; backward 2 x 2k (P in both
         // kernels) + 2 x 2 dh (scores recomputed in both) + 8 dh (dV, dP, dQ, dK) + 2 x 2k (G Yk,
         // G^T Yq).
-        const double all = pairs * (2 * kc + (2 * kc + 4 * dh) + (4 * kc + 4 * dh + 8 * dh + 4 * kc));
+        const double all =
+            pairs * (2 * kc + (2 * kc + 4 * dh) + (4 * kc + 4 * dh + 8 * dh + 4 * kc));
         const double sdpa = pairs * 4 * dh * 3.5;  // what SDPA's figure counts
         const double tt = t.sample + t.fwd + t.bwd;
         printf("%8d %4d %10.3f %10.3f %10.3f %10.3f %12.2f %12.2f\n", n, sh.B, 1e3 * t.sample,

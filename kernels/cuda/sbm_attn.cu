@@ -205,8 +205,9 @@ void cuda_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, co
         const double lam = sbm_expected_edges(cs + (size_t)u * kc, cs + ((size_t)units + u) * kc,
                                               Sh + (size_t)h * kc * kc, kc, eps, valid);
         // The CPU's rule (cpu_sbm_sample), so both backends draw the same graph.
-        const int dense = sampler == SBM_SAMPLER_DENSE ||
-                          (sampler == SBM_SAMPLER_AUTO && lam > SBM_AUTO_DENSE_FRACTION * valid * valid);
+        const int dense =
+            sampler == SBM_SAMPLER_DENSE ||
+            (sampler == SBM_SAMPLER_AUTO && lam > SBM_AUTO_DENSE_FRACTION * valid * valid);
         g->rows = L;
         g->expected = lam;
         g->dense = dense;
@@ -242,18 +243,11 @@ void cuda_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, co
     }
     if (nf > 0) {
         sbm_edge_args ea;
-        ea.bt = s->batch;
+        ea.k = sample_args(d, s);
         ea.Y = Y;
         ea.S = S;
         ea.colsum = d->colsum;
-        ea.H = H;
-        ea.kc = kc;
         ea.units = units;
-        ea.eps = eps;
-        ea.seed = seed;
-        ea.step = step;
-        ea.layer = layer;
-        ea.head0 = head0;
         sbm_edges_sample(s, &d->edges, ea, fu, fm, fv, nf, d->count);
     }
     unsigned long long *cnt = (unsigned long long *)xmalloc(sizeof(unsigned long long) * units);

@@ -59,14 +59,14 @@ __device__ __forceinline__ size_t gstride() { return (size_t)gridDim.x * blockDi
 // w[f, pair] = the augmented block-pair weight of unit units[f].
 __global__ void weights_kernel(float *w, sbm_edge_args a, const int *units, const double *valid,
                                int nf) {
-    const int K1 = a.kc + 1;
+    const int K1 = a.k.kc + 1;
     const size_t NP = (size_t)K1 * K1;
     for (size_t x = gtid(); x < (size_t)nf * NP; x += gstride()) {
-        const int f = (int)(x / NP), pr = (int)(x % NP), unit = units[f], h = unit % a.H;
-        const double *cq = a.colsum + (size_t)unit * a.kc;
-        const double *ck = a.colsum + ((size_t)a.units + unit) * a.kc;
-        w[x] = sbm_pair_weight(cq, ck, valid[f], valid[f], a.S + (size_t)h * a.kc * a.kc, a.kc,
-                               a.eps, pr / K1, pr % K1);
+        const int f = (int)(x / NP), pr = (int)(x % NP), unit = units[f], h = unit % a.k.H;
+        const double *cq = a.colsum + (size_t)unit * a.k.kc;
+        const double *ck = a.colsum + ((size_t)a.units + unit) * a.k.kc;
+        const float *Sh = a.S + (size_t)h * a.k.kc * a.k.kc;
+        w[x] = sbm_pair_weight(cq, ck, valid[f], valid[f], Sh, a.k.kc, a.k.eps, pr / K1, pr % K1);
     }
 }
 
@@ -83,12 +83,12 @@ __global__ void alias_kernel(sbm_edge_state e, int NP) {
 // and 3 pick its block pair (u, v), word 1 its query from column u, word 2 its key from column
 // v. Keys (slot, column, word) for the two endpoint sorts; values the edge.
 __global__ void pairs_kernel(sbm_edge_state e, sbm_edge_args a) {
-    const int K1 = a.kc + 1, NP = K1 * K1;
+    const int K1 = a.k.kc + 1, NP = K1 * K1;
     for (size_t g = gtid(); g < (size_t)e.M; g += gstride()) {
         const int f = edge_slot(e.moff, e.nf, (int64_t)g), unit = e.units[f];
-        const int b = unit / a.H, h = unit % a.H;
-        const rng_stream st =
-            rng_make(a.seed, RNG_GRAPH, a.step, a.layer, a.head0 + (uint32_t)h, a.bt.sample[b]);
+        const int b = unit / a.k.H, h = unit % a.k.H;
+        const rng_stream st = rng_make(a.k.seed, RNG_GRAPH, a.k.step, a.k.layer,
+                                       a.k.head0 + (uint32_t)h, a.k.bt.sample[b]);
         const philox4x32 r = rng_block(st, (uint32_t)((int64_t)g - e.moff[f]));
         const size_t o = (size_t)f * NP;
         const int pr = sbm_alias_draw(e.prob + o, e.alias + o, NP, sbm_pair_u01(r.v[0], r.v[3]));
@@ -105,21 +105,21 @@ __global__ void pairs_kernel(sbm_edge_state e, sbm_edge_args a) {
 // total (rounding) get the column's last row with weight, as on the CPU.
 __global__ void draw_kernel(int *rows, const uint64_t *keys, const uint32_t *vals,
                             sbm_edge_state e, sbm_edge_args a, int side) {
-    const int K1 = a.kc + 1, Hk = a.H * a.kc;
+    const int K1 = a.k.kc + 1, Hk = a.k.H * a.k.kc;
     for (size_t x = gtid(); x < (size_t)e.nf * K1; x += gstride()) {
         const int f = (int)(x / K1), c = (int)(x % K1), unit = e.units[f];
-        const int b = unit / a.H, h = unit % a.H, L = a.bt.len[b], off = a.bt.off[b];
+        const int b = unit / a.k.H, h = unit % a.k.H, L = a.k.bt.len[b], off = a.k.bt.off[b];
         const uint64_t pre = ((uint64_t)f << DRAW_F_SHIFT) | ((uint64_t)c << 32);
         int64_t p = lower_bound_u64(keys, e.M, pre);
         const int64_t hi = lower_bound_u64(keys, e.M, pre + (1ull << 32));
         if (p == hi) continue;
         const double total =
-            c < a.kc ? a.colsum[((size_t)side * a.units + unit) * a.kc + c] : e.valid[f];
-        const float *y = a.Y + ((size_t)side * a.bt.T + off) * Hk + h * a.kc + c;
-        const float *mask = a.bt.mask + off;
+            c < a.k.kc ? a.colsum[((size_t)side * a.units + unit) * a.k.kc + c] : e.valid[f];
+        const float *y = a.Y + ((size_t)side * a.k.bt.T + off) * Hk + h * a.k.kc + c;
+        const float *mask = a.k.bt.mask + off;
         double cum = 0.0, next = sbm_draw_target((uint32_t)keys[p], total);
         for (int i = 0; i < L && p < hi; i++) {
-            cum += c < a.kc ? y[(size_t)i * Hk] : mask[i];
+            cum += c < a.k.kc ? y[(size_t)i * Hk] : mask[i];
             while (cum > next) {
                 rows[vals[p]] = i;
                 if (++p == hi) break;
@@ -128,7 +128,7 @@ __global__ void draw_kernel(int *rows, const uint64_t *keys, const uint32_t *val
         }
         if (p < hi) {
             int last = L - 1;
-            while (last > 0 && (c < a.kc ? y[(size_t)last * Hk] : mask[last]) <= 0.0f) last--;
+            while (last > 0 && (c < a.k.kc ? y[(size_t)last * Hk] : mask[last]) <= 0.0f) last--;
             for (; p < hi; p++) rows[vals[p]] = last;
         }
     }
@@ -138,8 +138,8 @@ __global__ void draw_kernel(int *rows, const uint64_t *keys, const uint32_t *val
 __global__ void csr_keys_kernel(sbm_edge_state e, sbm_edge_args a) {
     for (size_t g = gtid(); g < (size_t)e.M; g += gstride()) {
         const int unit = e.units[edge_slot(e.moff, e.nf, (int64_t)g)];
-        const int b = unit / a.H, h = unit % a.H;
-        const uint64_t r = (uint64_t)h * a.bt.T + a.bt.off[b] + e.ei[g];
+        const int b = unit / a.k.H, h = unit % a.k.H;
+        const uint64_t r = (uint64_t)h * a.k.bt.T + a.k.bt.off[b] + e.ei[g];
         e.ka[g] = r << KEY_J_BITS | (uint32_t)e.ej[g];
     }
 }
@@ -186,15 +186,26 @@ __global__ void count_kernel(unsigned long long *count, sbm_edge_state e, dbatch
     }
 }
 
+// Row r = h T + t (a warp's row in the edge kernels): its head, packed row, sequence and the
+// sequence's first row; false when its unit is not on the edge path.
+__device__ __forceinline__ bool edge_row(const tile_args &a, const uint8_t *on, size_t r, int &h,
+                                         int &t, int &b, int &off) {
+    h = (int)(r / a.bt.T);
+    t = (int)(r % a.bt.T);
+    b = row_seq(a.bt, t);
+    off = a.bt.off[b];
+    return on[b * a.H + h] != 0;
+}
+
 // A warp per row r = h T + t of a flagged unit: scores on the row's edges, softmax, dropout
 // flags (element i n + j of the head's stream, as the CPU), then out_t = sum a~ v.
 __global__ void edge_fwd_kernel(sbm_edge_state e, tile_args a, const uint8_t *on, float *out) {
     const int lane = threadIdx.x & 31, T = a.bt.T, dh = a.dh;
     const size_t warps = gstride() / 32;
     for (size_t r = gtid() / 32; r < (size_t)T * a.H; r += warps) {
-        const int h = (int)(r / T), t = (int)(r % T), b = row_seq(a.bt, t);
-        if (!on[b * a.H + h]) continue;
-        const int off = a.bt.off[b], i = t - off, p0 = e.rowptr[r], p1 = e.rowptr[r + 1];
+        int h, t, b, off;
+        if (!edge_row(a, on, r, h, t, b, off)) continue;
+        const int i = t - off, p0 = e.rowptr[r], p1 = e.rowptr[r + 1];
         const float *q = a.qkv + (size_t)t * a.ld + h * dh;
         const float *K = a.qkv + (size_t)off * a.ld + a.HD + h * dh;
         const float *V = a.qkv + (size_t)off * a.ld + 2 * a.HD + h * dh;
@@ -243,9 +254,9 @@ __global__ void edge_bwd_q_kernel(sbm_edge_state e, tile_args a, const uint8_t *
     const int lane = threadIdx.x & 31, T = a.bt.T, dh = a.dh, Hk = a.H * kc;
     const size_t warps = gstride() / 32;
     for (size_t r = gtid() / 32; r < (size_t)T * a.H; r += warps) {
-        const int h = (int)(r / T), t = (int)(r % T), b = row_seq(a.bt, t);
-        if (!on[b * a.H + h]) continue;
-        const int off = a.bt.off[b], p0 = e.rowptr[r], p1 = e.rowptr[r + 1];
+        int h, t, b, off;
+        if (!edge_row(a, on, r, h, t, b, off)) continue;
+        const int p0 = e.rowptr[r], p1 = e.rowptr[r + 1];
         const float *K = a.qkv + (size_t)off * a.ld + a.HD + h * dh;
         const float *V = a.qkv + (size_t)off * a.ld + 2 * a.HD + h * dh;
         const float *dy = dout + (size_t)t * a.HD + h * dh;
@@ -292,9 +303,9 @@ __global__ void edge_bwd_kv_kernel(sbm_edge_state e, tile_args a, const uint8_t 
     const int lane = threadIdx.x & 31, T = a.bt.T, dh = a.dh, Hk = a.H * kc;
     const size_t warps = gstride() / 32;
     for (size_t r = gtid() / 32; r < (size_t)T * a.H; r += warps) {
-        const int h = (int)(r / T), t = (int)(r % T), b = row_seq(a.bt, t);
-        if (!on[b * a.H + h]) continue;
-        const int off = a.bt.off[b], q0 = e.colptr[r], q1 = e.colptr[r + 1];
+        int h, t, b, off;
+        if (!edge_row(a, on, r, h, t, b, off)) continue;
+        const int q0 = e.colptr[r], q1 = e.colptr[r + 1];
         float dk[EDGE_ACC], dv[EDGE_ACC], gq[EDGE_ACC];
 #pragma unroll
         for (int x = 0; x < EDGE_ACC; x++) dk[x] = dv[x] = gq[x] = 0.0f;
@@ -336,6 +347,9 @@ unsigned bits_for(uint64_t n) {
 
 size_t grown(size_t need) { return need + need / 4 + 64; }
 
+// Every buffer of the list replaced by one of n elements (contents not kept).
+template <class... P> void grow_all(size_t n, P **...p) { (cuda_grow(p, n), ...); }
+
 }  // namespace
 
 void sbm_edges_free(sbm_edge_state *e) {
@@ -350,12 +364,12 @@ void sbm_edges_free(sbm_edge_state *e) {
 void sbm_edges_sample(cuda_state *s, sbm_edge_state *e, const sbm_edge_args &a,
                       const int *units_h, const int64_t *m_h, const double *valid_h, int nf,
                       unsigned long long *count) {
-    const int K1 = a.kc + 1, T = a.bt.T;
-    const size_t NP = (size_t)K1 * K1, rows = (size_t)a.H * T;
-    if (a.bt.n >= (1 << KEY_J_BITS) || K1 > 512 || nf >= (1 << 22))
+    const int K1 = a.k.kc + 1, T = a.k.bt.T;
+    const size_t NP = (size_t)K1 * K1, rows = (size_t)a.k.H * T;
+    if (a.k.bt.n >= (1 << KEY_J_BITS) || K1 > 512 || nf >= (1 << 22))
         sbmt_fatal(__FILE__, __LINE__, "SBM edge path on cuda: sequences of %d (at most %d), %d "
-                   "clusters (at most 511) and %d sparse heads in a batch (at most %d)", a.bt.n,
-                   (1 << KEY_J_BITS) - 1, a.kc, nf, (1 << 22) - 1);
+                   "clusters (at most 511) and %d sparse heads in a batch (at most %d)", a.k.bt.n,
+                   (1 << KEY_J_BITS) - 1, a.k.kc, nf, (1 << 22) - 1);
     int64_t M = 0;
     int64_t *moff = (int64_t *)xmalloc(sizeof(int64_t) * ((size_t)nf + 1));
     for (int f = 0; f < nf; f++) {
@@ -373,38 +387,21 @@ void sbm_edges_sample(cuda_state *s, sbm_edge_state *e, const sbm_edge_args &a,
     if (grow_f || grow_np || grow_m || grow_r) CUDA_CHECK(cudaStreamSynchronize(s->stream));
     if (grow_f) {
         e->cap_f = grown((size_t)nf + 1);
-        cuda_grow(&e->units, e->cap_f);
-        cuda_grow(&e->moff, e->cap_f);
-        cuda_grow(&e->valid, e->cap_f);
+        grow_all(e->cap_f, &e->units, &e->moff, &e->valid);
         if (!e->nsel) CUDA_CHECK(cudaMalloc((void **)&e->nsel, sizeof(int)));
     }
     if (grow_np) {
         e->cap_np = grown(nf * NP);
-        cuda_grow(&e->w, e->cap_np);
-        cuda_grow(&e->prob, e->cap_np);
-        cuda_grow(&e->alias, e->cap_np);
-        cuda_grow(&e->stack, e->cap_np);
+        grow_all(e->cap_np, &e->w, &e->prob, &e->alias, &e->stack);
     }
     if (grow_m) {
         e->cap_m = grown((size_t)M);
-        cuda_grow(&e->ei, e->cap_m);
-        cuda_grow(&e->ej, e->cap_m);
-        cuda_grow(&e->ka, e->cap_m);
-        cuda_grow(&e->kb, e->cap_m);
-        cuda_grow(&e->va, e->cap_m);
-        cuda_grow(&e->vb, e->cap_m);
-        cuda_grow(&e->col, e->cap_m);
-        cuda_grow(&e->crow, e->cap_m);
-        cuda_grow(&e->cpos, e->cap_m);
-        cuda_grow(&e->a, e->cap_m);
-        cuda_grow(&e->keep, e->cap_m);
-        cuda_grow(&e->gv, e->cap_m);
-        cuda_grow(&e->dsv, e->cap_m);
+        grow_all(e->cap_m, &e->ei, &e->ej, &e->ka, &e->kb, &e->va, &e->vb, &e->col, &e->crow,
+                 &e->cpos, &e->a, &e->keep, &e->gv, &e->dsv);
     }
     if (grow_r) {
         e->cap_rows = grown(rows + 1);
-        cuda_grow(&e->rowptr, e->cap_rows);
-        cuda_grow(&e->colptr, e->cap_rows);
+        grow_all(e->cap_rows, &e->rowptr, &e->colptr);
     }
     e->nf = nf;
     e->M = M;
@@ -477,7 +474,7 @@ void sbm_edges_sample(cuda_state *s, sbm_edge_state *e, const sbm_edge_args &a,
         // The transposed index: unique keys moved to kb, transposed keys into ka, sorted to kb.
         CUDA_CHECK(cudaMemcpyAsync(e->kb, e->ka, sizeof(uint64_t) * (size_t)M,
                                    cudaMemcpyDeviceToDevice, s->stream));
-        csc_keys_kernel<<<grid_for((size_t)M, TH), TH, 0, s->stream>>>(*e, a.bt);
+        csc_keys_kernel<<<grid_for((size_t)M, TH), TH, 0, s->stream>>>(*e, a.k.bt);
         CUDA_CHECK(cudaGetLastError());
         CUB_CHECK(cub::DeviceRadixSort::SortPairs(e->temp, tb, e->ka, e->kb, e->vb, e->va, (int)M,
                                                   0, 64, s->stream));
@@ -487,7 +484,7 @@ void sbm_edges_sample(cuda_state *s, sbm_edge_state *e, const sbm_edge_args &a,
         csc_fill_kernel<<<grid_for((size_t)M, TH), TH, 0, s->stream>>>(*e);
         CUDA_CHECK(cudaGetLastError());
     }
-    count_kernel<<<grid_for((size_t)nf, 64), 64, 0, s->stream>>>(count, *e, a.bt, a.H);
+    count_kernel<<<grid_for((size_t)nf, 64), 64, 0, s->stream>>>(count, *e, a.k.bt, a.k.H);
     CUDA_CHECK(cudaGetLastError());
     CUDA_CHECK(cudaStreamSynchronize(s->stream));  // moff, units_h, valid_h copied
     free(moff);

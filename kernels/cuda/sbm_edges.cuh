@@ -6,6 +6,7 @@
 
 #include "kernels/cuda/attention_tiled_kernels.cuh"
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/sbm_tile.cuh"
 
 // Largest head size and cluster count of the edge kernels (per-lane accumulators of 8 values).
 #define SBM_EDGE_MAX_DIM 256
@@ -38,14 +39,11 @@ struct sbm_edge_state {
 void sbm_edges_free(sbm_edge_state *e);
 
 struct sbm_edge_args {
-    dbatch bt;
+    sbm_tile_args k;       // the batch, sizes, floor and the draws' key, as the tiles take them
     const float *Y;        // [2T, H*kc] memberships (queries, then keys)
     const float *S;        // [H, kc, kc]
     const double *colsum;  // [2, units, kc] column sums of Y per unit (row order, double)
-    int H, kc, units;
-    float eps;
-    uint64_t seed;
-    uint32_t step, layer, head0;
+    int units;
 };
 
 // Draws the graphs of the nf units `units_h` with fastRG: m_h[f] raw edges each (the Poisson
