@@ -13,38 +13,21 @@
 #include "kernels/common.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
+#include "bench/bench_util.h"
 
-static float *dev_random(kctx *k, size_t n, uint32_t seed) {
-    float *h = xmalloc(sizeof(float) * n);
-    uint32_t s = seed;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 1664525u + 1013904223u;
-        h[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 2.0f;
-    }
-    float *d = k_alloc(k, sizeof(float) * n);
-    k_upload(k, d, h, sizeof(float) * n);
-    free(h);
-    return d;
-}
-
-static void sync(kctx *k, const float *d) {
-    float x;
-    k_download(k, &x, d, sizeof(float));  // synchronises the stream
+static int attn_word(const char *arg, const char *next, void *ctx) {
+    (void)next;
+    (void)ctx;
+    if (strcmp(arg, "--rowwise")) return 0;
+    setenv("SBMT_CUDA_ATTN", "rowwise", 1);
+    return 1;
 }
 
 int main(int argc, char **argv) {
     int dh = 64, H = 8, tokens = 16384, max_n = 16384;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--rowwise")) setenv("SBMT_CUDA_ATTN", "rowwise", 1);
-        else if (!strcmp(argv[i], "--dh") && i + 1 < argc) dh = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--heads") && i + 1 < argc) H = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) tokens = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--max-n") && i + 1 < argc) max_n = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "bench_attn_gpu: unknown option '%s'\n", argv[i]);
-            return 2;
-        }
-    }
+    const bench_int_opt opts[] = {{"--dh", &dh}, {"--heads", &H}, {"--tokens", &tokens},
+                                  {"--max-n", &max_n}};
+    if (bench_parse(argc, argv, "bench_attn_gpu", opts, 4, attn_word, NULL)) return 2;
     kctx k;
     char err[SBMT_ERR_LEN];
     if (kctx_open(&k, KB_CUDA, 0, 0, err)) {
@@ -59,14 +42,10 @@ int main(int argc, char **argv) {
     for (int n = 1024; n <= max_n; n *= 2) {
         int B = tokens / n > 0 ? tokens / n : 1;
         kbatch bt;
-        batch_alloc(&bt, B, n);
-        int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)B * n);
-        uint32_t *samples = xmalloc(sizeof(uint32_t) * B);
-        for (int i = 0; i < B * n; i++) ids[i] = 1 + i % 15;
-        for (int b = 0; b < B; b++) samples[b] = (uint32_t)b;
-        batch_pack(&bt, ids, B, n, samples, 0, 0);
+        bench_full_batch(&bt, B, n);
         const size_t T = (size_t)bt.T, HD = (size_t)H * dh;
-        float *qkv = dev_random(&k, T * 3 * HD, 1), *dout = dev_random(&k, T * HD, 2);
+        float *qkv = bench_dev_random(&k, T * 3 * HD, 1);
+        float *dout = bench_dev_random(&k, T * HD, 2);
         float *out = k_alloc(&k, sizeof(float) * T * HD), *lse = k_alloc(&k, sizeof(float) * T * H);
         float *dqkv = k_alloc(&k, sizeof(float) * T * 3 * HD);
         k_batch_upload(&k, &bt);
@@ -74,17 +53,17 @@ int main(int argc, char **argv) {
         const int reps = n <= 4096 ? 10 : 3;
         k_attn_softmax_fwd(&k, out, lse, qkv, &bt, H, dh, 0.0f, d);  // warm-up
         k_attn_softmax_bwd(&k, dqkv, dout, qkv, out, lse, &bt, H, dh, 0.0f, d);
-        sync(&k, dqkv);
+        bench_sync(&k, dqkv);
         double t0 = sbmt_now();
         for (int r = 0; r < reps; r++) k_attn_softmax_fwd(&k, out, lse, qkv, &bt, H, dh, 0.0f, d);
-        sync(&k, out);
+        bench_sync(&k, out);
         double tf = (sbmt_now() - t0) / reps;
         t0 = sbmt_now();
         for (int r = 0; r < reps; r++) {
             k_attn_softmax_fwd(&k, out, lse, qkv, &bt, H, dh, 0.0f, d);
             k_attn_softmax_bwd(&k, dqkv, dout, qkv, out, lse, &bt, H, dh, 0.0f, d);
         }
-        sync(&k, dqkv);
+        bench_sync(&k, dqkv);
         double tt = (sbmt_now() - t0) / reps;
         double ff = 4.0 * B * H * (double)n * n * dh;
         printf("%8d %4d %12.3f %12.3f %10.2f %10.2f\n", n, B, 1e3 * tf, 1e3 * tt, 1e-12 * ff / tf,
@@ -95,8 +74,6 @@ int main(int argc, char **argv) {
         k_free(&k, out);
         k_free(&k, lse);
         k_free(&k, dqkv);
-        free(ids);
-        free(samples);
         batch_free(&bt);
     }
     kctx_close(&k);

@@ -23,34 +23,17 @@
 #include "kernels/kernels.h"
 #include "kernels/sbm.h"
 #include "model/model.h"
+#include "bench/bench_util.h"
 
 typedef struct {
     kctx *k;
     int B, n, H, dh, kc;
 } shape;
 
-static uint32_t lcg(uint32_t *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return *s >> 8;
-}
-
 static float *dev_fill(kctx *k, const float *h, size_t n) {
     float *d = k_alloc(k, sizeof(float) * n);
     k_upload(k, d, h, sizeof(float) * n);
     return d;
-}
-
-static float *dev_random(kctx *k, size_t n, uint32_t seed) {
-    float *h = xmalloc(sizeof(float) * n);
-    for (size_t i = 0; i < n; i++) h[i] = ((float)lcg(&seed) / 16777216.0f - 0.5f) * 2.0f;
-    float *d = dev_fill(k, h, n);
-    free(h);
-    return d;
-}
-
-static void sync(kctx *k, const float *d) {
-    float x;
-    k_download(k, &x, d, sizeof(float));  // synchronises the stream
 }
 
 typedef struct {
@@ -64,26 +47,21 @@ static timing run_point(const shape *sh, double rho, sbm_sampler sampler, int re
     kctx *k = sh->k;
     const int B = sh->B, n = sh->n, H = sh->H, dh = sh->dh, kc = sh->kc;
     kbatch bt;
-    batch_alloc(&bt, B, n);
-    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)B * n);
-    uint32_t *samples = xmalloc(sizeof(uint32_t) * B);
-    for (int i = 0; i < B * n; i++) ids[i] = 1 + i % 15;
-    for (int b = 0; b < B; b++) samples[b] = (uint32_t)b;
-    batch_pack(&bt, ids, B, n, samples, 0, 0);
+    bench_full_batch(&bt, B, n);
     const size_t T = (size_t)bt.T, HD = (size_t)H * dh, Hk = (size_t)H * kc;
     uint32_t seed = 7;
     const double c = sqrt(rho);
     float *Yh = xmalloc(sizeof(float) * 2 * T * Hk), *Sh = xmalloc(sizeof(float) * H * kc * kc);
     for (size_t i = 0; i < 2 * T * Hk; i++)
-        Yh[i] = (float)(c * (0.5 + lcg(&seed) / 16777216.0));
+        Yh[i] = (float)(c * (0.5 + bench_lcg(&seed) / 16777216.0));
     for (int h = 0; h < H; h++) {
         double sum = 0.0;
         float *s = Sh + (size_t)h * kc * kc;
-        for (int i = 0; i < kc * kc; i++) sum += s[i] = 0.5f + lcg(&seed) / 16777216.0f;
+        for (int i = 0; i < kc * kc; i++) sum += s[i] = 0.5f + bench_lcg(&seed) / 16777216.0f;
         for (int i = 0; i < kc * kc; i++) s[i] = (float)(s[i] / sum);
     }
     float *Y = dev_fill(k, Yh, 2 * T * Hk), *S = dev_fill(k, Sh, (size_t)H * kc * kc);
-    float *qkv = dev_random(k, T * 3 * HD, 1), *dout = dev_random(k, T * HD, 2);
+    float *qkv = bench_dev_random(k, T * 3 * HD, 1), *dout = bench_dev_random(k, T * HD, 2);
     float *out = k_alloc(k, sizeof(float) * T * HD), *dqkv = k_alloc(k, sizeof(float) * T * 3 * HD);
     float *dY = k_alloc(k, sizeof(float) * 2 * T * Hk);
     float *dS = k_alloc(k, sizeof(float) * H * kc * kc);
@@ -97,13 +75,13 @@ static timing run_point(const shape *sh, double rho, sbm_sampler sampler, int re
     for (int r = -1; r < reps; r++) {  // r = -1: warm-up (allocations, first launches)
         double t0 = sbmt_now();
         k_sbm_sample(k, &gs, Y, S, &bt, H, kc, 0.0f, sampler, 3, (uint32_t)(r + 1), 0, 0, edges);
-        sync(k, Y);
+        bench_sync(k, Y);
         double t1 = sbmt_now();
         k_sbm_attn_fwd(k, out, &gs, qkv, &bt, H, dh, 0.0f, d);
-        sync(k, out);
+        bench_sync(k, out);
         double t2 = sbmt_now();
         k_sbm_attn_bwd(k, dqkv, dY, dS, dout, qkv, out, &gs, Y, S, &bt, H, dh, kc, 0.0f, d, 0.0f);
-        sync(k, dqkv);
+        bench_sync(k, dqkv);
         double t3 = sbmt_now();
         if (r < 0) continue;
         t.sample += (t1 - t0) / reps;
@@ -125,8 +103,6 @@ static timing run_point(const shape *sh, double rho, sbm_sampler sampler, int re
     free(Sh);
     free(edges);
     free(ex);
-    free(ids);
-    free(samples);
     batch_free(&bt);
     return t;
 }
@@ -193,23 +169,33 @@ static void table_tiles(shape sh, int max_n, const char *backend) {
     }
 }
 
+typedef struct {
+    const char *mode;
+    int cuda;
+} paths_args;
+
+static int paths_word(const char *arg, const char *next, void *ctx) {
+    paths_args *pa = ctx;
+    if (!strcmp(arg, "density") || !strcmp(arg, "tiles")) {
+        pa->mode = arg;
+        return 1;
+    }
+    if (!strcmp(arg, "--backend") && next && (!strcmp(next, "cpu") || !strcmp(next, "cuda"))) {
+        pa->cuda = !strcmp(next, "cuda");
+        return 2;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *mode = "density";
     int cuda = 0, n = -1, B = -1, H = 2, dh = 32, kc = 32, max_n = 16384;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "density") || !strcmp(argv[i], "tiles")) mode = argv[i];
-        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) cuda = !strcmp(argv[++i], "cuda");
-        else if (!strcmp(argv[i], "--n") && i + 1 < argc) n = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) B = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--heads") && i + 1 < argc) H = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--dh") && i + 1 < argc) dh = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--clusters") && i + 1 < argc) kc = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--max-n") && i + 1 < argc) max_n = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "bench_sbm_paths: unknown option '%s'\n", argv[i]);
-            return 2;
-        }
-    }
+    paths_args pa = {"density", 0};
+    const bench_int_opt opts[] = {{"--n", &n},   {"--batch", &B},        {"--heads", &H},
+                                  {"--dh", &dh}, {"--clusters", &kc},    {"--max-n", &max_n}};
+    if (bench_parse(argc, argv, "bench_sbm_paths", opts, 6, paths_word, &pa)) return 2;
+    mode = pa.mode;
+    cuda = pa.cuda;
     kctx k;
     char err[SBMT_ERR_LEN];
     if (cuda) {
