@@ -421,13 +421,21 @@ void sbm_edges_sample(cuda_state *s, sbm_edge_state *e, const sbm_edge_args &a,
         CUDA_CHECK(cudaMemsetAsync(e->colptr, 0, sizeof(int) * (rows + 1), s->stream));
         CUDA_CHECK(cudaMemsetAsync(e->nsel, 0, sizeof(int), s->stream));
     } else {
-        // CUB's temporary storage for the largest of the four calls.
+        // CUB's temporary storage for the largest of the calls below, asked with their own
+        // arguments (the size depends on the key bits sorted).
+        const int draw_bits = DRAW_F_SHIFT + (int)bits_for((uint64_t)nf);
+        const int csr_bits = KEY_J_BITS + (int)bits_for((uint64_t)rows + 1);
         size_t need = 0, b1 = 0;
-        CUB_CHECK(cub::DeviceRadixSort::SortPairs(NULL, b1, e->ka, e->kb, e->va, e->vb, (int)M));
+        CUB_CHECK(cub::DeviceRadixSort::SortPairs(NULL, b1, e->ka, e->kb, e->va, e->vb, (int)M, 0,
+                                                  draw_bits, s->stream));
         need = b1 > need ? b1 : need;
-        CUB_CHECK(cub::DeviceRadixSort::SortKeys(NULL, b1, e->ka, e->kb, (int)M));
+        CUB_CHECK(cub::DeviceRadixSort::SortKeys(NULL, b1, e->ka, e->kb, (int)M, 0, csr_bits,
+                                                 s->stream));
         need = b1 > need ? b1 : need;
-        CUB_CHECK(cub::DeviceSelect::Unique(NULL, b1, e->ka, e->kb, e->nsel, (int)M));
+        CUB_CHECK(cub::DeviceSelect::Unique(NULL, b1, e->kb, e->ka, e->nsel, (int)M, s->stream));
+        need = b1 > need ? b1 : need;
+        CUB_CHECK(cub::DeviceRadixSort::SortPairs(NULL, b1, e->ka, e->kb, e->vb, e->va, (int)M, 0,
+                                                  64, s->stream));
         need = b1 > need ? b1 : need;
         if (need > e->temp_bytes) {
             CUDA_CHECK(cudaStreamSynchronize(s->stream));
@@ -444,7 +452,6 @@ void sbm_edges_sample(cuda_state *s, sbm_edge_state *e, const sbm_edge_args &a,
         CUDA_CHECK(cudaGetLastError());
         pairs_kernel<<<grid_for((size_t)M, TH), TH, 0, s->stream>>>(*e, a);
         CUDA_CHECK(cudaGetLastError());
-        const int draw_bits = DRAW_F_SHIFT + (int)bits_for((uint64_t)nf);
         // Queries from the ka keys, keys from kb: each sorted into (kb | ka) with values vb.
         uint64_t *sorted = e->kb;
         CUB_CHECK(cub::DeviceRadixSort::SortPairs(e->temp, tb, e->ka, sorted, e->va, e->vb,
@@ -461,7 +468,6 @@ void sbm_edges_sample(cuda_state *s, sbm_edge_state *e, const sbm_edge_args &a,
                                                                          a, 1);
         CUDA_CHECK(cudaGetLastError());
         // CSR: sort (row, key), drop repeats, row pointers.
-        const int csr_bits = KEY_J_BITS + (int)bits_for((uint64_t)rows + 1);
         csr_keys_kernel<<<grid_for((size_t)M, TH), TH, 0, s->stream>>>(*e, a);
         CUDA_CHECK(cudaGetLastError());
         CUB_CHECK(cub::DeviceRadixSort::SortKeys(e->temp, tb, e->ka, e->kb, (int)M, 0, csr_bits,
