@@ -583,18 +583,20 @@ static void model_step(int cls, int dual, int bf16, int sbm) {
                     .dual = dual, .dropout = 0.1f, .attn_dropout = 0.1f, .sbm = sbm != 0,
                     .clusters = 16, .edge_floor = 0.01f, .sparsity_weight = 1e-4f,
                     .sampler = sbm == 2 ? SBM_SAMPLER_FASTRG : SBM_SAMPLER_DENSE};
-    kctx *ks[2] = {&g_cpu, &g_other};
-    model m[2];
-    double loss[2];
-    int correct[2] = {0, 0};
-    float *state[2];
+    // Run 2 repeats run 1 on the other backend: the same bits (no atomics, fixed reduction
+    // orders), which bit-exact resume on that backend rests on.
+    kctx *ks[3] = {&g_cpu, &g_other, &g_other};
+    model m[3];
+    double loss[3];
+    int correct[3] = {0, 0, 0};
+    float *state[3];
     const int examples = dual ? 1 : 3;  // g_tb holds 3 sequences; a dual example is 2
     int32_t labels[3] = {0, 2, 1};
     kbatch bt = g_tb.bt;
     if (dual) bt.B = 2;
     if (dual) bt.T = bt.off[2];
     g_other.bf16 = bf16;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         model_init(&m[i], ks[i], &d, examples, 5);
         m[i].reg_batch = bt.B;
         k_zero(ks[i], m[i].grads, m[i].nparams);
@@ -607,16 +609,21 @@ static void model_step(int cls, int dual, int bf16, int sbm) {
     long nf;
     double err = rel_err(state[1], state[0], 3 * m[0].nparams, &nf);
     g_other.bf16 = 0;
+    const int repeat = loss[2] == loss[1] &&
+                       !memcmp(state[2], state[1], sizeof(float) * 3 * m[1].nparams);
     printf("whole model step (%s, cls %d, dual %d, %s) %s: loss %.7f vs %.7f, state relative "
-           "error %.2e\n", sbm == 2 ? "sbm fastrg" : sbm ? "sbm dense" : "softmax", cls, dual, bf16 ? "bf16" : "fp32",
-           g_other.ops->name, loss[1], loss[0], err);
+           "error %.2e, repeated run %s\n",
+           sbm == 2 ? "sbm fastrg" : sbm ? "sbm dense" : "softmax", cls, dual,
+           bf16 ? "bf16" : "fp32", g_other.ops->name, loss[1], loss[0], err,
+           repeat ? "bit-identical" : "DIFFERS");
+    assert_true(repeat);
     // bf16: GEMM operands rounded to 8 bits of mantissa; LayerNorm, softmax, loss and AdamW
     // stay fp32, so one step moves the loss and the state by about the rounding.
     assert_true(fabs(loss[1] - loss[0]) <= (bf16 ? 1e-2 : 1e-5) * fabs(loss[0]));
     if (!bf16) assert_int_equal(correct[1], correct[0]);
     assert_true(nf < 0 && err <= (bf16 ? 5e-2 : 1e-4));
     if (bf16) assert_true(err > 1e-7);  // the rounding happened
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         free(state[i]);
         model_free(&m[i]);
     }

@@ -218,10 +218,10 @@ void cuda_layernorm_fwd(kctx *k, float *out, float *mean, float *rstd, const flo
     CUDA_CHECK(cudaGetLastError());
 }
 
-// din += per row; dw, db accumulate with atomics (order differs from the CPU's: fp32 rounding).
-__global__ void layernorm_bwd_kernel(float *din, float *dw, float *db, const float *dout,
-                                     const float *in, const float *mean, const float *rstd,
-                                     const float *w, int C) {
+// din += per row (a block per row). dw, db come from layernorm_dwdb_kernel: no atomics, so a
+// step's gradients are the same bits on every run (bit-exact resume on GPUs).
+__global__ void layernorm_bwd_kernel(float *din, const float *dout, const float *in,
+                                     const float *mean, const float *rstd, const float *w, int C) {
     __shared__ float sh[THREADS];
     const size_t row = blockIdx.x;
     const float *x = in + row * C, *g = dout + row * C;
@@ -232,8 +232,6 @@ __global__ void layernorm_bwd_kernel(float *din, float *dw, float *db, const flo
         float xh = (x[c] - m) * s, gw = g[c] * w[c];
         sg += gw;
         sgx += gw * xh;
-        atomicAdd(&dw[c], g[c] * xh);
-        atomicAdd(&db[c], g[c]);
     }
     sg = block_sum(sg, sh) / (float)C;
     sgx = block_sum(sgx, sh) / (float)C;
@@ -243,11 +241,30 @@ __global__ void layernorm_bwd_kernel(float *din, float *dw, float *db, const flo
     }
 }
 
+// dw[c] += sum_r dout[r, c] xhat[r, c], db[c] += sum_r dout[r, c]: a thread per column, rows in
+// order (as the CPU sums them, and as colsum_kernel does for linear biases).
+__global__ void layernorm_dwdb_kernel(float *dw, float *db, const float *dout, const float *in,
+                                      const float *mean, const float *rstd, int N, int C) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float sw = 0.0f, sb = 0.0f;
+    for (int r = 0; r < N; r++) {
+        const float g = dout[(size_t)r * C + c];
+        sw += g * ((in[(size_t)r * C + c] - mean[r]) * rstd[r]);
+        sb += g;
+    }
+    dw[c] += sw;
+    db[c] += sb;
+}
+
 void cuda_layernorm_bwd(kctx *k, float *din, float *dw, float *db, const float *dout,
                         const float *in, const float *mean, const float *rstd, const float *w,
                         int N, int C) {
     if (N <= 0) return;
-    layernorm_bwd_kernel<<<N, THREADS, 0, stream_of(k)>>>(din, dw, db, dout, in, mean, rstd, w, C);
+    layernorm_bwd_kernel<<<N, THREADS, 0, stream_of(k)>>>(din, dout, in, mean, rstd, w, C);
+    CUDA_CHECK(cudaGetLastError());
+    layernorm_dwdb_kernel<<<(C + 127) / 128, 128, 0, stream_of(k)>>>(dw, db, dout, in, mean, rstd,
+                                                                     N, C);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -286,13 +303,32 @@ __global__ void embed_fwd_kernel(float *out, dbatch bt, const float *tok, const 
     }
 }
 
-__global__ void embed_bwd_kernel(float *dtok, float *dpos, const float *dout, dbatch bt, int D) {
-    size_t n = (size_t)bt.T * D;
+// Without atomics (the same bits on every run): dpos[t] sums position t of every sequence in
+// sequence order; dtok[id] sums the rows holding token id in row order, from the batch's rows
+// grouped by id on the host (uid [nu] the ids present, uoff [nu + 1], urows [T]).
+__global__ void embed_bwd_pos_kernel(float *dpos, const float *dout, dbatch bt, int D) {
+    const size_t n = (size_t)bt.n * D;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        int r = (int)(i / D), c = (int)(i % D), t = r - bt.off[row_seq(bt, r)];
-        atomicAdd(&dtok[(size_t)bt.ids[r] * D + c], dout[i]);
-        atomicAdd(&dpos[(size_t)t * D + c], dout[i]);
+        const int t = (int)(i / D), c = (int)(i % D);
+        float acc = 0.0f;
+        int any = 0;
+        for (int b = 0; b < bt.B; b++)
+            if (t < bt.len[b]) {
+                acc += dout[(size_t)(bt.off[b] + t) * D + c];
+                any = 1;
+            }
+        if (any) dpos[i] += acc;
+    }
+}
+
+__global__ void embed_bwd_tok_kernel(float *dtok, const float *dout, const int *uid,
+                                     const int *uoff, const int *urows, int D) {
+    const int u = blockIdx.x;
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float acc = 0.0f;
+        for (int q = uoff[u]; q < uoff[u + 1]; q++) acc += dout[(size_t)urows[q] * D + c];
+        dtok[(size_t)uid[u] * D + c] += acc;
     }
 }
 
@@ -305,8 +341,34 @@ void cuda_embed_fwd(kctx *k, float *out, const kbatch *bt, const float *tok, con
 
 void cuda_embed_bwd(kctx *k, float *dtok, float *dpos, const float *dout, const kbatch *bt, int D) {
     cuda_state *s = cuda_of(k);
-    size_t n = (size_t)bt->T * D;
-    LAUNCH1D(embed_bwd_kernel, n, dtok, dpos, dout, s->batch, D);
+    const int T = bt->T;
+    if (T <= 0) return;
+    const size_t npos = (size_t)bt->n * D;
+    LAUNCH1D(embed_bwd_pos_kernel, npos, dpos, dout, s->batch, D);
+    // Rows grouped by token id (a stable counting sort over the ids present).
+    int maxid = 0;
+    for (int r = 0; r < T; r++) maxid = bt->ids[r] > maxid ? bt->ids[r] : maxid;
+    int *cnt = (int *)xcalloc((size_t)maxid + 2, sizeof(int));
+    for (int r = 0; r < T; r++) cnt[bt->ids[r] + 1]++;
+    // uid [T], uoff [T + 1], urows [T], at the same offsets in hwork and dwork.
+    const size_t words = 3 * (size_t)T + 1;
+    cuda_work_reserve(s, sizeof(int) * words);
+    int *h = (int *)s->hwork, *uid = h, *uoff = h + T, *urows = h + 2 * (size_t)T + 1;
+    int nu = 0;
+    for (int id = 0; id <= maxid; id++)
+        if (cnt[id + 1]) uid[nu++] = id;
+    for (int id = 0; id <= maxid; id++) cnt[id + 1] += cnt[id];
+    for (int u = 0; u < nu; u++) uoff[u] = cnt[uid[u]];
+    uoff[nu] = T;
+    for (int r = 0; r < T; r++) urows[cnt[bt->ids[r]]++] = r;
+    free(cnt);
+    int *d = (int *)s->dwork;
+    CUDA_CHECK(cudaMemcpyAsync(d, h, sizeof(int) * words, cudaMemcpyHostToDevice, s->stream));
+    embed_bwd_tok_kernel<<<nu, THREADS, 0, s->stream>>>(dtok, dout, d, d + T, d + 2 * (size_t)T + 1,
+                                                        D);
+    CUDA_CHECK(cudaGetLastError());
+    // hwork is reused by the next call: the copy must have run.
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
 }
 
 // ---------------------------------------------------------------- masking and pooling
@@ -459,6 +521,7 @@ void cuda_adamw(kctx *k, float *param, const float *grad, float *m, float *v, si
              1.0f - lr * wd);
 }
 
+// out[block] = the block's partial sum of squares.
 __global__ void sumsq_kernel(double *out, const float *x, size_t n) {
     __shared__ double sh[THREADS];
     double s = 0.0;
@@ -471,20 +534,24 @@ __global__ void sumsq_kernel(double *out, const float *x, size_t n) {
         if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
         __syncthreads();
     }
-    if (threadIdx.x == 0) atomicAdd(out, sh[0]);
+    if (threadIdx.x == 0) out[blockIdx.x] = sh[0];
 }
 
 double cuda_sumsq(kctx *k, const float *x, size_t n) {
     if (!n) return 0.0;
     cuda_state *s = cuda_of(k);
-    cuda_work_reserve(s, sizeof(double));
-    CUDA_CHECK(cudaMemsetAsync(s->dwork, 0, sizeof(double), s->stream));
+    // Block partials summed on the host in block order: the same bits on every run (the grid
+    // depends on n alone).
     unsigned g = grid_for(n, THREADS);
     if (g > 1024) g = 1024;
+    cuda_work_reserve(s, sizeof(double) * g);
     sumsq_kernel<<<g, THREADS, 0, s->stream>>>((double *)s->dwork, x, n);
     CUDA_CHECK(cudaGetLastError());
-    double r = 0.0;
-    CUDA_CHECK(cudaMemcpyAsync(&r, s->dwork, sizeof(double), cudaMemcpyDeviceToHost, s->stream));
+    double *part = (double *)s->hwork;
+    CUDA_CHECK(cudaMemcpyAsync(part, s->dwork, sizeof(double) * g, cudaMemcpyDeviceToHost,
+                               s->stream));
     CUDA_CHECK(cudaStreamSynchronize(s->stream));
+    double r = 0.0;
+    for (unsigned b = 0; b < g; b++) r += part[b];
     return r;
 }
