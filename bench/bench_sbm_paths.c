@@ -149,8 +149,8 @@ static void table_tiles(shape sh, int max_n, const char *backend) {
     const int tokens = sh.B * sh.n;
     printf("# SBM dense path (%s), density 0.25, H %d, dh %d, k %d, %d tokens per batch\n",
            backend, sh.H, sh.dh, sh.kc, tokens);
-    printf("%8s %4s %10s %10s %10s %10s %12s %12s\n", "n", "B", "sample_ms", "fwd_ms", "bwd_ms",
-           "total_ms", "TFLOPs_all", "TFLOPs_sdpa");
+    printf("%8s %4s %10s %10s %10s %10s %8s %12s %12s\n", "n", "B", "sample_ms", "fwd_ms",
+           "bwd_ms", "total_ms", "sample%", "TFLOPs_all", "TFLOPs_sdpa");
     for (int n = 1024; n <= max_n; n *= 2) {
         sh.n = n;
         sh.B = tokens / n > 0 ? tokens / n : 1;
@@ -163,8 +163,9 @@ static void table_tiles(shape sh, int max_n, const char *backend) {
             pairs * (2 * kc + (2 * kc + 4 * dh) + (4 * kc + 4 * dh + 8 * dh + 4 * kc));
         const double sdpa = pairs * 4 * dh * 3.5;  // what SDPA's figure counts
         const double tt = t.sample + t.fwd + t.bwd;
-        printf("%8d %4d %10.3f %10.3f %10.3f %10.3f %12.2f %12.2f\n", n, sh.B, 1e3 * t.sample,
-               1e3 * t.fwd, 1e3 * t.bwd, 1e3 * tt, 1e-12 * all / tt, 1e-12 * sdpa / tt);
+        printf("%8d %4d %10.3f %10.3f %10.3f %10.3f %8.1f %12.2f %12.2f\n", n, sh.B,
+               1e3 * t.sample, 1e3 * t.fwd, 1e3 * t.bwd, 1e3 * tt, 100.0 * t.sample / tt,
+               1e-12 * all / tt, 1e-12 * sdpa / tt);
         fflush(stdout);
     }
 }
