@@ -82,10 +82,14 @@ if command -v mpirun >/dev/null 2>&1; then
         grep -q "collectives on them over NCCL" "emu-$name.log" || fail "$name: no NCCL context"
         compare "emu-$name" cpu-sbm "sbm $name, cuda + NCCL (emulated) vs cpu 1 rank"
     done
-    "${MPI[@]}" "$EMU" train "${COMMON[@]}" --out emu-fastrg-tp2 --set model.attention=sbm \
-        --set model.sampler=fastrg --set model.head_dim=8 --set train.backend=cuda \
-        --set dist.tp=2 >emu-fastrg-tp2.log 2>&1 || { cat emu-fastrg-tp2.log; fail "mpirun fastrg tp2"; }
-    compare emu-fastrg-tp2 cpu-fastrg "sbm fastrg tp2, cuda + NCCL (emulated) vs cpu 1 rank"
+    for layout in dp2:1 tp2:2; do
+        name=${layout%%:*} tp=${layout##*:}
+        "${MPI[@]}" "$EMU" train "${COMMON[@]}" --out "emu-fastrg-$name" --set model.attention=sbm \
+            --set model.sampler=fastrg --set model.head_dim=8 --set train.backend=cuda \
+            --set dist.tp=$tp >"emu-fastrg-$name.log" 2>&1 ||
+            { cat "emu-fastrg-$name.log"; fail "mpirun fastrg $name"; }
+        compare "emu-fastrg-$name" cpu-fastrg "sbm fastrg $name, cuda + NCCL (emulated) vs cpu 1 rank"
+    done
     log "dp2 and tp2 over NCCL ok"
     out=$(SBMT_EMU_SHARED_GPU=1 "${MPI[@]}" "$EMU" train "${COMMON[@]}" --out shared \
           --set train.backend=cuda 2>&1) && fail "two ranks on one GPU accepted"

@@ -2,12 +2,15 @@
 // (tests/emu/cuda_runtime.h), with CUB's contracts: the first call with d_temp_storage == NULL
 // only reports the bytes of temporary storage needed (never zero, so a caller that skips the
 // allocation is caught by the NULL check), a radix sort is stable and orders by bits
-// [begin_bit, end_bit) of the key alone, Unique keeps the first of each run of equal items.
+// [begin_bit, end_bit) of the key alone, Unique keeps the first of each run of equal items, and
+// none of them may run in place.
 #ifndef SBMT_EMU_CUB_CUH
 #define SBMT_EMU_CUB_CUH
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <vector>
 
@@ -20,6 +23,13 @@ template <class K> inline K key_bits(K k, int begin_bit, int end_bit) {
     const int w = (int)sizeof(K) * 8;
     K hi = end_bit >= w ? ~(K)0 : (((K)1 << end_bit) - 1);
     return (k & hi) >> begin_bit;
+}
+// CUB's device-wide algorithms do not work in place: aliasing input and output is an error here.
+inline void no_alias(const void *in, const void *out, const char *what) {
+    if (in == out) {
+        std::fprintf(stderr, "cub (emulated): %s with the same input and output buffer\n", what);
+        std::abort();
+    }
 }
 inline cudaError_t temp_check(void *d_temp, size_t &bytes, size_t need, bool *query) {
     *query = d_temp == nullptr;
@@ -39,6 +49,8 @@ struct DeviceRadixSort {
         bool query;
         cudaError_t e = emu_detail::temp_check(d_temp, bytes, 256 + (size_t)num * 16, &query);
         if (query || e != cudaSuccess) return e;
+        emu_detail::no_alias(kin, kout, "DeviceRadixSort::SortPairs (keys)");
+        emu_detail::no_alias(vin, vout, "DeviceRadixSort::SortPairs (values)");
         std::vector<size_t> idx((size_t)num);
         std::iota(idx.begin(), idx.end(), (size_t)0);
         std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
@@ -61,6 +73,7 @@ struct DeviceRadixSort {
         bool query;
         cudaError_t e = emu_detail::temp_check(d_temp, bytes, 256 + (size_t)num * 8, &query);
         if (query || e != cudaSuccess) return e;
+        emu_detail::no_alias(kin, kout, "DeviceRadixSort::SortKeys");
         std::vector<K> ks(kin, kin + (size_t)num);
         std::stable_sort(ks.begin(), ks.end(), [&](K a, K b) {
             return emu_detail::key_bits(a, begin_bit, end_bit) <
@@ -78,6 +91,7 @@ struct DeviceSelect {
         bool query;
         cudaError_t e = emu_detail::temp_check(d_temp, bytes, 256, &query);
         if (query || e != cudaSuccess) return e;
+        emu_detail::no_alias(&in[0], &out[0], "DeviceSelect::Unique");
         size_t o = 0;
         for (size_t i = 0; i < (size_t)num; i++)
             if (i == 0 || !(in[i] == in[i - 1])) out[o++] = in[i];
