@@ -53,7 +53,24 @@ if [ ! -d "$PACK" ] && [ -f "$PACK.tgz" ]; then
     tar xzf "$PACK.tgz" || { echo "gpu_check: cannot unpack $PACK.tgz" >&2; exit 2; }
 fi
 [ -d "$PACK" ] || { echo "gpu_check: no $PACK/ or $PACK.tgz (run bash bench/gpu_check.sh --pack where the project builds)" >&2; exit 2; }
-export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+# The CUDA libraries (cudart, cuBLAS, NCCL) from the toolkit, or from the NVIDIA wheels that a
+# PyTorch image carries (site-packages/nvidia/*/lib).
+NVLIB=$(python3 - 2> /dev/null << 'PY'
+import glob, os, site
+dirs = []
+for sp in site.getsitepackages() + [site.getusersitepackages()]:
+    dirs += sorted(glob.glob(os.path.join(sp, "nvidia", "*", "lib")))
+    dirs += sorted(glob.glob(os.path.join(sp, "nvidia", "*", "*", "lib")))
+print(":".join(dirs))
+PY
+)
+export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${NVLIB:+$NVLIB:}${LD_LIBRARY_PATH:-}"
+missing=$(for b in "$PACK"/*; do [ -f "$b" ] && ldd "$b" 2> /dev/null | grep "not found"; done | sort -u)
+if [ -n "$missing" ]; then
+    echo "gpu_check: libraries the packed binaries need are missing here:" >&2
+    echo "$missing" >&2
+    exit 2
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2> /dev/null ||
     echo "gpu_check: nvidia-smi not available"
 declare -A RC
