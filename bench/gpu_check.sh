@@ -10,7 +10,8 @@
 #   on the GPU: bash bench/gpu_check.sh
 #               unpacks gpu.tgz when there is no gpu/, runs the binaries from gpu/ and prints a
 #               summary table last; exit status non-zero when a check failed. Sized to finish in
-#               a few minutes.
+#               a few minutes. `bash bench/gpu_check.sh --sanitize` also runs the tests under
+#               compute-sanitizer (memcheck, racecheck) first.
 #
 # It runs test_backend_ops (every dense primitive of the CUDA backend, the tiled attention
 # kernels among them, against the CPU backend on the same inputs), then the attention benchmark:
@@ -79,6 +80,27 @@ for t in "${TESTS[@]}"; do
     timeout 300 "$PACK/$t" 2>&1 | tee "/tmp/gpu_check_$t.log"
     RC[$t]=${PIPESTATUS[0]}
 done
+# --sanitize: the same tests (the quick tile set) under compute-sanitizer's memcheck and
+# racecheck, which see what the CPU emulator cannot (out-of-bounds device accesses, shared-memory
+# races between real threads). Minutes, so not by default.
+if [ "${1:-}" = "--sanitize" ]; then
+    CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null)
+    for tool in memcheck racecheck; do
+        echo "== compute-sanitizer --tool $tool"
+        : > "/tmp/gpu_check_sanitize-$tool.log"
+        if [ -z "$CS" ]; then
+            echo "gpu_check: no compute-sanitizer here"
+            RC["sanitize-$tool"]=77
+            continue
+        fi
+        for t in "${TESTS[@]}"; do
+            SBMT_ATTN_TILES_QUICK=1 timeout 400 "$CS" --tool "$tool" --error-exitcode 3 \
+                "$PACK/$t" 2>&1 | tail -n 30 | tee "/tmp/gpu_check_sanitize-$tool.log"
+            RC["sanitize-$tool"]=${PIPESTATUS[0]}
+        done
+    done
+    TESTS+=(sanitize-memcheck sanitize-racecheck)
+fi
 : > /tmp/gpu_check_bench.log
 for shape in "--dh 64 --heads 8" "--dh 32 --heads 2"; do
     echo "== attention benchmark: $shape"
@@ -107,6 +129,7 @@ done
 # fp32 and bf16 autocast.
 echo "== training step: listops reference model, softmax attention"
 W=$(mktemp -d /tmp/gpu_check_train.XXXXXX)
+TRAIN_FAIL=0
 : > /tmp/gpu_check_train.log
 if timeout 60 "$PACK/sbmt" data listops --out "$W/lo.h5" --train 1024 --dev 64 --test 64 \
         --seq-len 2048 --min-len 500 --max-len 2000 --seed 1 --quiet; then
@@ -118,6 +141,7 @@ if timeout 60 "$PACK/sbmt" data listops --out "$W/lo.h5" --train 1024 --dev 64 -
             --set train.warmup=5 --set train.log_every=10 --set train.eval_every=0 \
             --set train.tensorboard=false > "$W/train-$att-$prec.log" 2>&1
         rc=$?
+        [ $rc = 0 ] || TRAIN_FAIL=1
         tail -n 4 "$W/train-$att-$prec.log"
         tps=$(grep '"split":"train"' "$W/run-$att-$prec/metrics.jsonl" 2> /dev/null | tail -n 3 |
               sed 's/.*"tokens_per_s":\([0-9.]*\).*/\1/' | awk '{s += $1} END {if (NR) printf "%.0f", s / NR}')
@@ -126,6 +150,7 @@ if timeout 60 "$PACK/sbmt" data listops --out "$W/lo.h5" --train 1024 --dev 64 -
     done
 else
     echo "gpu_check: sbmt data listops failed" | tee -a /tmp/gpu_check_train.log
+    TRAIN_FAIL=1
 fi
 if python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
     for flags in "" "--bf16" "--sdpa" "--sdpa --bf16" "--attention sbm" "--attention sbm --bf16"; do
@@ -157,4 +182,5 @@ echo "SBM attention (tiles by n; paths by density, crossover):"
 grep -E "^#|^ +[0-9.]+ " /tmp/gpu_check_sbm.log | sed 's/^/  /'
 echo "training step:"
 sed 's/^/  /' /tmp/gpu_check_train.log
-exit $fail
+[ "$TRAIN_FAIL" = 0 ] || echo "gpu_check: a training step failed (see above)"
+exit $((fail || TRAIN_FAIL))
