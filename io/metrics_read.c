@@ -27,6 +27,20 @@ static void ws(jcur *c) {
 
 static int peek(const jcur *c) { return c->p < c->end ? (unsigned char)*c->p : -1; }
 
+// After an element of an array or object: 1 at its closing character (consumed), 0 at a ','
+// (consumed, with the blanks after it), -1 with `msg` otherwise.
+static int list_next(jcur *c, int close, const char *msg) {
+    ws(c);
+    if (peek(c) == close) {
+        c->p++;
+        return 1;
+    }
+    if (peek(c) != ',') return sbmt_errf(c->msg, "%s", msg);
+    c->p++;
+    ws(c);
+    return 0;
+}
+
 static int hexval(int ch) {
     if (ch >= '0' && ch <= '9') return ch - '0';
     if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
@@ -161,14 +175,8 @@ static int skip_value(jcur *c, int depth) {
         }
         for (;;) {
             if (skip_value(c, depth + 1)) return -1;
-            ws(c);
-            if (peek(c) == ']') {
-                c->p++;
-                return 0;
-            }
-            if (peek(c) != ',') return sbmt_errf(c->msg, "expected ',' or ']' in an array");
-            c->p++;
-            ws(c);
+            const int st = list_next(c, ']', "expected ',' or ']' in an array");
+            if (st) return st < 0 ? -1 : 0;
         }
     }
     if (ch == '{') {
@@ -186,14 +194,8 @@ static int skip_value(jcur *c, int depth) {
             c->p++;
             ws(c);
             if (skip_value(c, depth + 1)) return -1;
-            ws(c);
-            if (peek(c) == '}') {
-                c->p++;
-                return 0;
-            }
-            if (peek(c) != ',') return sbmt_errf(c->msg, "expected ',' or '}' in an object");
-            c->p++;
-            ws(c);
+            const int st = list_next(c, '}', "expected ',' or '}' in an object");
+            if (st) return st < 0 ? -1 : 0;
         }
     }
     return expected_value(c);
@@ -241,16 +243,13 @@ static int density_field(jcur *c, metrics_record *r) {
             }
             v[n++] = x;
             row++;
-            ws(c);
-            if (peek(c) == ']') break;
-            if (peek(c) != ',') {
+            const int st = list_next(c, ']', "expected ',' or ']' in \"density\"");
+            if (st < 0) {
                 free(v);
-                return sbmt_errf(c->msg, "expected ',' or ']' in \"density\"");
+                return -1;
             }
-            c->p++;
-            ws(c);
+            if (st) break;
         }
-        c->p++;
         if (heads >= 0 && row != heads) {
             free(v);
             return sbmt_errf(c->msg, "\"density\": layer %d has %d heads, layer 0 has %d", layers,
@@ -258,16 +257,13 @@ static int density_field(jcur *c, metrics_record *r) {
         }
         heads = row;
         layers++;
-        ws(c);
-        if (peek(c) == ']') break;
-        if (peek(c) != ',') {
+        const int st = list_next(c, ']', "expected ',' or ']' in \"density\"");
+        if (st < 0) {
             free(v);
-            return sbmt_errf(c->msg, "expected ',' or ']' in \"density\"");
+            return -1;
         }
-        c->p++;
-        ws(c);
+        if (st) break;
     }
-    c->p++;
     r->density = v;
     r->layers = layers;
     r->heads = heads;
@@ -325,14 +321,9 @@ static int parse_object(jcur *c, metrics_record *r) {
                 rc = skip_value(c, 1);
             }
             if (rc) return -1;
-            ws(c);
-            if (peek(c) == '}') {
-                c->p++;
-                break;
-            }
-            if (peek(c) != ',') return sbmt_errf(c->msg, "expected ',' or '}' after value");
-            c->p++;
-            ws(c);
+            const int st = list_next(c, '}', "expected ',' or '}' after value");
+            if (st < 0) return -1;
+            if (st) break;
         }
     }
     ws(c);

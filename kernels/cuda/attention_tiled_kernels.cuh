@@ -123,6 +123,17 @@ __device__ __forceinline__ void tile_products(float (&s)[RPT][8], const float *A
     }
 }
 
+// One pair's softmax gradient in backward: p = exp(s - lse) (0 when lse = +inf: no key), the
+// dropout factor mk of its flag keep[at] (read only when dropout is on), ds = p (g mk - D);
+// *pa = p mk, the dropped-out probability dV aggregates.
+__device__ __forceinline__ float tile_pair_ds(const tile_args &a, float s, float g, float lse,
+                                              float D, const uint8_t *keep, int at, float *pa) {
+    const float pr = expf(s - lse);
+    const float mk = a.p > 0.0f ? (keep[at] ? a.dscale : 0.0f) : 1.0f;
+    *pa = pr * mk;
+    return pr * (g * mk - D);
+}
+
 // Scores (or dy . v) of a head's tiles: A and B hold DH-float rows padded to DH + 1.
 template <int DH, int RPT>
 __device__ __forceinline__ void tile_scores(float (&s)[RPT][8], const float *A, const float *B) {
@@ -336,12 +347,9 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv
             #pragma unroll
             for (int c = 0; c < 8; c++) {
                 const int kj = tc + 8 * c;
-                float ds = 0.0f;
-                if (kval[kj] != 0.0f) {
-                    float pr = expf(s[r][c] - ls[qi]);  // 0 when lse = +inf (no key)
-                    float mk = a.p > 0.0f ? (keep[qi * TC + kj] ? a.dscale : 0.0f) : 1.0f;
-                    ds = pr * (g[r][c] * mk - Ds[qi]);
-                }
+                float ds = 0.0f, pa;
+                if (kval[kj] != 0.0f)
+                    ds = tile_pair_ds(a, s[r][c], g[r][c], ls[qi], Ds[qi], keep, qi * TC + kj, &pa);
                 Ps[qi * (TC + 1) + kj] = ds;
             }
         }
@@ -407,12 +415,8 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqk
             for (int c = 0; c < 8; c++) {
                 const int qi = tc + 8 * c;
                 float ds = 0.0f, pa = 0.0f;
-                if (kv[r]) {
-                    float pr = expf(s[r][c] - ls[qi]);
-                    float mk = a.p > 0.0f ? (keep[qi * TR + kj] ? a.dscale : 0.0f) : 1.0f;
-                    ds = pr * (g[r][c] * mk - Ds[qi]);
-                    pa = pr * mk;
-                }
+                if (kv[r])
+                    ds = tile_pair_ds(a, s[r][c], g[r][c], ls[qi], Ds[qi], keep, qi * TR + kj, &pa);
                 S1[kj * (TC + 1) + qi] = ds;
                 S2[kj * (TC + 1) + qi] = pa;
             }

@@ -184,11 +184,10 @@ __global__ void __launch_bounds__(NTHREADS)
 #pragma unroll
             for (int c = 0; c < 8; c++) {
                 const int kj = tc + 8 * c;
-                float ds = 0.0f, G = 0.0f;
+                float ds = 0.0f, G = 0.0f, pa;
                 if ((bits >> (r * 8 + c)) & 1u) {
-                    const float pr = expf(sc[r][c] - ls[qi]);
-                    const float mk = a.p > 0.0f ? (keep[qi * TC + kj] ? a.dscale : 0.0f) : 1.0f;
-                    ds = pr * (g[r][c] * mk - Ds[qi]);
+                    ds = tile_pair_ds(a, sc[r][c], g[r][c], ls[qi], Ds[qi], keep, qi * TC + kj,
+                                      &pa);
                     G = sbm_ste_clip(ds + reg);
                 }
                 Ps[qi * (TC + 1) + kj] = ds;
@@ -272,10 +271,8 @@ __global__ void __launch_bounds__(NTHREADS)
                 const int qi = tc + 8 * c;
                 float ds = 0.0f, pa = 0.0f, G = 0.0f;
                 if ((bits >> (r * 8 + c)) & 1u) {
-                    const float pr = expf(sc[r][c] - ls[qi]);
-                    const float mk = a.p > 0.0f ? (keep[qi * TR + kj] ? a.dscale : 0.0f) : 1.0f;
-                    ds = pr * (g[r][c] * mk - Ds[qi]);
-                    pa = pr * mk;
+                    ds = tile_pair_ds(a, sc[r][c], g[r][c], ls[qi], Ds[qi], keep, qi * TR + kj,
+                                      &pa);
                     G = sbm_ste_clip(ds + reg);
                 }
                 S1[kj * (TC + 1) + qi] = ds;

@@ -76,56 +76,46 @@ __device__ void sbm_tile_words(uint32_t *W, const sbm_tile_args &a, rng_stream s
     }
 }
 
-// This thread's edge flags of the tile (bit a * 8 + c: row tr * RPT + a, key tc + 8 c), from
-// T1s, Yks, the words W and the validity of rows (qv) and keys (kv) in shared memory (the caller
-// loads them and synchronises).
-template <int TR>
-__device__ uint32_t sbm_tile_flags(const float *T1s, const float *Yks, const uint32_t *W,
-                                   const float *qv, const float *kv, const sbm_tile_args &a) {
+// This thread's edge flags of a tile (bit a * 8 + c: its row tr * RPT + a of TR, its column
+// tc + 8 c of SBM_TC), from the tile's rows R and columns X [.][kc + 1], the words W and the
+// validity of rows (rv) and columns (xv), all in shared memory (the caller loads them and
+// synchronises). KEYS = false: rows are queries (T1), columns keys (Yk), W [TR][SBM_TC].
+// KEYS = true (the dK/dV kernel): rows are keys (Yk), columns queries (T1), W [SBM_TC][TR]
+// still query-major; as fmaf(a, b, c) == fmaf(b, a, c), each pair's P is bit for bit the
+// query-major tile's.
+template <int TR, bool KEYS>
+__device__ uint32_t sbm_flags(const float *R, const float *X, const uint32_t *W, const float *rv,
+                              const float *xv, const sbm_tile_args &a) {
     constexpr int RPT = TR / 16;
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
     float p[RPT][8];
-    tile_products<RPT>(p, T1s, Yks, a.kc, a.kc + 1);
+    tile_products<RPT>(p, R, X, a.kc, a.kc + 1);
     uint32_t bits = 0;
 #pragma unroll
     for (int r = 0; r < RPT; r++) {
-        const int qi = tr * RPT + r;
+        const int row = tr * RPT + r;
 #pragma unroll
         for (int c = 0; c < 8; c++) {
-            const int kj = tc + 8 * c;
-            const int e = qv[qi] != 0.0f && kv[kj] != 0.0f &&
-                          sbm_edge_drawn(W[qi * SBM_TC + kj], sbm_edge_threshold(p[r][c], a.eps));
+            const int col = tc + 8 * c;
+            const uint32_t w = KEYS ? W[col * TR + row] : W[row * SBM_TC + col];
+            const int e = rv[row] != 0.0f && xv[col] != 0.0f &&
+                          sbm_edge_drawn(w, sbm_edge_threshold(p[r][c], a.eps));
             bits |= (uint32_t)e << (r * 8 + c);
         }
     }
     return bits;
 }
 
-// The same with the roles of the tile swapped (the dK/dV kernel): this thread's rows are keys
-// (tr * RPT + a of TR) and its columns queries (tc + 8 c of SBM_TC). Yks [TR][kc + 1] holds the
-// key rows, T1s [SBM_TC][kc + 1] the query rows, W [SBM_TC][TR] the words (query-major). As
-// fmaf(a, b, c) == fmaf(b, a, c), each pair's P is bit for bit the query-major tile's.
+template <int TR>
+__device__ uint32_t sbm_tile_flags(const float *T1s, const float *Yks, const uint32_t *W,
+                                   const float *qv, const float *kv, const sbm_tile_args &a) {
+    return sbm_flags<TR, false>(T1s, Yks, W, qv, kv, a);
+}
+
 template <int TR>
 __device__ uint32_t sbm_tile_flags_keys(const float *Yks, const float *T1s, const uint32_t *W,
                                         const float *kv, const float *qv, const sbm_tile_args &a) {
-    constexpr int RPT = TR / 16;
-    const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
-    float p[RPT][8];
-    // Yk . T1 with the factors swapped in each fmaf: the same values as the query-major tile.
-    tile_products<RPT>(p, Yks, T1s, a.kc, a.kc + 1);
-    uint32_t bits = 0;
-#pragma unroll
-    for (int r = 0; r < RPT; r++) {
-        const int kj = tr * RPT + r;
-#pragma unroll
-        for (int c = 0; c < 8; c++) {
-            const int qi = tc + 8 * c;
-            const int e = kv[kj] != 0.0f && qv[qi] != 0.0f &&
-                          sbm_edge_drawn(W[qi * TR + kj], sbm_edge_threshold(p[r][c], a.eps));
-            bits |= (uint32_t)e << (r * 8 + c);
-        }
-    }
-    return bits;
+    return sbm_flags<TR, true>(Yks, T1s, W, kv, qv, a);
 }
 
 // Edges of every unit u = b H + h into count[u] (zeroed by the caller); with flags != NULL also
