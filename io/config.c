@@ -67,8 +67,9 @@ static const key_def KEYS[] = {
      "newest checkpoints kept"},
     {"train", "seed", T_U64, F(seed), 0, 0, NULL, "run seed"},
     {"train", "backend", T_STR, F(backend), 0, 0, "cpu|cuda", "compute backend"},
-    {"train", "precision", T_STR, F(precision), 0, 0, "fp32|bf16",
-     "GEMM operands: bf16 rounds them (fp32 accumulation, fp32 master weights; cuda only)"},
+    {"train", "precision", T_STR, F(precision), 0, 0, "fp32|tf32|bf16",
+     "GEMM and attention-tile operands: tf32 or bf16 tensor cores (fp32 accumulation, fp32 master "
+     "weights; cuda only); fp32 keeps every product in fp32"},
     {"train", "micro_batch", T_INT, F(micro_batch), 0, 1 << 24, NULL,
      "examples per forward/backward (gradient accumulation), 0 = the whole per-rank batch"},
     {"train", "tensorboard", T_BOOL, F(tensorboard), 0, 1, NULL,

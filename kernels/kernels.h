@@ -25,6 +25,9 @@ typedef struct {
     int device;    // CUDA: the GPU of this rank
     int bf16;      // CUDA: GEMM operands rounded to bfloat16, fp32 accumulation and outputs
                    // (train.precision = bf16); the CPU backend computes in fp32 only
+    int tf32;      // CUDA: GEMMs on tensor cores with tf32 operands (train.precision = tf32).
+                   // Either flag puts the attention tiles' products on tensor cores (tf32);
+                   // the SBM sampler's products stay fp32, so graphs are the same in all three
     void *impl;    // backend state (CUDA: stream, cuBLAS handle, the batch's device arrays)
 } kctx;
 

@@ -75,14 +75,16 @@ int cli_help(const char *cmd) {
                "sbmt data import-pathfinder --in pathfinder32 --out F.h5 [--difficulty easy|medium|hard]\n");
     } else if (!strcmp(cmd, "train")) {
         printf("sbmt train --config C.ini [--data F.h5] [--out DIR] [--threads N] [--resume auto|F]\n"
-               "           [--set s.k=v ...]\n"
+               "           [--overwrite] [--set s.k=v ...]\n"
                "  Without a dataset (no --data, no data.path) ListOps is generated under data/.\n"
                "  Writes DIR/metrics.jsonl (one JSON object per line), DIR/report.svg (the\n"
                "  curves, refreshed at every evaluation), DIR/tb/ (TensorBoard events; off with\n"
                "  train.tensorboard=false), DIR/ckpt_<step>.h5 every train.checkpoint_every\n"
                "  steps (the newest train.keep_checkpoints kept) and DIR/final.h5. --resume\n"
                "  auto continues from the newest complete checkpoint in DIR (a fresh start if\n"
-               "  there is none). SIGTERM/SIGINT/SIGUSR1 checkpoint and stop with exit status 75.\n"
+               "  there is none). A DIR that holds an earlier run is refused without --resume;\n"
+               "  --overwrite removes that run's files (checkpoints, final.h5, metrics, events)\n"
+               "  and starts afresh. SIGTERM/SIGINT/SIGUSR1 checkpoint and stop with exit status 75.\n"
                "  Distributed: mpirun -n N sbmt train ... (or srun --mpi=pmix); dist.tp = T ranks\n"
                "  split the heads, dp = N / T split train.batch_size; train.micro_batch = M\n"
                "  accumulates gradients over passes of M examples. --threads defaults to the\n"

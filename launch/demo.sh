@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/build.sh
-exec build/sbmt train --config configs/listops-small.ini --out runs/listops-small "$@"
+# --overwrite: running the demo again replaces its earlier run
+exec build/sbmt train --config configs/listops-small.ini --out runs/listops-small --overwrite "$@"

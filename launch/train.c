@@ -23,6 +23,7 @@
 #include "launch/checkpoints.h"
 #include "launch/cli.h"
 #include "launch/run.h"
+#include "launch/rundir.h"
 #include "model/optim.h"
 
 #include <signal.h>
@@ -76,6 +77,7 @@ typedef struct {
     sbmt_config cfg;
     char out_dir[4096];
     const char *resume;     // NULL, "auto" or a checkpoint path
+    int overwrite;          // --overwrite: a fresh run may replace an earlier one in out_dir
     dist_ctx dist;          // world = dp x tp ranks (a world of one outside mpirun/srun)
     dist_ctx ddist;         // CUDA with world > 1: the same groups over NCCL (device buffers)
     dist_ctx *gd;           // collectives on tensors: &ddist when it is open, else &dist
@@ -548,6 +550,21 @@ static int train_main(train_run *r, char *err) {
                                 "leave the split out", c->path, split_names[sp]);
     if (dist_check(D, rc, err)) return -1;
     if (dist_check(D, root ? mkdir_p(r->out_dir, err) : 0, err)) return -1;
+    if (!r->resume) {
+        char found[1024];
+        rc = 0;
+        if (root && rundir_describe(r->out_dir, found, sizeof(found))) {
+            if (r->overwrite) {
+                rc = rundir_clear(r->out_dir, err);
+                if (rc == 0) printf("--overwrite: removed the earlier run in %s (%s)\n", r->out_dir, found);
+            } else {
+                rc = sbmt_errf(err, "--out %s holds an earlier run (%s): continue it with --resume "
+                               "auto, train into another --out, or pass --overwrite to replace it",
+                               r->out_dir, found);
+            }
+        }
+        if (dist_check(D, rc, err)) return -1;
+    }
 
     // On GPUs with tp > 1, backward's tp all-reduces (compute stream, tp communicator) would
     // run beside the bucket sums (communication stream, dp communicator): two NCCL
@@ -905,6 +922,7 @@ int cli_train(int argc, char **argv) {
         else if (!strcmp(a, "--data") && has_val) data = argv[++i];
         else if (!strcmp(a, "--out") && has_val) out = argv[++i];
         else if (!strcmp(a, "--resume") && has_val) r->resume = argv[++i];
+        else if (!strcmp(a, "--overwrite")) r->overwrite = 1;
         else if (!strcmp(a, "--threads") && has_val) {
             int64_t v;
             if (cli_parse_int(root ? "sbmt train" : NULL, a, argv[++i], 1, 1024, &v)) rc = 1;
@@ -922,9 +940,12 @@ int cli_train(int argc, char **argv) {
         return 1;
     }
     if (config_path && config_load_file(&r->cfg, config_path, err)) goto fail;
-    // Every option takes one value (checked above), so options sit at even indices.
-    for (int i = 0; i + 1 < argc; i += 2)
+    // Every option but --overwrite takes one value (checked above).
+    for (int i = 0; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--overwrite")) continue;
         if (!strcmp(argv[i], "--set") && config_set(&r->cfg, argv[i + 1], err)) goto fail;
+        i++;  // the option's value
+    }
     if (data) {
         if (strlen(data) >= sizeof(r->cfg.path)) {
             sbmt_errf(err, "--data: path longer than %zu characters", sizeof(r->cfg.path) - 1);
@@ -944,9 +965,10 @@ int cli_train(int argc, char **argv) {
         goto fail;
     }
     r->k.bf16 = !strcmp(r->cfg.precision, "bf16");
-    if (r->k.bf16 && r->k.backend != KB_CUDA) {
-        sbmt_errf(err, "train.precision = bf16 needs train.backend = cuda (the CPU backend "
-                       "computes in fp32)");
+    r->k.tf32 = !strcmp(r->cfg.precision, "tf32");
+    if ((r->k.bf16 || r->k.tf32) && r->k.backend != KB_CUDA) {
+        sbmt_errf(err, "train.precision = %s needs train.backend = cuda (the CPU backend "
+                       "computes in fp32)", r->cfg.precision);
         goto fail;
     }
     r->gd = &r->dist;

@@ -288,8 +288,8 @@ double sbm_fwd_case(int n, int kc, float lo, float hi, float p, int *mismatch) {
     a.thr = dropout_threshold(p);
     a.d = d;
     emu_launch(dim3((unsigned)((n + 63) / 64), (unsigned)f.bt.B, (unsigned)H), NTHREADS,
-               sbm_attn_smem<DH, 64>::fwd(kc),
-               [&] { sbm_attn_fwd_kernel<DH, 64>(a, f.a, got.data(), lse.data()); });
+               sbm_attn_smem<DH, 64, false>::fwd(kc),
+               [&] { sbm_attn_fwd_kernel<DH, 64, false>(a, f.a, got.data(), lse.data()); });
     return rel_err(got.data(), ref.data(), got.size(), mismatch);
 }
 
@@ -327,17 +327,17 @@ double sbm_bwd_case(int n, int kc, float lo, float hi, float p, int *mismatch) {
     std::vector<float> dq2((size_t)T * 3 * HD, 0.0f), GYk((size_t)T * Hk, NAN), GTYq((size_t)T * Hk, NAN);
     const unsigned B = (unsigned)f.bt.B;
     emu_launch(dim3((unsigned)((n + 63) / 64), B, (unsigned)H), NTHREADS,
-               sbm_attn_smem<DH, 64>::fwd(kc),
-               [&] { sbm_attn_fwd_kernel<DH, 64>(a, f.a, out2.data(), lse.data()); });
+               sbm_attn_smem<DH, 64, false>::fwd(kc),
+               [&] { sbm_attn_fwd_kernel<DH, 64, false>(a, f.a, out2.data(), lse.data()); });
     emu_launch(dim3((unsigned)(((size_t)T * H + 3) / 4)), 128, 0,
                [&] { rowdot_kernel(a, DH, Dbuf.data(), dout.data(), out2.data()); });
     const dim3 grid((unsigned)((n + SBM_BTR - 1) / SBM_BTR), B, (unsigned)H);
-    emu_launch(grid, NTHREADS, sbm_bwd_smem<DH>::q(kc), [&] {
-        sbm_attn_bwd_q_kernel<DH>(a, f.a, dq2.data(), GYk.data(), Dbuf.data(), dout.data(),
+    emu_launch(grid, NTHREADS, sbm_bwd_smem<DH, false>::q(kc), [&] {
+        sbm_attn_bwd_q_kernel<DH, false>(a, f.a, dq2.data(), GYk.data(), Dbuf.data(), dout.data(),
                                   lse.data(), reg);
     });
-    emu_launch(grid, NTHREADS, sbm_bwd_smem<DH>::kv(kc), [&] {
-        sbm_attn_bwd_kv_kernel<DH>(a, f.a, f.Y.data(), dq2.data(), GTYq.data(), Dbuf.data(),
+    emu_launch(grid, NTHREADS, sbm_bwd_smem<DH, false>::kv(kc), [&] {
+        sbm_attn_bwd_kv_kernel<DH, false>(a, f.a, f.Y.data(), dq2.data(), GTYq.data(), Dbuf.data(),
                                    dout.data(), lse.data(), reg);
     });
     // dYq = GYk S^T, dYk = GTYq S, dS = Yq^T GYk (cuBLAS in the backend; CBLAS here).

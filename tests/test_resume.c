@@ -1,7 +1,8 @@
 // test_resume.c: checkpoints through the sbmt binary: bit-exact resume (SIGKILL at random
 // moments, checkpoint writes included, then --resume auto until done; SIGTERM), a checkpoint
 // that cannot be written (blocked name, file-size limit) leaves the previous one intact, and a
-// checkpoint of another model is refused rather than trained over.
+// checkpoint of another model is refused rather than trained over, and a fresh run into a
+// directory that holds an earlier run is refused (nothing touched) unless --overwrite.
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <signal.h>
@@ -250,12 +251,40 @@ static void test_other_model_refused(void **state) {
     assert_int_equal(sh("grep -q 'lo.h5' other2.log"), 0);
 }
 
+// A fresh run (no --resume) into an earlier run's directory: refused, every file as it was;
+// with --overwrite the earlier run's files go (a checkpoint of a later step too, which would
+// otherwise outlive the new run's pruning and win --resume auto), the user's own stay.
+static void test_fresh_run_into_earlier_run(void **state) {
+    (void)state;
+    reference_run();
+    assert_int_equal(sh("rm -rf again && cp -r ref again && cp ref/final.h5 again/ckpt_00099999.h5 "
+                        "&& echo mine > again/notes.txt && (cd again && find . -type f | sort | "
+                        "xargs md5sum) > before.md5"), 0);
+    int rc = sh("%s train " TRAIN_ARGS " --set train.checkpoint_every=0 --out again "
+                "> again.log 2>&1", bin);
+    assert_int_not_equal(rc, 0);
+    assert_int_equal(sh("grep -q 'again holds an earlier run (metrics.jsonl, [0-9]* checkpoint "
+                        "files* (steps [0-9]*..99999), final.h5' again.log && grep -q -- '--overwrite' "
+                        "again.log && grep -q -- '--resume auto' again.log"), 0);
+    assert_int_equal(sh("test $(grep -c 'error' again.log) -eq 1 && ! grep -q '^step ' again.log"), 0);
+    assert_int_equal(sh("(cd again && find . -type f | sort | xargs md5sum) | cmp -s - before.md5"), 0);
+    rc = sh("%s train " TRAIN_ARGS " --set train.checkpoint_every=0 --out again --overwrite "
+            "> again2.log 2>&1", bin);
+    assert_int_equal(rc, 0);
+    assert_int_equal(sh("grep -q 'removed the earlier run in again' again2.log"), 0);
+    assert_int_equal(sh("test ! -e again/ckpt_00099999.h5 && test \"$(cat again/notes.txt)\" = mine"), 0);
+    // The metrics are the new run's alone, and it trained what a run into an empty one does.
+    assert_int_equal(sh("test $(wc -l < again/metrics.jsonl) -eq $(wc -l < ref/metrics.jsonl)"), 0);
+    assert_same_checkpoint("ref/final.h5", "again/final.h5");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_and_resume),
         cmocka_unit_test(test_sigterm_checkpoints),
         cmocka_unit_test(test_failed_write_keeps_previous),
         cmocka_unit_test(test_other_model_refused),
+        cmocka_unit_test(test_fresh_run_into_earlier_run),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

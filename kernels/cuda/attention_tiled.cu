@@ -33,13 +33,35 @@ tile_args cuda_attn_args(kctx *k, const float *qkv, int H, int dh, float p, kdro
 
 namespace {
 
+template <int DH, int TR, bool TCORE>
+void launch_fwd_as(kctx *k, const tile_args &a, const kbatch *bt, float *out, float *lse) {
+    const size_t sm = tile_smem<DH, TR, TCORE>::fwd;
+    CUDA_CHECK(cudaFuncSetAttribute(tiled_fwd<DH, TR, TCORE>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+    dim3 grid((unsigned)((bt->n + TR - 1) / TR), (unsigned)bt->B, (unsigned)a.H);
+    tiled_fwd<DH, TR, TCORE><<<grid, NTHREADS, sm, cuda_of(k)->stream>>>(a, out, lse);
+    CUDA_CHECK(cudaGetLastError());
+}
+
 template <int DH, int TR>
 void launch_fwd(kctx *k, const tile_args &a, const kbatch *bt, float *out, float *lse) {
-    const size_t sm = tile_smem<DH, TR>::fwd;
-    CUDA_CHECK(cudaFuncSetAttribute(tiled_fwd<DH, TR>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)sm));
+    if (cuda_tiles_tcore(k)) launch_fwd_as<DH, TR, true>(k, a, bt, out, lse);
+    else launch_fwd_as<DH, TR, false>(k, a, bt, out, lse);
+}
+
+template <int DH, int TR, bool TCORE>
+void launch_bwd_as(kctx *k, const tile_args &a, const kbatch *bt, float *dqkv, float *Dbuf,
+                   const float *dout, const float *lse) {
+    cuda_state *s = cuda_of(k);
+    const size_t smq = tile_smem<DH, TR, TCORE>::bwd_q, smkv = tile_smem<DH, TR, TCORE>::bwd_kv;
+    CUDA_CHECK(cudaFuncSetAttribute(tiled_bwd_q<DH, TR, TCORE>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smq));
+    CUDA_CHECK(cudaFuncSetAttribute(tiled_bwd_kv<DH, TR, TCORE>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smkv));
     dim3 grid((unsigned)((bt->n + TR - 1) / TR), (unsigned)bt->B, (unsigned)a.H);
-    tiled_fwd<DH, TR><<<grid, NTHREADS, sm, cuda_of(k)->stream>>>(a, out, lse);
+    tiled_bwd_q<DH, TR, TCORE><<<grid, NTHREADS, smq, s->stream>>>(a, dqkv, Dbuf, dout, lse);
+    CUDA_CHECK(cudaGetLastError());
+    tiled_bwd_kv<DH, TR, TCORE><<<grid, NTHREADS, smkv, s->stream>>>(a, dqkv, Dbuf, dout, lse);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -54,16 +76,8 @@ void launch_bwd(kctx *k, const tile_args &a, const kbatch *bt, float *dqkv, cons
     const size_t warps = (size_t)bt->T * a.H;
     rowdot_kernel<<<(unsigned)((warps + 3) / 4), 128, 0, s->stream>>>(a, DH, Dbuf, dout, out);
     CUDA_CHECK(cudaGetLastError());
-    const size_t smq = tile_smem<DH, TR>::bwd_q, smkv = tile_smem<DH, TR>::bwd_kv;
-    CUDA_CHECK(cudaFuncSetAttribute(tiled_bwd_q<DH, TR>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smq));
-    CUDA_CHECK(cudaFuncSetAttribute(tiled_bwd_kv<DH, TR>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smkv));
-    dim3 grid((unsigned)((bt->n + TR - 1) / TR), (unsigned)bt->B, (unsigned)a.H);
-    tiled_bwd_q<DH, TR><<<grid, NTHREADS, smq, s->stream>>>(a, dqkv, Dbuf, dout, lse);
-    CUDA_CHECK(cudaGetLastError());
-    tiled_bwd_kv<DH, TR><<<grid, NTHREADS, smkv, s->stream>>>(a, dqkv, Dbuf, dout, lse);
-    CUDA_CHECK(cudaGetLastError());
+    if (cuda_tiles_tcore(k)) launch_bwd_as<DH, TR, true>(k, a, bt, dqkv, Dbuf, dout, lse);
+    else launch_bwd_as<DH, TR, false>(k, a, bt, dqkv, Dbuf, dout, lse);
 }
 
 }  // namespace

@@ -8,15 +8,27 @@
 #include <math.h>
 
 #include "kernels/cuda/dbatch.h"
+#include "kernels/cuda/tile_mma.cuh"
 #include "kernels/dropout.h"
 #include "kernels/kernels.h"
 
 #ifndef SBMT_DYN_SMEM  // tests/cuda_emu.h defines its own
-#define SBMT_DYN_SMEM(type, name) extern __shared__ type name[]
+#define SBMT_DYN_SMEM(type, name) extern __shared__ __align__(128) type name[]
 #endif
 
 #define TC 64          // streamed tile: keys (forward, dQ) or queries (dK, dV)
 #define NTHREADS 128
+
+// Row strides (floats) of a kernel's shared tiles: head rows (Q, K, V, dO) P = DH + pad and
+// score rows (probabilities, ds) PS = TC + pad. The SIMT products read conflict-free with pad 1;
+// the tensor-core products (TCORE) need rows 16 bytes apart and tiles 32-byte aligned, so pad 4
+// (every tile then spans a multiple of 8 floats), and a staging tile of TR rows of STAGE floats
+// for their outputs.
+template <int DH, bool TCORE> struct tile_layout {
+    static constexpr bool tcore = TCORE;
+    static constexpr int P = DH + (TCORE ? 4 : 1), PS = TC + (TCORE ? 4 : 1);
+    static constexpr int STAGE = TCORE ? (P > PS ? P : PS) : 0;
+};
 
 
 // One softmax-attention call as kernels see it (the row-wise kernels of attention.cu too).
@@ -41,9 +53,9 @@ static __device__ __forceinline__ float row_sum8(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 4);
 }
 
-// rows [r0, r0 + R) of one third (0 q, 1 k, 2 v) of head h into S[R][DH + 1]; rows at or past
+// rows [r0, r0 + R) of one third (0 q, 1 k, 2 v) of head h into S[R][P]; rows at or past
 // `lim` are zero.
-template <int DH>
+template <int DH, int P>
 __device__ void load_rows(float *S, const tile_args &a, int base, int r0, int R, int lim,
                           int part, int h, float scale) {
     for (int x = threadIdx.x; x < R * DH; x += NTHREADS) {
@@ -51,17 +63,17 @@ __device__ void load_rows(float *S, const tile_args &a, int base, int r0, int R,
         float v = 0.0f;
         if (r0 + r < lim)
             v = a.qkv[(size_t)(base + r0 + r) * a.ld + part * a.HD + h * DH + c] * scale;
-        S[r * (DH + 1) + c] = v;
+        S[r * P + c] = v;
     }
 }
 
 // The same for a [T, HD] tensor (dout, out).
-template <int DH>
+template <int DH, int P>
 __device__ void load_rows_hd(float *S, const float *X, const tile_args &a, int base, int r0,
                              int R, int lim, int h) {
     for (int x = threadIdx.x; x < R * DH; x += NTHREADS) {
         int r = x / DH, c = x % DH;
-        S[r * (DH + 1) + c] = r0 + r < lim ? X[(size_t)(base + r0 + r) * a.HD + h * DH + c] : 0.0f;
+        S[r * P + c] = r0 + r < lim ? X[(size_t)(base + r0 + r) * a.HD + h * DH + c] : 0.0f;
     }
 }
 
@@ -86,15 +98,17 @@ __device__ void draw_keep(uint8_t *keep, const tile_args &a, rng_stream st, int 
     }
 }
 
-template <int DH, int TR>
+template <int DH, int TR, bool TCORE>
 struct tile_smem {
-    static constexpr int P = DH + 1;
-    static constexpr size_t fwd = sizeof(float) * ((size_t)TR * P + 2 * TC * P + TR * (TC + 1) + TC) +
-                                  TR * TC;
-    static constexpr size_t bwd_q = sizeof(float) * ((size_t)2 * TR * P + 2 * TC * P +
-                                                     TR * (TC + 1) + TC + 2 * TR) + TR * TC;
+    using LY = tile_layout<DH, TCORE>;
+    static constexpr int P = LY::P, PS = LY::PS;
+    static constexpr size_t stage = (size_t)TR * LY::STAGE;
+    static constexpr size_t fwd = sizeof(float) * ((size_t)TR * P + 2 * TC * P + TR * PS + TC +
+                                                   stage) + TR * TC;
+    static constexpr size_t bwd_q = sizeof(float) * ((size_t)2 * TR * P + 2 * TC * P + TR * PS +
+                                                     TC + 2 * TR + stage) + TR * TC;
     static constexpr size_t bwd_kv = sizeof(float) * ((size_t)2 * TR * P + 2 * TC * P +
-                                                      2 * TR * (TC + 1) + 2 * TC) + TR * TC;
+                                                      2 * TR * PS + 2 * TC + stage) + TR * TC;
 };
 
 // The thread's micro-tile of a product of two shared tiles (rows padded to `stride` floats):
@@ -134,10 +148,26 @@ __device__ __forceinline__ float tile_pair_ds(const tile_args &a, float s, float
     return pr * (g * mk - D);
 }
 
-// Scores (or dy . v) of a head's tiles: A and B hold DH-float rows padded to DH + 1.
-template <int DH, int RPT>
-__device__ __forceinline__ void tile_scores(float (&s)[RPT][8], const float *A, const float *B) {
-    tile_products<RPT>(s, A, B, DH, DH + 1);
+// Scores (or dy . v) of a head's tiles: s[r][c] = A row tr RPT + r . B row tc + 8 c, for A
+// [TR][P] and B [TC][P]. With tensor cores the product goes through the staging tile [TR][PS]
+// (the barriers inside: every thread calls it).
+template <int DH, bool TCORE, int RPT>
+__device__ __forceinline__ void tile_scores(float (&s)[RPT][8], const float *A, const float *B,
+                                            float *stage) {
+    using LY = tile_layout<DH, TCORE>;
+    if constexpr (!TCORE) {
+        (void)stage;
+        tile_products<RPT>(s, A, B, DH, LY::P);
+    } else {
+        const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+        __syncthreads();  // the staging tile's last readers are done
+        mma_tile<16 * RPT, TC, DH, true>(stage, LY::PS, A, LY::P, B, LY::P);
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < RPT; r++)
+#pragma unroll
+            for (int c = 0; c < 8; c++) s[r][c] = stage[(tr * RPT + r) * LY::PS + tc + 8 * c];
+    }
 }
 
 template <int RPT, int CPT> __device__ __forceinline__ void tile_zero(float (&acc)[RPT][CPT]) {
@@ -147,20 +177,33 @@ template <int RPT, int CPT> __device__ __forceinline__ void tile_zero(float (&ac
         for (int c = 0; c < CPT; c++) acc[r][c] = 0.0f;
 }
 
-// acc += W X for the thread's rows of W [.][TC + 1] and its columns tc + 8 c of X [TC][DH + 1]
-// (the aggregation P V, and backward's ds K, ds Q, p dY).
-template <int DH, int RPT, int CPT>
+// acc += W X for the thread's rows of W [TR][PS] and its columns tc + 8 c of X [TC][P] (the
+// aggregation P V, and backward's ds K, ds Q, p dY). With tensor cores, through the staging
+// tile [TR][P].
+template <int DH, bool TCORE, int RPT, int CPT>
 __device__ __forceinline__ void tile_accumulate(float (&acc)[RPT][CPT], const float *W,
-                                                const float *X) {
-    constexpr int P = DH + 1;
+                                                const float *X, float *stage) {
+    using LY = tile_layout<DH, TCORE>;
+    constexpr int P = LY::P, PS = LY::PS;
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
+    if constexpr (TCORE) {
+        __syncthreads();
+        mma_tile<16 * RPT, DH, TC, false>(stage, P, W, PS, X, P);
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < RPT; r++)
+#pragma unroll
+            for (int c = 0; c < CPT; c++) acc[r][c] += stage[(tr * RPT + r) * P + tc + 8 * c];
+        return;
+    }
+    (void)stage;
     for (int j = 0; j < TC; j++) {
         float xj[CPT];
 #pragma unroll
         for (int c = 0; c < CPT; c++) xj[c] = X[j * P + tc + 8 * c];
 #pragma unroll
         for (int r = 0; r < RPT; r++) {
-            const float w = W[(tr * RPT + r) * (TC + 1) + j];
+            const float w = W[(tr * RPT + r) * PS + j];
 #pragma unroll
             for (int c = 0; c < CPT; c++) acc[r][c] = fmaf(w, xj[c], acc[r][c]);
         }
@@ -183,9 +226,9 @@ template <int RPT, int CPT> __device__ __forceinline__ void online_init(online_r
 }
 
 // Takes one key tile's scores (-inf where a pair is not attended) into the state and leaves
-// the tile's probabilities, after dropout, in Ps for tile_accumulate into st.o (after a
-// barrier).
-template <int RPT, int CPT>
+// the tile's probabilities, after dropout, in Ps [.][PS] for tile_accumulate into st.o (after
+// a barrier).
+template <int PS, int RPT, int CPT>
 __device__ __forceinline__ void online_update(online_rows<RPT, CPT> &st, float (&s)[RPT][8],
                                               float *Ps, const uint8_t *keep, const tile_args &a) {
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
@@ -204,7 +247,7 @@ __device__ __forceinline__ void online_update(online_rows<RPT, CPT> &st, float (
             float pr = mn == -INFINITY ? 0.0f : expf(s[r][c] - mn);
             ls += pr;
             if (a.p > 0.0f) pr *= keep[qi * TC + tc + 8 * c] ? a.dscale : 0.0f;
-            Ps[qi * (TC + 1) + tc + 8 * c] = pr;
+            Ps[qi * PS + tc + 8 * c] = pr;
         }
         st.l[r] = st.l[r] * alpha + row_sum8(ls);
         st.m[r] = mn;
@@ -245,28 +288,29 @@ __device__ __forceinline__ void online_write(const online_rows<RPT, CPT> &st, co
 }
 
 // Forward: grid (query tiles, sequences, heads).
-template <int DH, int TR>
+template <int DH, int TR, bool TCORE>
 __global__ void __launch_bounds__(NTHREADS) tiled_fwd(tile_args a, float *out, float *lse) {
-    constexpr int RPT = TR / 16, CPT = DH / 8, P = DH + 1;
+    using LY = tile_layout<DH, TCORE>;
+    constexpr int RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b];
     if (i0 >= L) return;
     SBMT_DYN_SMEM(float, smem);
     float *Qs = smem, *Ks = Qs + TR * P, *Vs = Ks + TC * P, *Ps = Vs + TC * P;
-    float *kval = Ps + TR * (TC + 1);
-    uint8_t *keep = (uint8_t *)(kval + TC);
+    float *kval = Ps + TR * PS, *stage = kval + TC;
+    uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);
     __shared__ int any_valid;
     const int tc = threadIdx.x % 8;
     if (threadIdx.x == 0) any_valid = 0;
-    load_rows<DH>(Qs, a, base, i0, TR, L, 0, h, a.sc);
+    load_rows<DH, P>(Qs, a, base, i0, TR, L, 0, h, a.sc);
     rng_stream st = rng_make(a.d.seed, RNG_DROPOUT, a.d.step, a.d.layer, a.d.slot + (uint32_t)h,
                              a.bt.sample[b]);
     online_rows<RPT, CPT> on;
     online_init(on);
     for (int j0 = 0; j0 < L; j0 += TC) {
         __syncthreads();  // the previous tile's readers are done
-        load_rows<DH>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
-        load_rows<DH>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
+        load_rows<DH, P>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
+        load_rows<DH, P>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
         for (int j = threadIdx.x; j < TC; j += NTHREADS) {
             bool v = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f;
             kval[j] = v ? 1.0f : 0.0f;
@@ -275,15 +319,15 @@ __global__ void __launch_bounds__(NTHREADS) tiled_fwd(tile_args a, float *out, f
         if (a.p > 0.0f) draw_keep<TR, TC>(keep, a, st, i0, j0);
         __syncthreads();
         float s[RPT][8];
-        tile_scores<DH, RPT>(s, Qs, Ks);
+        tile_scores<DH, TCORE>(s, Qs, Ks, stage);
 #pragma unroll
         for (int r = 0; r < RPT; r++)
 #pragma unroll
             for (int c = 0; c < 8; c++)
                 if (kval[tc + 8 * c] == 0.0f) s[r][c] = -INFINITY;
-        online_update(on, s, Ps, keep, a);
+        online_update<PS>(on, s, Ps, keep, a);
         __syncthreads();
-        tile_accumulate<DH>(on.o, Ps, Vs);
+        tile_accumulate<DH, TCORE>(on.o, Ps, Vs, stage);
     }
     __syncthreads();
     bool has[RPT];  // a padded key is no key: only a sequence without valid keys has none
@@ -306,21 +350,23 @@ static __global__ void rowdot_kernel(tile_args a, int dh, float *Dbuf, const flo
 }
 
 // dQ_i = sc sum_j ds_ij k_j, ds_ij = p_ij (dp_ij m_ij - D_i), dp = dy_i . v_j: grid as forward.
-template <int DH, int TR>
+template <int DH, int TR, bool TCORE>
 __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv,
                                                         const float *Dbuf, const float *dout,
                                                         const float *lse) {
-    constexpr int RPT = TR / 16, CPT = DH / 8, P = DH + 1;
+    using LY = tile_layout<DH, TCORE>;
+    constexpr int RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b];
     if (i0 >= L) return;
     SBMT_DYN_SMEM(float, smem);
     float *Qs = smem, *dOs = Qs + TR * P, *Ks = dOs + TR * P, *Vs = Ks + TC * P;
-    float *Ps = Vs + TC * P, *kval = Ps + TR * (TC + 1), *ls = kval + TC, *Ds = ls + TR;
-    uint8_t *keep = (uint8_t *)(Ds + TR);
+    float *Ps = Vs + TC * P, *kval = Ps + TR * PS, *ls = kval + TC, *Ds = ls + TR;
+    float *stage = Ds + TR;
+    uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
-    load_rows<DH>(Qs, a, base, i0, TR, L, 0, h, a.sc);
-    load_rows_hd<DH>(dOs, dout, a, base, i0, TR, L, h);
+    load_rows<DH, P>(Qs, a, base, i0, TR, L, 0, h, a.sc);
+    load_rows_hd<DH, P>(dOs, dout, a, base, i0, TR, L, h);
     for (int r = threadIdx.x; r < TR; r += NTHREADS) {
         bool in = i0 + r < L;
         ls[r] = in ? lse[(size_t)(base + i0 + r) * a.H + h] : INFINITY;
@@ -332,15 +378,15 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv
     tile_zero(dq);
     for (int j0 = 0; j0 < L; j0 += TC) {
         __syncthreads();
-        load_rows<DH>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
-        load_rows<DH>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
+        load_rows<DH, P>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
+        load_rows<DH, P>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
         for (int j = threadIdx.x; j < TC; j += NTHREADS)
             kval[j] = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f ? 1.0f : 0.0f;
         if (a.p > 0.0f) draw_keep<TR, TC>(keep, a, st, i0, j0);
         __syncthreads();
         float s[RPT][8], g[RPT][8];
-        tile_scores<DH, RPT>(s, Qs, Ks);
-        tile_scores<DH, RPT>(g, dOs, Vs);
+        tile_scores<DH, TCORE>(s, Qs, Ks, stage);
+        tile_scores<DH, TCORE>(g, dOs, Vs, stage);
         #pragma unroll
         for (int r = 0; r < RPT; r++) {
             const int qi = tr * RPT + r;
@@ -350,11 +396,11 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv
                 float ds = 0.0f, pa;
                 if (kval[kj] != 0.0f)
                     ds = tile_pair_ds(a, s[r][c], g[r][c], ls[qi], Ds[qi], keep, qi * TC + kj, &pa);
-                Ps[qi * (TC + 1) + kj] = ds;
+                Ps[qi * PS + kj] = ds;
             }
         }
         __syncthreads();
-        tile_accumulate<DH>(dq, Ps, Ks);
+        tile_accumulate<DH, TCORE>(dq, Ps, Ks, stage);
     }
     #pragma unroll
     for (int r = 0; r < RPT; r++) {
@@ -368,21 +414,23 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv
 
 // dK_j = sc sum_i ds_ij q_i, dV_j = sum_i p_ij m_ij dy_i: grid (key tiles of TR, sequences,
 // heads); the streamed tile is TC queries.
-template <int DH, int TR>
+template <int DH, int TR, bool TCORE>
 __global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqkv,
                                                          const float *Dbuf, const float *dout,
                                                          const float *lse) {
-    constexpr int RPT = TR / 16, CPT = DH / 8, P = DH + 1;
+    using LY = tile_layout<DH, TCORE>;
+    constexpr int RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, j0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b];
     if (j0 >= L) return;
     SBMT_DYN_SMEM(float, smem);
     float *Ks = smem, *Vs = Ks + TR * P, *Qs = Vs + TR * P, *dOs = Qs + TC * P;
-    float *S1 = dOs + TC * P, *S2 = S1 + TR * (TC + 1), *ls = S2 + TR * (TC + 1), *Ds = ls + TC;
-    uint8_t *keep = (uint8_t *)(Ds + TC);  // [TC queries][TR keys]
+    float *S1 = dOs + TC * P, *S2 = S1 + TR * PS, *ls = S2 + TR * PS, *Ds = ls + TC;
+    float *stage = Ds + TC;
+    uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);  // [TC queries][TR keys]
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
-    load_rows<DH>(Ks, a, base, j0, TR, L, 1, h, a.sc);
-    load_rows<DH>(Vs, a, base, j0, TR, L, 2, h, 1.0f);
+    load_rows<DH, P>(Ks, a, base, j0, TR, L, 1, h, a.sc);
+    load_rows<DH, P>(Vs, a, base, j0, TR, L, 2, h, 1.0f);
     rng_stream st = rng_make(a.d.seed, RNG_DROPOUT, a.d.step, a.d.layer, a.d.slot + (uint32_t)h,
                              a.bt.sample[b]);
     bool kv[RPT];
@@ -396,8 +444,8 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqk
     tile_zero(dv);
     for (int q0 = 0; q0 < L; q0 += TC) {
         __syncthreads();
-        load_rows<DH>(Qs, a, base, q0, TC, L, 0, h, 1.0f);
-        load_rows_hd<DH>(dOs, dout, a, base, q0, TC, L, h);
+        load_rows<DH, P>(Qs, a, base, q0, TC, L, 0, h, 1.0f);
+        load_rows_hd<DH, P>(dOs, dout, a, base, q0, TC, L, h);
         for (int i = threadIdx.x; i < TC; i += NTHREADS) {
             bool in = q0 + i < L;
             ls[i] = in ? lse[(size_t)(base + q0 + i) * a.H + h] : INFINITY;
@@ -406,8 +454,8 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqk
         if (a.p > 0.0f) draw_keep<TC, TR>(keep, a, st, q0, j0);
         __syncthreads();
         float s[RPT][8], g[RPT][8];
-        tile_scores<DH, RPT>(s, Ks, Qs);
-        tile_scores<DH, RPT>(g, Vs, dOs);
+        tile_scores<DH, TCORE>(s, Ks, Qs, stage);
+        tile_scores<DH, TCORE>(g, Vs, dOs, stage);
         #pragma unroll
         for (int r = 0; r < RPT; r++) {
             const int kj = tr * RPT + r;
@@ -417,13 +465,13 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqk
                 float ds = 0.0f, pa = 0.0f;
                 if (kv[r])
                     ds = tile_pair_ds(a, s[r][c], g[r][c], ls[qi], Ds[qi], keep, qi * TR + kj, &pa);
-                S1[kj * (TC + 1) + qi] = ds;
-                S2[kj * (TC + 1) + qi] = pa;
+                S1[kj * PS + qi] = ds;
+                S2[kj * PS + qi] = pa;
             }
         }
         __syncthreads();
-        tile_accumulate<DH>(dk, S1, Qs);
-        tile_accumulate<DH>(dv, S2, dOs);
+        tile_accumulate<DH, TCORE>(dk, S1, Qs, stage);
+        tile_accumulate<DH, TCORE>(dv, S2, dOs, stage);
     }
     #pragma unroll
     for (int r = 0; r < RPT; r++) {

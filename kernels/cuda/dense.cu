@@ -126,13 +126,20 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
 
 // Column-major C[m, n] = op(A) op(B) + beta C, A holding na and B nb elements: cublasSgemm in
 // fp32; with kctx.bf16 both operands are first rounded to bfloat16 (round to nearest even) in
-// the context's workspace and multiplied on the tensor cores with fp32 accumulation.
+// the context's workspace and multiplied on the tensor cores with fp32 accumulation; with
+// kctx.tf32 cuBLAS takes the fp32 operands to the tensor cores as tf32.
 static void gemm(kctx *k, cublasOperation_t oa, cublasOperation_t ob, int m, int n, int kk,
                  const float *A, int lda, size_t na, const float *B, int ldb, size_t nb,
                  float beta, float *C, int ldc) {
     cuda_state *s = cuda_of(k);
-    if (!k->bf16) return cuda_sgemm(s, oa, ob, m, n, kk, A, lda, B, ldb, beta, C, ldc);
     const float one = 1.0f;
+    if (k->tf32 && !k->bf16) {
+        CUBLAS_CHECK(cublasGemmEx(s->blas, oa, ob, m, n, kk, &one, A, CUDA_R_32F, lda, B,
+                                  CUDA_R_32F, ldb, &beta, C, CUDA_R_32F, ldc,
+                                  CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+        return;
+    }
+    if (!k->bf16) return cuda_sgemm(s, oa, ob, m, n, kk, A, lda, B, ldb, beta, C, ldc);
     const size_t pa = (na + 127) / 128 * 128;  // B's copy 256-byte aligned
     cuda_bwork_reserve(s, sizeof(__nv_bfloat16) * (pa + nb));
     __nv_bfloat16 *Ab = (__nv_bfloat16 *)s->bwork, *Bb = Ab + pa;

@@ -115,35 +115,51 @@ void check_smem(size_t bytes, const char *what, int dh, int kc) {
                    what, dh, kc, bytes, SBM_MAX_SMEM);
 }
 
-template <int DH> void launch_fwd(kctx *k, const tile_args &a, const sbm_tile_args &sa,
-                                  const kbatch *bt, float *out, float *lse) {
-    const size_t sm = sbm_attn_smem<DH, 64>::fwd(sa.kc);
+template <int DH, bool TCORE>
+void launch_fwd_as(kctx *k, const tile_args &a, const sbm_tile_args &sa, const kbatch *bt,
+                   float *out, float *lse) {
+    const size_t sm = sbm_attn_smem<DH, 64, TCORE>::fwd(sa.kc);
     check_smem(sm, "forward", DH, sa.kc);
-    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_fwd_kernel<DH, 64>,
+    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_fwd_kernel<DH, 64, TCORE>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     dim3 grid((unsigned)((bt->n + 63) / 64), (unsigned)bt->B, (unsigned)a.H);
-    sbm_attn_fwd_kernel<DH, 64><<<grid, NTHREADS, sm, cuda_of(k)->stream>>>(a, sa, out, lse);
+    sbm_attn_fwd_kernel<DH, 64, TCORE><<<grid, NTHREADS, sm, cuda_of(k)->stream>>>(a, sa, out,
+                                                                                  lse);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+template <int DH> void launch_fwd(kctx *k, const tile_args &a, const sbm_tile_args &sa,
+                                  const kbatch *bt, float *out, float *lse) {
+    if (cuda_tiles_tcore(k)) launch_fwd_as<DH, true>(k, a, sa, bt, out, lse);
+    else launch_fwd_as<DH, false>(k, a, sa, bt, out, lse);
+}
+
+template <int DH, bool TCORE>
+void launch_bwd_as(kctx *k, const tile_args &a, const sbm_tile_args &sa, const sbm_dev *d,
+                   const kbatch *bt, float *dqkv, const float *Dbuf, const float *dout,
+                   float reg) {
+    cuda_state *s = cuda_of(k);
+    const size_t smq = sbm_bwd_smem<DH, TCORE>::q(sa.kc), smkv = sbm_bwd_smem<DH, TCORE>::kv(sa.kc);
+    check_smem(smq, "backward, queries", DH, sa.kc);
+    check_smem(smkv, "backward, keys", DH, sa.kc);
+    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_bwd_q_kernel<DH, TCORE>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smq));
+    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_bwd_kv_kernel<DH, TCORE>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smkv));
+    dim3 grid((unsigned)((bt->n + SBM_BTR - 1) / SBM_BTR), (unsigned)bt->B, (unsigned)a.H);
+    sbm_attn_bwd_q_kernel<DH, TCORE><<<grid, NTHREADS, smq, s->stream>>>(a, sa, dqkv, d->G1, Dbuf,
+                                                                         dout, d->lse, reg);
+    CUDA_CHECK(cudaGetLastError());
+    sbm_attn_bwd_kv_kernel<DH, TCORE><<<grid, NTHREADS, smkv, s->stream>>>(
+        a, sa, d->Y, dqkv, d->G2, Dbuf, dout, d->lse, reg);
     CUDA_CHECK(cudaGetLastError());
 }
 
 template <int DH>
 void launch_bwd(kctx *k, const tile_args &a, const sbm_tile_args &sa, const sbm_dev *d,
                 const kbatch *bt, float *dqkv, const float *Dbuf, const float *dout, float reg) {
-    cuda_state *s = cuda_of(k);
-    const size_t smq = sbm_bwd_smem<DH>::q(sa.kc), smkv = sbm_bwd_smem<DH>::kv(sa.kc);
-    check_smem(smq, "backward, queries", DH, sa.kc);
-    check_smem(smkv, "backward, keys", DH, sa.kc);
-    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_bwd_q_kernel<DH>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smq));
-    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_bwd_kv_kernel<DH>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smkv));
-    dim3 grid((unsigned)((bt->n + SBM_BTR - 1) / SBM_BTR), (unsigned)bt->B, (unsigned)a.H);
-    sbm_attn_bwd_q_kernel<DH><<<grid, NTHREADS, smq, s->stream>>>(a, sa, dqkv, d->G1, Dbuf, dout,
-                                                                  d->lse, reg);
-    CUDA_CHECK(cudaGetLastError());
-    sbm_attn_bwd_kv_kernel<DH><<<grid, NTHREADS, smkv, s->stream>>>(a, sa, d->Y, dqkv, d->G2,
-                                                                    Dbuf, dout, d->lse, reg);
-    CUDA_CHECK(cudaGetLastError());
+    if (cuda_tiles_tcore(k)) launch_bwd_as<DH, true>(k, a, sa, d, bt, dqkv, Dbuf, dout, reg);
+    else launch_bwd_as<DH, false>(k, a, sa, d, bt, dqkv, Dbuf, dout, reg);
 }
 
 void tile_head_fatal(int dh) {

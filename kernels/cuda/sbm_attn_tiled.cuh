@@ -19,27 +19,29 @@
 
 // Shared memory: attention tiles (Q, K, V, probabilities, dropout flags), sampling tiles
 // (Yq S, memberships, words, validity) and, backward, the straight-through accumulators.
-template <int DH, int TR> struct sbm_attn_smem {
+template <int DH, int TR, bool TCORE> struct sbm_attn_smem {
+    using LY = tile_layout<DH, TCORE>;
     static size_t fwd(int kc) {
-        return sizeof(float) * ((size_t)TR * (DH + 1) + 2 * (size_t)TC * (DH + 1) +
-                                (size_t)TR * (TC + 1)) +
+        return sizeof(float) * ((size_t)TR * LY::P + 2 * (size_t)TC * LY::P + (size_t)TR * LY::PS +
+                                (size_t)TR * LY::STAGE) +
                (size_t)TR * TC + sbm_tile_smem<TR>::bytes(kc);
     }
 };
-template <int DH> struct sbm_bwd_smem {
-    static constexpr int R = SBM_BTR, P = DH + 1;
+template <int DH, bool TCORE> struct sbm_bwd_smem {
+    using LY = tile_layout<DH, TCORE>;
+    static constexpr int R = SBM_BTR, P = LY::P, PS = LY::PS, ST = R * LY::STAGE;
     // Q, dO (R rows), K, V (TC), ds and G tiles, lse and D, dropout flags, then T1 (R), Yk (TC),
     // words, validity and the accumulator G Yk [R][kc].
     static size_t q(int kc) {
-        return sizeof(float) * (2 * (size_t)R * P + 2 * (size_t)TC * P + 2 * (size_t)R * (TC + 1) +
-                                2 * (size_t)R) +
+        return sizeof(float) * (2 * (size_t)R * P + 2 * (size_t)TC * P + 2 * (size_t)R * PS +
+                                2 * (size_t)R + ST) +
                (size_t)R * TC + sbm_tile_smem<R>::bytes(kc) + sizeof(float) * (size_t)R * kc;
     }
     // K, V (R keys), Q, dO (TC queries), ds, p~ and G tiles, lse and D of the queries, flags,
     // then T1 and Yq of the queries, Yk of the keys, words, validity, accumulator G^T Yq [R][kc].
     static size_t kv(int kc) {
-        return sizeof(float) * (2 * (size_t)R * P + 2 * (size_t)TC * P + 3 * (size_t)R * (TC + 1) +
-                                2 * (size_t)TC) +
+        return sizeof(float) * (2 * (size_t)R * P + 2 * (size_t)TC * P + 3 * (size_t)R * PS +
+                                2 * (size_t)TC + ST) +
                (size_t)TC * R +
                sizeof(float) * (2 * (size_t)TC * (kc + 1) + (size_t)R * (kc + 1) + TC + R) +
                sizeof(uint32_t) * (size_t)TC * R + sizeof(float) * (size_t)R * kc;
@@ -50,9 +52,10 @@ __device__ __forceinline__ float sbm_ste_clip(float x) {
     return x > 1.0f ? 1.0f : (x < -1.0f ? -1.0f : x);
 }
 
-// acc[row][u] += sum_j G[row][j] Y[j][u] (G [.][TC + 1], Y [TC][kc + 1], acc [.][kc]) for this
-// thread's rows and clusters tc + 8 m: the straight-through products G Yk and G^T Yq.
-template <int RPT>
+// acc[row][u] += sum_j G[row][j] Y[j][u] (G [.][PS], Y [TC][kc + 1], acc [.][kc]) for this
+// thread's rows and clusters tc + 8 m: the straight-through products G Yk and G^T Yq (on the
+// SIMT cores in every precision).
+template <int PS, int RPT>
 __device__ __forceinline__ void sbm_ste_accumulate(float *acc, const float *G, const float *Y,
                                                    int kc) {
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8, PK = kc + 1;
@@ -61,7 +64,7 @@ __device__ __forceinline__ void sbm_ste_accumulate(float *acc, const float *G, c
         const int row = tr * RPT + r;
         for (int u = tc; u < kc; u += 8) {
             float t = acc[row * kc + u];
-            for (int j = 0; j < TC; j++) t = fmaf(G[row * (TC + 1) + j], Y[j * PK + u], t);
+            for (int j = 0; j < TC; j++) t = fmaf(G[row * PS + j], Y[j * PK + u], t);
             acc[row * kc + u] = t;
         }
     }
@@ -69,21 +72,23 @@ __device__ __forceinline__ void sbm_ste_accumulate(float *acc, const float *G, c
 
 // out [T, H*DH] and lse [T, H]: grid (query tiles of TR, B, H). a: the attention's tensors and
 // dropout; s: the sampling's (same batch).
-template <int DH, int TR>
+template <int DH, int TR, bool TCORE>
 __global__ void __launch_bounds__(NTHREADS)
     sbm_attn_fwd_kernel(tile_args a, sbm_tile_args s, float *out, float *lse) {
-    constexpr int RPT = TR / 16, CPT = DH / 8, P = DH + 1;
+    using LY = tile_layout<DH, TCORE>;
+    constexpr int RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b];
     if (i0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
     float *Qs = smem, *Ks = Qs + TR * P, *Vs = Ks + TC * P, *Ps = Vs + TC * P;
-    uint8_t *keep = (uint8_t *)(Ps + TR * (TC + 1));
+    float *stage = Ps + TR * PS;
+    uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);
     float *T1s = (float *)(keep + TR * TC);  // TR * TC is a multiple of 4: aligned
     const int PK = s.kc + 1;
     float *Yks = T1s + TR * PK, *qv = Yks + TC * PK, *kv = qv + TR;
     uint32_t *W = (uint32_t *)(kv + TC);
-    load_rows<DH>(Qs, a, base, i0, TR, L, 0, h, a.sc);
+    load_rows<DH, P>(Qs, a, base, i0, TR, L, 0, h, a.sc);
     sbm_load_rows(T1s, s.T1, s, base, i0, TR, L, h);
     for (int r = threadIdx.x; r < TR; r += NTHREADS)
         qv[r] = i0 + r < L && a.bt.mask[base + i0 + r] != 0.0f ? 1.0f : 0.0f;
@@ -98,8 +103,8 @@ __global__ void __launch_bounds__(NTHREADS)
     for (int r = 0; r < RPT; r++) edge[r] = false;
     for (int j0 = 0; j0 < L; j0 += TC) {
         __syncthreads();
-        load_rows<DH>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
-        load_rows<DH>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
+        load_rows<DH, P>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
+        load_rows<DH, P>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
         sbm_load_rows(Yks, s.Yk, s, base, j0, TC, L, h);
         for (int j = threadIdx.x; j < TC; j += NTHREADS)
             kv[j] = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f ? 1.0f : 0.0f;
@@ -108,7 +113,7 @@ __global__ void __launch_bounds__(NTHREADS)
         __syncthreads();
         const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, s);
         float sc[RPT][8];
-        tile_scores<DH, RPT>(sc, Qs, Ks);
+        tile_scores<DH, TCORE>(sc, Qs, Ks, stage);
 #pragma unroll
         for (int r = 0; r < RPT; r++)
 #pragma unroll
@@ -117,9 +122,9 @@ __global__ void __launch_bounds__(NTHREADS)
                 edge[r] = edge[r] || e;
                 if (!e) sc[r][c] = -INFINITY;
             }
-        online_update(on, sc, Ps, keep, a);
+        online_update<PS>(on, sc, Ps, keep, a);
         __syncthreads();
-        tile_accumulate<DH>(on.o, Ps, Vs);
+        tile_accumulate<DH, TCORE>(on.o, Ps, Vs, stage);
     }
     bool has[RPT];  // whether the row has an edge in any of its 8 threads' columns
 #pragma unroll
@@ -131,25 +136,27 @@ __global__ void __launch_bounds__(NTHREADS)
 // lse), ds = p (dp m - D) with dp = dy . v and m the dropout factor, dQ = sc sum ds k and the
 // straight-through G = clip(ds + reg, -1, 1), GYk = sum G Yk (SPEC.md section 2.6). dqkv's Q part
 // of the block's rows is written, GYk [T, H*kc] likewise.
-template <int DH>
+template <int DH, bool TCORE>
 __global__ void __launch_bounds__(NTHREADS)
     sbm_attn_bwd_q_kernel(tile_args a, sbm_tile_args s, float *dqkv, float *GYk,
                           const float *Dbuf, const float *dout, const float *lse, float reg) {
-    constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = DH + 1;
+    using LY = tile_layout<DH, TCORE>;
+    constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, PK = kc + 1, Hk = s.H * kc;
     if (i0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
     float *Qs = smem, *dOs = Qs + TR * P, *Ks = dOs + TR * P, *Vs = Ks + TC * P;
-    float *Ps = Vs + TC * P, *Gs = Ps + TR * (TC + 1), *ls = Gs + TR * (TC + 1), *Ds = ls + TR;
-    uint8_t *keep = (uint8_t *)(Ds + TR);
+    float *Ps = Vs + TC * P, *Gs = Ps + TR * PS, *ls = Gs + TR * PS, *Ds = ls + TR;
+    float *stage = Ds + TR;
+    uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);
     float *T1s = (float *)(keep + TR * TC), *Yks = T1s + TR * PK, *qv = Yks + TC * PK;
     float *kv = qv + TR;
     uint32_t *W = (uint32_t *)(kv + TC);
     float *acc = (float *)(W + TR * TC);  // [TR][kc]: G Yk of the block's rows
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
-    load_rows<DH>(Qs, a, base, i0, TR, L, 0, h, a.sc);
-    load_rows_hd<DH>(dOs, dout, a, base, i0, TR, L, h);
+    load_rows<DH, P>(Qs, a, base, i0, TR, L, 0, h, a.sc);
+    load_rows_hd<DH, P>(dOs, dout, a, base, i0, TR, L, h);
     sbm_load_rows(T1s, s.T1, s, base, i0, TR, L, h);
     for (int r = threadIdx.x; r < TR; r += NTHREADS) {
         const bool in = i0 + r < L;
@@ -166,8 +173,8 @@ __global__ void __launch_bounds__(NTHREADS)
     tile_zero(dq);
     for (int j0 = 0; j0 < L; j0 += TC) {
         __syncthreads();
-        load_rows<DH>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
-        load_rows<DH>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
+        load_rows<DH, P>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
+        load_rows<DH, P>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
         sbm_load_rows(Yks, s.Yk, s, base, j0, TC, L, h);
         for (int j = threadIdx.x; j < TC; j += NTHREADS)
             kv[j] = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f ? 1.0f : 0.0f;
@@ -176,8 +183,8 @@ __global__ void __launch_bounds__(NTHREADS)
         __syncthreads();
         const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, s);
         float sc[RPT][8], g[RPT][8];
-        tile_scores<DH, RPT>(sc, Qs, Ks);
-        tile_scores<DH, RPT>(g, dOs, Vs);
+        tile_scores<DH, TCORE>(sc, Qs, Ks, stage);
+        tile_scores<DH, TCORE>(g, dOs, Vs, stage);
 #pragma unroll
         for (int r = 0; r < RPT; r++) {
             const int qi = tr * RPT + r;
@@ -190,13 +197,13 @@ __global__ void __launch_bounds__(NTHREADS)
                                       &pa);
                     G = sbm_ste_clip(ds + reg);
                 }
-                Ps[qi * (TC + 1) + kj] = ds;
-                Gs[qi * (TC + 1) + kj] = G;
+                Ps[qi * PS + kj] = ds;
+                Gs[qi * PS + kj] = G;
             }
         }
         __syncthreads();
-        tile_accumulate<DH>(dq, Ps, Ks);
-        sbm_ste_accumulate<RPT>(acc, Gs, Yks, kc);
+        tile_accumulate<DH, TCORE>(dq, Ps, Ks, stage);
+        sbm_ste_accumulate<PS, RPT>(acc, Gs, Yks, kc);
     }
     __syncthreads();
 #pragma unroll
@@ -212,27 +219,28 @@ __global__ void __launch_bounds__(NTHREADS)
 
 // dK, dV and G^T Yq: grid (key tiles of SBM_BTR, B, H), 64 queries streamed. dK = sc sum ds q,
 // dV = sum p m dy, GTYq = sum G Yq over the edges of each key.
-template <int DH>
+template <int DH, bool TCORE>
 __global__ void __launch_bounds__(NTHREADS)
     sbm_attn_bwd_kv_kernel(tile_args a, sbm_tile_args s, const float *Yq, float *dqkv,
                            float *GTYq, const float *Dbuf, const float *dout, const float *lse,
                            float reg) {
-    constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = DH + 1;
+    using LY = tile_layout<DH, TCORE>;
+    constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, j0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, PK = kc + 1, Hk = s.H * kc;
     if (j0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
     float *Ks = smem, *Vs = Ks + TR * P, *Qs = Vs + TR * P, *dOs = Qs + TC * P;
-    float *S1 = dOs + TC * P, *S2 = S1 + TR * (TC + 1), *S3 = S2 + TR * (TC + 1);
-    float *ls = S3 + TR * (TC + 1), *Ds = ls + TC;
-    uint8_t *keep = (uint8_t *)(Ds + TC);  // [TC queries][TR keys]
+    float *S1 = dOs + TC * P, *S2 = S1 + TR * PS, *S3 = S2 + TR * PS;
+    float *ls = S3 + TR * PS, *Ds = ls + TC, *stage = Ds + TC;
+    uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);  // [TC queries][TR keys]
     float *T1s = (float *)(keep + TC * TR), *Yqs = T1s + TC * PK, *Yks = Yqs + TC * PK;
     float *qv = Yks + TR * PK, *kv = qv + TC;
     uint32_t *W = (uint32_t *)(kv + TR);  // [TC queries][TR keys]
     float *acc = (float *)(W + TC * TR);  // [TR][kc]: G^T Yq of the block's keys
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
-    load_rows<DH>(Ks, a, base, j0, TR, L, 1, h, a.sc);
-    load_rows<DH>(Vs, a, base, j0, TR, L, 2, h, 1.0f);
+    load_rows<DH, P>(Ks, a, base, j0, TR, L, 1, h, a.sc);
+    load_rows<DH, P>(Vs, a, base, j0, TR, L, 2, h, 1.0f);
     sbm_load_rows(Yks, s.Yk, s, base, j0, TR, L, h);
     for (int j = threadIdx.x; j < TR; j += NTHREADS)
         kv[j] = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f ? 1.0f : 0.0f;
@@ -246,8 +254,8 @@ __global__ void __launch_bounds__(NTHREADS)
     tile_zero(dv);
     for (int q0 = 0; q0 < L; q0 += TC) {
         __syncthreads();
-        load_rows<DH>(Qs, a, base, q0, TC, L, 0, h, 1.0f);
-        load_rows_hd<DH>(dOs, dout, a, base, q0, TC, L, h);
+        load_rows<DH, P>(Qs, a, base, q0, TC, L, 0, h, 1.0f);
+        load_rows_hd<DH, P>(dOs, dout, a, base, q0, TC, L, h);
         sbm_load_rows(T1s, s.T1, s, base, q0, TC, L, h);
         sbm_load_rows(Yqs, Yq, s, base, q0, TC, L, h);
         for (int i = threadIdx.x; i < TC; i += NTHREADS) {
@@ -261,8 +269,8 @@ __global__ void __launch_bounds__(NTHREADS)
         __syncthreads();
         const uint32_t bits = sbm_tile_flags_keys<TR>(Yks, T1s, W, kv, qv, s);
         float sc[RPT][8], g[RPT][8];
-        tile_scores<DH, RPT>(sc, Ks, Qs);
-        tile_scores<DH, RPT>(g, Vs, dOs);
+        tile_scores<DH, TCORE>(sc, Ks, Qs, stage);
+        tile_scores<DH, TCORE>(g, Vs, dOs, stage);
 #pragma unroll
         for (int r = 0; r < RPT; r++) {
             const int kj = tr * RPT + r;
@@ -275,15 +283,15 @@ __global__ void __launch_bounds__(NTHREADS)
                                       &pa);
                     G = sbm_ste_clip(ds + reg);
                 }
-                S1[kj * (TC + 1) + qi] = ds;
-                S2[kj * (TC + 1) + qi] = pa;
-                S3[kj * (TC + 1) + qi] = G;
+                S1[kj * PS + qi] = ds;
+                S2[kj * PS + qi] = pa;
+                S3[kj * PS + qi] = G;
             }
         }
         __syncthreads();
-        tile_accumulate<DH>(dk, S1, Qs);
-        tile_accumulate<DH>(dv, S2, dOs);
-        sbm_ste_accumulate<RPT>(acc, S3, Yqs, kc);
+        tile_accumulate<DH, TCORE>(dk, S1, Qs, stage);
+        tile_accumulate<DH, TCORE>(dv, S2, dOs, stage);
+        sbm_ste_accumulate<PS, RPT>(acc, S3, Yqs, kc);
     }
     __syncthreads();
 #pragma unroll

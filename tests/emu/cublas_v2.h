@@ -10,6 +10,7 @@
 
 #include "tests/emu/cuda_bf16.h"
 #include "tests/emu/cuda_runtime.h"
+#include "tests/emu/mma.h"
 
 typedef enum {
     CUBLAS_STATUS_SUCCESS = 0,
@@ -18,7 +19,7 @@ typedef enum {
 } cublasStatus_t;
 typedef enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 } cublasOperation_t;
 typedef enum { CUBLAS_DEFAULT_MATH = 0 } cublasMath_t;
-typedef enum { CUBLAS_COMPUTE_32F = 68 } cublasComputeType_t;
+typedef enum { CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77 } cublasComputeType_t;
 typedef enum { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
 typedef enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 } cudaDataType;
 typedef struct emu_blas *cublasHandle_t;
@@ -79,11 +80,16 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t oa, cubla
                                    cudaDataType ta, int lda, const void *B, cudaDataType tb,
                                    int ldb, const void *beta, void *C, cudaDataType tc, int ldc,
                                    cublasComputeType_t ct, cublasGemmAlgo_t) {
-    if (tc != CUDA_R_32F || ct != CUBLAS_COMPUTE_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    const bool tf32 = ct == CUBLAS_COMPUTE_32F_FAST_TF32;
+    if (tc != CUDA_R_32F || (ct != CUBLAS_COMPUTE_32F && !tf32)) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (!emu_gemm_args_ok(oa, ob, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     std::vector<float> a = emu_operand(A, ta, oa == CUBLAS_OP_N ? m : k, oa == CUBLAS_OP_N ? k : m, lda);
     std::vector<float> b = emu_operand(B, tb, ob == CUBLAS_OP_N ? k : n, ob == CUBLAS_OP_N ? n : k, ldb);
+    if (tf32) {  // the tensor cores' operands: 10 mantissa bits, rounded to nearest
+        for (float &v : a) v = nvcuda::wmma::__float_to_tf32(v);
+        for (float &v : b) v = nvcuda::wmma::__float_to_tf32(v);
+    }
     return cublasSgemm(h, oa, ob, m, n, k, (const float *)alpha, a.data(), lda, b.data(), ldb,
                        (const float *)beta, (float *)C, ldc);
 }

@@ -1,0 +1,52 @@
+// tile_mma.cuh: the tile products of the attention kernels on tensor cores (WMMA, tf32 operands
+// rounded to nearest, fp32 accumulation), for train.precision = tf32 and bf16. The 4 warps of a
+// block share a product's 16 x 16 output blocks, and each output goes to a shared staging tile
+// that the SIMT part of the kernel (masks, online softmax, dropout) reads in its own thread
+// layout, since a WMMA fragment's element-to-lane mapping is unspecified. Operand rows must be
+// multiples of 4 floats apart and tiles 32-byte aligned (tile_layout pads them so).
+#ifndef SBMT_CUDA_TILE_MMA_CUH
+#define SBMT_CUDA_TILE_MMA_CUH
+
+#include <type_traits>
+
+#ifdef SBMT_TESTS_CUDA_EMU_H
+#include "tests/emu/mma.h"
+#else
+#include <mma.h>
+#endif
+
+#ifndef MMA_NWARPS
+#define MMA_NWARPS 4  // NTHREADS / 32
+#endif
+
+// C [M][N] (row stride ldc) = A B^T for A [M][K] (lda) and B [N][K] (ldb): the scores of rows
+// against rows. TRANS_B = false: B is [K][N] (ldb) and C = A B, the aggregations.
+template <int M, int N, int K, bool TRANS_B>
+__device__ __forceinline__ void mma_tile(float *C, int ldc, const float *A, int lda,
+                                         const float *B, int ldb) {
+    using namespace nvcuda;
+    static_assert(M % 16 == 0 && N % 16 == 0 && K % 8 == 0, "WMMA tiles are 16 x 16 x 8");
+    using b_layout = typename std::conditional<TRANS_B, wmma::col_major, wmma::row_major>::type;
+    constexpr int BN = N / 16, NB = (M / 16) * BN;
+    for (int t = (int)threadIdx.x / 32; t < NB; t += MMA_NWARPS) {  // warp-uniform
+        const int bm = t / BN, bn = t % BN;
+        wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+#pragma unroll 4
+        for (int k = 0; k < K; k += 8) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, b_layout> fb;
+            wmma::load_matrix_sync(fa, A + (size_t)bm * 16 * lda + k, lda);
+            wmma::load_matrix_sync(fb, TRANS_B ? B + (size_t)bn * 16 * ldb + k
+                                               : B + (size_t)k * ldb + bn * 16, ldb);
+#pragma unroll
+            for (int i = 0; i < fa.num_elements; i++) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+#pragma unroll
+            for (int i = 0; i < fb.num_elements; i++) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
+            wmma::mma_sync(acc, fa, fb, acc);
+        }
+        wmma::store_matrix_sync(C + (size_t)bm * 16 * ldc + bn * 16, acc, ldc, wmma::mem_row_major);
+    }
+}
+
+#endif
