@@ -123,8 +123,14 @@ template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
     const unsigned t = s.thread.x, w = t / 32, lane = t % 32;
     std::memcpy(&s.warp_slot[(size_t)w * 32 + lane], &v, sizeof(T));
     emu_wait(EMU_AT_WARP);
+    const unsigned src = lane ^ (unsigned)lane_mask;
+    if (w * 32 + src >= s.block_dim.x || s.f[w * 32 + src].state == EMU_DONE) {
+        std::fprintf(stderr, "cuda_emu: shuffle in warp %u reads lane %u, which has returned (or "
+                     "does not exist): undefined on a GPU\n", w, src);
+        std::abort();
+    }
     T r;
-    std::memcpy(&r, &s.warp_slot[(size_t)w * 32 + (lane ^ (unsigned)lane_mask)], sizeof(T));
+    std::memcpy(&r, &s.warp_slot[(size_t)w * 32 + src], sizeof(T));
     emu_wait(EMU_AT_WARP);  // nobody overwrites a slot before all have read
     return r;
 }
@@ -199,9 +205,9 @@ template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem_bytes, F b
                             wl += s.f[t].state != EMU_DONE;
                             ww += s.f[t].state == EMU_AT_WARP;
                         }
-                        if (ww && ww == wl) {
+                        if (ww && ww == wl) {  // (a lane that returned stays done)
                             for (unsigned t = w * 32; t < (w + 1) * 32 && t < threads; t++)
-                                s.f[t].state = EMU_RUN;
+                                if (s.f[t].state == EMU_AT_WARP) s.f[t].state = EMU_RUN;
                             released += ww;
                         }
                     }

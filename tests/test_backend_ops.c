@@ -425,6 +425,19 @@ static void run_sbm_attn_fastrg24(kctx *k, float **b, const kbatch *bt, op_case 
 static void run_sbm_attn_auto(kctx *k, float **b, const kbatch *bt, op_case *c) {
     sbm_attn_case(k, b, bt, c, 16, SBM_SAMPLER_AUTO, 0.15f);
 }
+// The tiles' products on tensor cores (train.precision = tf32) on the backend under test: the
+// sampler's products stay fp32, so the graphs are still the CPU's exactly; the attention
+// differs by the operands' tf32 rounding (relative 2^-11 each).
+static void run_sbm_attn_tf32(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k->tf32 = k->backend != KB_CPU;
+    sbm_attn_case(k, b, bt, c, 16, SBM_SAMPLER_DENSE, 1.0f);
+    k->tf32 = 0;
+}
+SHAPE(shape_sbm_attn_tf32) {
+    shape_sbm_attn_dh(c, bt, 16);
+    c->tol = 5e-3;
+    c->min_err = 1e-6;
+}
 
 static const op_entry OPS[] = {
     {"linear_fwd", run_linear_fwd, shape_linear_fwd},
@@ -461,6 +474,7 @@ static const op_entry OPS[] = {
     {"sbm fastrg sample+attn", run_sbm_attn_fastrg, shape_sbm_attn},
     {"sbm fastrg sample+attn d24", run_sbm_attn_fastrg24, shape_sbm_attn24},
     {"sbm auto sample+attn", run_sbm_attn_auto, shape_sbm_attn},
+    {"sbm dense sample+attn tf32", run_sbm_attn_tf32, shape_sbm_attn_tf32},
     {"attn_softmax fwd+bwd", run_attn_nodrop, shape_attn},
     {"attn_softmax fwd+bwd, dropout", run_attn_drop, shape_attn},
 };
@@ -576,8 +590,10 @@ static void compare_all(void **state) {
 // on each backend from the same parameters and batch: the loss and every parameter and moment
 // after AdamW agree within fp32 tolerance.
 // sbm: 0 softmax; 1 SBM with the dense sampler (CUDA's tiles: heads of 16, a size they take);
-// 2 SBM with fastRG (CUDA's edge path), heads of 8.
-static void model_step(int cls, int dual, int bf16, int sbm) {
+// 2 SBM with fastRG (CUDA's edge path), heads of 8. prec: 0 fp32, 1 bf16, 2 tf32 on the backend
+// under test (the CPU computes in fp32).
+static void model_step(int cls, int dual, int prec, int sbm) {
+    const int bf16 = prec == 1, tf32 = prec == 2;
     model_dims d = {.vocab = 12, .seq_len = 16, .d_model = 16, .d_ff = 24, .heads = 2,
                     .head_dim = sbm == 1 ? 16 : 8, .layers = 2, .classes = 3, .cls = cls,
                     .dual = dual, .dropout = 0.1f, .attn_dropout = 0.1f, .sbm = sbm != 0,
@@ -596,6 +612,7 @@ static void model_step(int cls, int dual, int bf16, int sbm) {
     if (dual) bt.B = 2;
     if (dual) bt.T = bt.off[2];
     g_other.bf16 = bf16;
+    g_other.tf32 = tf32;
     for (int i = 0; i < 3; i++) {
         model_init(&m[i], ks[i], &d, examples, 5);
         m[i].reg_batch = bt.B;
@@ -609,20 +626,22 @@ static void model_step(int cls, int dual, int bf16, int sbm) {
     long nf;
     double err = rel_err(state[1], state[0], 3 * m[0].nparams, &nf);
     g_other.bf16 = 0;
+    g_other.tf32 = 0;
     const int repeat = loss[2] == loss[1] &&
                        !memcmp(state[2], state[1], sizeof(float) * 3 * m[1].nparams);
     printf("whole model step (%s, cls %d, dual %d, %s) %s: loss %.7f vs %.7f, state relative "
            "error %.2e, repeated run %s\n",
            sbm == 2 ? "sbm fastrg" : sbm ? "sbm dense" : "softmax", cls, dual,
-           bf16 ? "bf16" : "fp32", g_other.ops->name, loss[1], loss[0], err,
+           bf16 ? "bf16" : tf32 ? "tf32" : "fp32", g_other.ops->name, loss[1], loss[0], err,
            repeat ? "bit-identical" : "DIFFERS");
     assert_true(repeat);
     // bf16: GEMM operands rounded to 8 bits of mantissa; LayerNorm, softmax, loss and AdamW
     // stay fp32, so one step moves the loss and the state by about the rounding.
-    assert_true(fabs(loss[1] - loss[0]) <= (bf16 ? 1e-2 : 1e-5) * fabs(loss[0]));
-    if (!bf16) assert_int_equal(correct[1], correct[0]);
-    assert_true(nf < 0 && err <= (bf16 ? 5e-2 : 1e-4));
-    if (bf16) assert_true(err > 1e-7);  // the rounding happened
+    // tf32: 10 bits of mantissa in the GEMMs and the attention tiles' products.
+    assert_true(fabs(loss[1] - loss[0]) <= (bf16 ? 1e-2 : tf32 ? 2e-3 : 1e-5) * fabs(loss[0]));
+    if (!bf16 && !tf32) assert_int_equal(correct[1], correct[0]);
+    assert_true(nf < 0 && err <= (bf16 ? 5e-2 : tf32 ? 1e-2 : 1e-4));
+    if (bf16 || tf32) assert_true(err > 1e-7);  // the rounding happened
     for (int i = 0; i < 3; i++) {
         free(state[i]);
         model_free(&m[i]);
@@ -754,10 +773,16 @@ static void attn_tiles(void **state) {
         for (int t = 3; t < 131; t += 17) tb_pad(&tb, 2, t);
         for (int t = 0; t < 9; t++) tb_pad(&tb, 3, t);  // no key to attend to
         const kbatch *bt = &tb.bt;
+        // tf32 (at n = 203 with dropout): the tiles' products on tensor cores, the row-wise
+        // path (heads of 40) unchanged.
         for (int di = 0; di < 5; di++)
-            for (int drop = quick; drop < 2; drop++) {
+            for (int pass = quick; pass < 3; pass++) {
+                const int drop = pass > 0, tf32 = pass == 2;
                 if (quick && (dhs[di] == 16 || dhs[di] == 64)) continue;
+                if (tf32 && n != 203) continue;
                 const int H = 2, dh = dhs[di], HD = H * dh;
+                const double tol = tf32 && dh != 40 ? 5e-3 : 2e-5;
+                g_other.tf32 = tf32;
                 const size_t nq = (size_t)bt->T * 3 * HD, no = (size_t)bt->T * HD;
                 const size_t nl = (size_t)bt->T * H;
                 float *qkv = randn_buf(nq, 1.0f), *dout = randn_buf(no, 1.0f);
@@ -807,14 +832,20 @@ static void attn_tiles(void **state) {
                         }
                     double err = rel_err(a, b, m, &nf);
                     if (err > worst) worst = err;
-                    if (nf >= 0 || !(err <= 2e-5)) {
+                    if (nf >= 0 || !(err <= tol)) {
                         print_error("attention n %d dh %d p %.1f: %s relative error %.3e%s\n", n,
                                     dh, p, names[i], err, nf >= 0 ? ", non-finite mismatch" : "");
                         bad = 1;
                     }
                 }
-                printf("attn_softmax n %d dh %3d p %.1f %s: relative error %.2e%s\n", n, dh, p,
-                       g_other.ops->name, worst, bad ? "  FAILED" : "");
+                g_other.tf32 = 0;
+                if (tf32 && dh != 40 && !(worst > 1e-6)) {
+                    print_error("attention dh %d tf32: error %.3e, the rounding did not happen\n",
+                                dh, worst);
+                    bad = 1;
+                }
+                printf("attn_softmax n %d dh %3d p %.1f %s%s: relative error %.2e%s\n", n, dh, p,
+                       g_other.ops->name, tf32 ? " tf32" : "", worst, bad ? "  FAILED" : "");
                 failures += bad;
                 for (int e = 0; e < 2; e++)
                     for (int i = 0; i < 3; i++) free(res[e][i]);
@@ -833,6 +864,12 @@ static void model_step_bf16(void **state) {
     (void)state;
     model_step(0, 0, 1, 0);
     model_step(1, 1, 1, 0);
+}
+static void model_step_tf32(void **state) {
+    (void)state;
+    model_step(0, 0, 2, 0);
+    model_step(1, 1, 2, 0);
+    model_step(0, 0, 2, 1);  // the SBM tiles on tensor cores
 }
 static void model_step_sbm(void **state) {
     (void)state;
@@ -865,6 +902,7 @@ int main(void) {
         cmocka_unit_test(model_step_cls),
         cmocka_unit_test(model_step_dual),
         cmocka_unit_test(model_step_bf16),
+        cmocka_unit_test(model_step_tf32),
         cmocka_unit_test(model_step_sbm),
         cmocka_unit_test(sbm_fastrg_graphs),
     };

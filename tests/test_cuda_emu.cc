@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include <signal.h>
@@ -102,6 +103,127 @@ void test_divergent_barrier_reported(void **state) {
     int st;
     waitpid(pid, &st, 0);
     assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+}
+
+bool aborts(const std::function<void()> &body);
+
+// Lanes that return stay returned: the rest of their warp meets at __syncwarp and goes on (the
+// emulator once resumed returned lanes there, which ended the process with status 0), and a
+// shuffle that reads a returned lane is reported.
+void test_returned_lanes(void **state) {
+    (void)state;
+    // In a child whose exit status says the launch returned with every count right: a process
+    // ended from inside the launch (status 0) fails too.
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int past = 0;
+        emu_launch(dim3(2), 48, 0, [&] {
+            if (threadIdx.x % 32 >= 16) return;
+            __syncwarp();
+            past++;
+        });
+        _exit(past == 2 * 32 ? 42 : 1);  // lanes 0-15 of both warps, in both blocks
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 42);
+    assert_true(aborts([&] {
+        emu_launch(dim3(1), 32, 0, [&] {
+            if (threadIdx.x >= 16) return;
+            (void)__shfl_xor_sync(0xffffffffu, 1.0f, 16);
+        });
+    }));
+}
+
+// Runs body in a child process and expects it to abort (the emulator's report of a usage a GPU
+// would not accept).
+bool aborts(const std::function<void()> &body) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stderr);
+        body();
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
+}
+
+// The tensor-core products of kernels/cuda/tile_mma.cuh (emulated WMMA, tests/emu/mma.h): tf32
+// rounding to nearest with ties away, A B^T and A B against a double product of the rounded
+// operands at the tiles' strides, and the GPU's rules reported: 32-byte aligned tiles, ldm a
+// multiple of 4, every lane of the warp in every call.
+void test_mma_tile(void **state) {
+    (void)state;
+    using nvcuda::wmma::__float_to_tf32;
+    assert_true(__float_to_tf32(1.0f + 0x1p-12f) == 1.0f);
+    assert_true(__float_to_tf32(1.0f + 0x1p-11f) == 1.0f + 0x1p-10f);  // a tie: away from zero
+    assert_true(__float_to_tf32(-(1.0f + 0x1p-11f)) == -(1.0f + 0x1p-10f));
+    assert_true(__float_to_tf32(1.0f + 0x1.8p-11f) == 1.0f + 0x1p-10f);
+    assert_true(std::isinf(__float_to_tf32(INFINITY)));
+    enum { M = 32, N = 48, K = 24, LA = K + 4, LB = K + 4, LBN = N + 4, LC = N + 4 };
+    std::vector<float> A(M * LA), B(N * LB), Bn(K * LBN), C(M * LC);
+    uint64_t r = 7;
+    auto next = [&] {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        return (float)((double)(r >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+    };
+    for (float &v : A) v = next();
+    for (float &v : B) v = next();
+    for (float &v : Bn) v = next();
+    const size_t fa = A.size(), fb = B.size(), fbn = Bn.size(), fc = C.size();
+    const size_t bytes = sizeof(float) * (fa + fb + fbn + fc);
+    for (int trans = 0; trans < 2; trans++) {
+        emu_launch(dim3(1), NTHREADS, bytes, [&] {
+            SBMT_DYN_SMEM(float, sm);
+            float *As = sm, *Bs = As + fa, *Bns = Bs + fb, *Cs = Bns + fbn;
+            for (size_t i = threadIdx.x; i < fa; i += NTHREADS) As[i] = A[i];
+            for (size_t i = threadIdx.x; i < fb; i += NTHREADS) Bs[i] = B[i];
+            for (size_t i = threadIdx.x; i < fbn; i += NTHREADS) Bns[i] = Bn[i];
+            __syncthreads();
+            if (trans) mma_tile<M, N, K, true>(Cs, LC, As, LA, Bs, LB);
+            else mma_tile<M, N, K, false>(Cs, LC, As, LA, Bns, LBN);
+            __syncthreads();
+            for (size_t i = threadIdx.x; i < fc; i += NTHREADS) C[i] = Cs[i];
+        });
+        double worst = 0.0, rounding = 0.0;
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double t = 0.0, full = 0.0;
+                for (int k = 0; k < K; k++) {
+                    const float b = trans ? B[j * LB + k] : Bn[k * LBN + j];
+                    t += (double)__float_to_tf32(A[i * LA + k]) * __float_to_tf32(b);
+                    full += (double)A[i * LA + k] * b;
+                }
+                worst = std::max(worst, std::fabs(C[i * LC + j] - t));
+                rounding = std::max(rounding, std::fabs(C[i * LC + j] - full));
+            }
+        print_message("mma_tile %s: max |error| %.2e against tf32 operands, %.2e against fp32\n",
+                      trans ? "A B^T" : "A B", worst, rounding);
+        assert_true(worst < 1e-5);
+        assert_true(rounding > 1e-5);  // the operands were rounded
+    }
+    // Misaligned tile (4 bytes off), an ldm of 30 floats, half a warp in the call.
+    assert_true(aborts([&] {
+        emu_launch(dim3(1), NTHREADS, bytes, [&] {
+            SBMT_DYN_SMEM(float, sm);
+            mma_tile<M, N, K, true>(sm + fa + fb + fbn, LC, sm + 1, LA, sm + fa, LB);
+        });
+    }));
+    assert_true(aborts([&] {
+        emu_launch(dim3(1), NTHREADS, bytes, [&] {
+            SBMT_DYN_SMEM(float, sm);
+            mma_tile<M, N, K, true>(sm + fa + fb + fbn, LC, sm, 30, sm + fa, LB);
+        });
+    }));
+    assert_true(aborts([&] {
+        emu_launch(dim3(1), 32, bytes, [&] {
+            SBMT_DYN_SMEM(float, sm);
+            if (threadIdx.x < 16) mma_tile<16, 16, 8, true>(sm + fa + fb + fbn, LC, sm, LA, sm + fa, LB);
+        });
+    }));
 }
 
 // Memberships of a layer as k_sbm_members_fwd leaves them: rows of padded positions are zero.
@@ -402,6 +524,8 @@ int main(void) {
         cmocka_unit_test(test_shuffle_and_barrier),
         cmocka_unit_test(test_exited_threads_and_atomics),
         cmocka_unit_test(test_divergent_barrier_reported),
+        cmocka_unit_test(test_returned_lanes),
+        cmocka_unit_test(test_mma_tile),
         cmocka_unit_test(test_tile_sampler_matches_cpu),
         cmocka_unit_test(test_sbm_attention_forward_matches_cpu),
         cmocka_unit_test(test_sbm_attention_backward_matches_cpu),

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 
@@ -77,9 +78,19 @@ inline void emu_mma_check(const void *p, unsigned ldm, const char *what) {
     }
 }
 
+// Every lane of the warp must be here: the lanes still running meet at the warp, and none of
+// the warp's lanes may have returned.
 inline bool emu_mma_lead() {
-    __syncwarp();  // every lane of the warp is here
-    return threadIdx.x % 32 == 0;
+    __syncwarp();
+    emu_state &s = emu();
+    const unsigned w = s.thread.x / 32, end = std::min<unsigned>((w + 1) * 32, s.block_dim.x);
+    for (unsigned t = w * 32; t < end; t++)
+        if (s.f[t].state == EMU_DONE) {
+            std::fprintf(stderr, "cuda_emu: wmma call in warp %u without lane %u (returned): "
+                         "WMMA needs the whole warp\n", w, t % 32);
+            std::abort();
+        }
+    return s.thread.x % 32 == 0;
 }
 
 template <class Use, int M, int N, int K, class T, class Layout>
