@@ -27,7 +27,8 @@ typedef struct {
                    // (train.precision = bf16); the CPU backend computes in fp32 only
     int tf32;      // CUDA: GEMMs on tensor cores with tf32 operands (train.precision = tf32).
                    // Either flag puts the attention tiles' products on tensor cores (tf32);
-                   // the SBM sampler's products stay fp32, so graphs are the same in all three
+                   // the SBM sampler's own products stay fp32 (from the same memberships, the
+                   // same graph in every precision)
     void *impl;    // backend state (CUDA: stream, cuBLAS handle, the batch's device arrays)
 } kctx;
 

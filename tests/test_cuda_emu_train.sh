@@ -3,8 +3,9 @@
 # CPU (sbmt_emu: tests/emu/, tests/cuda_emu.h), against the CPU backend on the same data:
 # softmax and SBM runs (dense sampler: the tiles; fastrg: the edge path, with a head size the
 # tiles do not take; auto: the dispatcher) give the same per-step losses and the same sampled
-# edge counts, on one rank and at dp2/tp2 over NCCL; bf16 runs train; eval on cuda matches eval
-# on cpu; settings the GPU cannot honour (bf16 on cpu, a head size without tile kernels for a
+# edge counts, on one rank and at dp2/tp2 over NCCL; bf16 runs train; tf32 runs (tensor-core
+# GEMMs and tiles) follow the CPU's losses within tf32 rounding; eval on cuda matches eval
+# on cpu; settings the GPU cannot honour (bf16 or tf32 on cpu, a head size without tile kernels for a
 # sampler that may use them, too many clusters for the edge path) are refused.
 set -uo pipefail
 SRC=${SBMT_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -32,11 +33,13 @@ run() {  # binary, out dir, extra args...
         fail "train --out $out $*"
     }
 }
-compare() {  # dir a, dir b, what
-    python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" <<'PYEOF' || fail "$3: runs differ"
+compare() {  # dir a, dir b, what[, tolerance: reduced precision (edge counts then within 2%)]
+    python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" "${4:-}" <<'PYEOF' || fail "$3: runs differ"
 import json, sys
 a = [json.loads(l) for l in open(sys.argv[1])]
 b = [json.loads(l) for l in open(sys.argv[2])]
+tol = float(sys.argv[4]) if sys.argv[4] else 1e-4
+exact = not sys.argv[4]
 ta = [r for r in a if r["split"] == "train"]
 tb = [r for r in b if r["split"] == "train"]
 assert len(ta) == len(tb) == 6, (len(ta), len(tb))
@@ -44,13 +47,19 @@ worst = 0.0
 for x, y in zip(ta, tb):
     d = abs(x["loss"] - y["loss"]) / abs(y["loss"])
     worst = max(worst, d)
-    assert d < 1e-4, ("step", x["step"], x["loss"], y["loss"])
-    assert x.get("edges") == y.get("edges"), ("edges differ at step", x["step"], x.get("edges"), y.get("edges"))
+    assert d < tol, ("step", x["step"], x["loss"], y["loss"])
+    if exact or "edges" not in x:
+        assert x.get("edges") == y.get("edges"), ("edges differ at step", x["step"], x.get("edges"), y.get("edges"))
+    else:
+        flat = lambda v: [w for u in v for w in flat(u)] if isinstance(v, list) else [v]
+        for ex, ey in zip(flat(x["edges"]), flat(y["edges"])):
+            assert abs(ex - ey) <= 0.02 * max(ey, 1), ("edges at step", x["step"], x["edges"], y["edges"])
 ea = [r for r in a if r["split"] == "test"][0]
 eb = [r for r in b if r["split"] == "test"][0]
-assert abs(ea["loss"] - eb["loss"]) < 1e-4 * abs(eb["loss"]) and ea["accuracy"] == eb["accuracy"]
-print("%s: 6 steps, largest relative loss difference %.1e%s; test split equal" % (
-    sys.argv[3], worst, ", edge counts identical" if "edges" in ta[0] else ""))
+assert abs(ea["loss"] - eb["loss"]) < tol * abs(eb["loss"]) and (not exact or ea["accuracy"] == eb["accuracy"])
+print("%s: 6 steps, largest relative loss difference %.1e%s; test split %s" % (
+    sys.argv[3], worst, ("" if "edges" not in ta[0] else ", edge counts identical" if exact else
+    ", edge counts within 2%"), "equal" if exact else "within %g" % tol))
 PYEOF
 }
 
@@ -117,6 +126,15 @@ log "resume on cuda (tiles and edge path) bit-exact"
 run "$EMU" emu-bf16 --set model.attention=sbm --set train.backend=cuda --set train.precision=bf16
 grep -q '"split":"test"' emu-bf16/metrics.jsonl || fail "bf16 run has no test line"
 log "bf16 sbm run trains: $(grep -c '"split":"train"' emu-bf16/metrics.jsonl) train lines"
+# tf32: GEMMs and the attention tiles on (emulated) tensor cores, the CPU's fp32 run within the
+# operands' rounding.
+run "$EMU" emu-tf32 --set model.attention=sbm --set model.sampler=dense --set train.backend=cuda \
+    --set train.precision=tf32
+compare emu-tf32 cpu-sbm "sbm tf32, cuda (emulated) vs cpu fp32" 5e-3
+run "$EMU" emu-tf32-soft --set model.attention=softmax --set train.backend=cuda \
+    --set train.precision=tf32
+compare emu-tf32-soft cpu-soft "softmax tf32, cuda (emulated) vs cpu fp32" 5e-3
+log "tf32 ok"
 
 # eval of the CPU-trained SBM checkpoint: cuda (emulated) equals cpu.
 E1=$("$BIN" eval --ckpt cpu-sbm/final.h5 --data lo.h5 --split test --json | tail -1)
@@ -143,4 +161,5 @@ expect_refused "model.head_dim = 8" --set model.attention=sbm --set model.head_d
 expect_refused "model.clusters = 300" --set model.attention=sbm --set model.sampler=fastrg \
     --set model.clusters=300 --set train.backend=cuda
 expect_refused "train.precision = bf16 needs train.backend = cuda" --set train.precision=bf16
+expect_refused "train.precision = tf32 needs train.backend = cuda" --set train.precision=tf32
 log "PASS"
