@@ -3,7 +3,9 @@
 // what FlashAttention papers count, 4 B H n^2 dh forward and 2.5x that backward (dropout and
 // recomputation not counted), so the figures compare directly with bench/torch_sdpa.py's, which
 // runs PyTorch's scaled_dot_product_attention on the same shapes.
-// usage: build/bench_attn_gpu [--rowwise] [--dh D] [--heads H] [--tokens T] [--max-n N]
+// usage: build/bench_attn_gpu [--rowwise] [--precision fp32|tf32|bf16] [--dh D] [--heads H]
+//        [--tokens T] [--max-n N]
+// (tf32 and bf16 put the tiles' products on tensor cores with tf32 operands.)
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -16,8 +18,8 @@
 #include "bench/bench_util.h"
 
 static int attn_word(const char *arg, const char *next, void *ctx) {
-    (void)next;
-    (void)ctx;
+    const int took = bench_precision_word(arg, next, (const char **)ctx);
+    if (took) return took;
     if (strcmp(arg, "--rowwise")) return 0;
     setenv("SBMT_CUDA_ATTN", "rowwise", 1);
     return 1;
@@ -27,16 +29,18 @@ int main(int argc, char **argv) {
     int dh = 64, H = 8, tokens = 16384, max_n = 16384;
     const bench_int_opt opts[] = {{"--dh", &dh}, {"--heads", &H}, {"--tokens", &tokens},
                                   {"--max-n", &max_n}};
-    if (bench_parse(argc, argv, "bench_attn_gpu", opts, 4, attn_word, NULL)) return 2;
+    const char *prec = "fp32";
+    if (bench_parse(argc, argv, "bench_attn_gpu", opts, 4, attn_word, &prec)) return 2;
     kctx k;
     char err[SBMT_ERR_LEN];
     if (kctx_open(&k, KB_CUDA, 0, 0, err)) {
         fprintf(stderr, "bench_attn_gpu: %s\n", err);
         return 77;
     }
+    bench_set_precision(&k, prec);
     const char *mode = getenv("SBMT_CUDA_ATTN") ? "rowwise" : "tiled";
-    printf("# sbmt softmax attention (%s), fp32, H %d, dh %d, dropout 0, %d tokens per batch\n",
-           mode, H, dh, tokens);
+    printf("# sbmt softmax attention (%s), %s, H %d, dh %d, dropout 0, %d tokens per batch\n",
+           mode, prec, H, dh, tokens);
     printf("%8s %4s %12s %12s %10s %10s\n", "n", "B", "fwd_ms", "fwd+bwd_ms", "fwd_TFLOPs",
            "total_TFLOPs");
     for (int n = 1024; n <= max_n; n *= 2) {

@@ -13,6 +13,7 @@
 // eps is 0 so the density is P's.
 // usage: build/bench_sbm_paths [density|tiles] [--backend cpu|cuda] [--n N] [--batch B]
 //                              [--heads H] [--dh D] [--clusters K] [--max-n N]
+//                              [--precision fp32|tf32|bf16]  (cuda: the tiles on tensor cores)
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -173,6 +174,7 @@ static void table_tiles(shape sh, int max_n, const char *backend) {
 typedef struct {
     const char *mode;
     int cuda;
+    const char *prec;
 } paths_args;
 
 static int paths_word(const char *arg, const char *next, void *ctx) {
@@ -185,13 +187,13 @@ static int paths_word(const char *arg, const char *next, void *ctx) {
         pa->cuda = !strcmp(next, "cuda");
         return 2;
     }
-    return 0;
+    return bench_precision_word(arg, next, &pa->prec);
 }
 
 int main(int argc, char **argv) {
     const char *mode = "density";
     int cuda = 0, n = -1, B = -1, H = 2, dh = 32, kc = 32, max_n = 16384;
-    paths_args pa = {"density", 0};
+    paths_args pa = {"density", 0, "fp32"};
     const bench_int_opt opts[] = {{"--n", &n},   {"--batch", &B},        {"--heads", &H},
                                   {"--dh", &dh}, {"--clusters", &kc},    {"--max-n", &max_n}};
     if (bench_parse(argc, argv, "bench_sbm_paths", opts, 6, paths_word, &pa)) return 2;
@@ -204,10 +206,17 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_sbm_paths: %s\n", err);
             return 77;
         }
+        bench_set_precision(&k, pa.prec);
     } else {
         kctx_init(&k, KB_CPU, 1);
     }
-    const char *backend = cuda ? "cuda" : "cpu, 1 thread";
+    if (!cuda && strcmp(pa.prec, "fp32")) {
+        fprintf(stderr, "bench_sbm_paths: --precision %s needs --backend cuda\n", pa.prec);
+        return 2;
+    }
+    char backend[64];
+    snprintf(backend, sizeof(backend), "%s", cuda ? "cuda" : "cpu, 1 thread");
+    if (cuda) snprintf(backend, sizeof(backend), "cuda, %s", pa.prec);
     shape sh = {&k, B > 0 ? B : (cuda ? 8 : 1), n > 0 ? n : (cuda ? 4096 : 1024), H, dh, kc};
     if (!strcmp(mode, "density")) table_density(&sh, backend);
     else table_tiles(sh, max_n, backend);

@@ -49,6 +49,22 @@ typedef struct {
     int *value;
 } bench_int_opt;
 
+// --precision fp32|tf32|bf16 (train.precision's values): how many arguments it took (0: not
+// this option), the choice in *prec.
+static inline int bench_precision_word(const char *arg, const char *next, const char **prec) {
+    if (strcmp(arg, "--precision") || !next ||
+        (strcmp(next, "fp32") && strcmp(next, "tf32") && strcmp(next, "bf16")))
+        return 0;
+    *prec = next;
+    return 2;
+}
+
+// Sets a CUDA context's precision flags as train does for train.precision.
+static inline void bench_set_precision(kctx *k, const char *prec) {
+    k->bf16 = !strcmp(prec, "bf16");
+    k->tf32 = !strcmp(prec, "tf32");
+}
+
 // Parses argv: integer options from opts, anything else through word(arg, next, ctx), which
 // returns how many arguments it took (0: unknown). 0 on success; 2 with a message otherwise.
 static inline int bench_parse(int argc, char **argv, const char *prog, const bench_int_opt *opts,

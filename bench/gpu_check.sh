@@ -105,6 +105,7 @@ fi
 for shape in "--dh 64 --heads 8" "--dh 32 --heads 2"; do
     echo "== attention benchmark: $shape"
     timeout 120 "$PACK/bench_attn_gpu" $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
+    timeout 120 "$PACK/bench_attn_gpu" --precision tf32 $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
     timeout 60 "$PACK/bench_attn_gpu" --rowwise --max-n 4096 $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
     if python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
         timeout 120 python3 bench/torch_sdpa.py $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
@@ -115,8 +116,10 @@ done
 : > /tmp/gpu_check_sbm.log
 for shape in "--dh 64 --heads 8" "--dh 32 --heads 2"; do
     echo "== SBM sampled tiles: $shape"
-    timeout 120 "$PACK/bench_sbm_paths" tiles --backend cuda --n 1024 --batch 16 --clusters 32 \
-        $shape 2>&1 | tee -a /tmp/gpu_check_sbm.log
+    for prec in fp32 tf32; do
+        timeout 120 "$PACK/bench_sbm_paths" tiles --backend cuda --n 1024 --batch 16 --clusters 32 \
+            --precision $prec $shape 2>&1 | tee -a /tmp/gpu_check_sbm.log
+    done
 done
 for kc in 32 128; do
     echo "== SBM paths against density: k $kc"
@@ -124,7 +127,7 @@ for kc in 32 128; do
         --dh 32 --clusters $kc 2>&1 | tee -a /tmp/gpu_check_sbm.log
 done
 # A training step of the reference listops model (batch 32, n = 2048, lengths 500..2000) with
-# softmax and with SBM attention: sbmt on cuda in fp32 and bf16, then the same model in PyTorch
+# softmax and with SBM attention: sbmt on cuda in fp32, tf32 and bf16, then the same model in PyTorch
 # on the same GPU (explicit attention as the reference code, SDPA, and the authors' dense SBM),
 # fp32 and bf16 autocast.
 echo "== training step: listops reference model, softmax attention"
@@ -133,7 +136,7 @@ TRAIN_FAIL=0
 : > /tmp/gpu_check_train.log
 if timeout 60 "$PACK/sbmt" data listops --out "$W/lo.h5" --train 1024 --dev 64 --test 64 \
         --seq-len 2048 --min-len 500 --max-len 2000 --seed 1 --quiet; then
-    for run in softmax:fp32 softmax:bf16 sbm:fp32 sbm:bf16; do
+    for run in softmax:fp32 softmax:tf32 softmax:bf16 sbm:fp32 sbm:tf32 sbm:bf16; do
         att=${run%%:*} prec=${run##*:}
         timeout 150 "$PACK/sbmt" train --config configs/listops.ini --data "$W/lo.h5" \
             --out "$W/run-$att-$prec" --set model.attention=$att --set train.backend=cuda \

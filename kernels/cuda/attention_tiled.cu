@@ -1,5 +1,6 @@
-// attention_tiled.cu: tiled softmax attention for the CUDA backend (FlashAttention-2's schedule
-// in fp32 on the SIMT cores): a block owns a tile of query rows (forward, dQ) or of key rows
+// attention_tiled.cu: tiled softmax attention for the CUDA backend (FlashAttention-2's schedule;
+// the tile products in fp32 on the SIMT cores, or with train.precision tf32 / bf16 on tensor
+// cores through tile_mma.cuh, where rows are padded to DH + 4): a block owns a tile of query rows (forward, dQ) or of key rows
 // (dK, dV), streams the other side through shared memory in tiles, keeps an online softmax in
 // registers and never stores a score matrix. Backward is two kernels (query tiles, key tiles)
 // that each recompute the scores, so no gradient is accumulated atomically and results are
@@ -10,7 +11,7 @@
 // Thread layout (128 threads): thread t owns RPT = TR / 16 rows tr * RPT + a of its tile
 // (tr = t / 8) and the columns tc + 8 c of the streamed tile and of the head (tc = t % 8), so
 // the 8 threads of a row are adjacent lanes (row reductions are 3 shuffles) and, with rows
-// padded to DH + 1 floats, reads of shared tiles are free of bank conflicts.
+// padded to DH + 1 floats, the SIMT products read shared tiles free of bank conflicts.
 #include <math.h>
 
 #include "kernels/cuda/attention_tiled.cuh"
