@@ -35,7 +35,8 @@ template <int DH, bool TCORE> struct sbm_bwd_smem {
     static size_t q(int kc) {
         return sizeof(float) * (2 * (size_t)R * P + 2 * (size_t)TC * P + 2 * (size_t)R * PS +
                                 2 * (size_t)R + ST) +
-               (size_t)R * TC + sbm_tile_smem<R>::bytes(kc) + sizeof(float) * (size_t)R * kc;
+               (size_t)R * TC + sbm_tile_smem<R>::bytes_pk(sbm_pad<TCORE>::pk(kc)) +
+               sizeof(float) * (size_t)R * sbm_pad<TCORE>::ks(kc);
     }
     // K, V (R keys), Q, dO (TC queries), ds, p~ and G tiles, lse and D of the queries, flags,
     // then T1 and Yq of the queries, Yk of the keys, words, validity, accumulator G^T Yq [R][kc].
@@ -43,8 +44,9 @@ template <int DH, bool TCORE> struct sbm_bwd_smem {
         return sizeof(float) * (2 * (size_t)R * P + 2 * (size_t)TC * P + 3 * (size_t)R * PS +
                                 2 * (size_t)TC + ST) +
                (size_t)TC * R +
-               sizeof(float) * (2 * (size_t)TC * (kc + 1) + (size_t)R * (kc + 1) + TC + R) +
-               sizeof(uint32_t) * (size_t)TC * R + sizeof(float) * (size_t)R * kc;
+               sizeof(float) * (2 * (size_t)TC * sbm_pad<TCORE>::pk(kc) +
+                                (size_t)R * sbm_pad<TCORE>::pk(kc) + TC + R) +
+               sizeof(uint32_t) * (size_t)TC * R + sizeof(float) * (size_t)R * sbm_pad<TCORE>::ks(kc);
     }
 };
 
@@ -52,12 +54,16 @@ __device__ __forceinline__ float sbm_ste_clip(float x) {
     return x > 1.0f ? 1.0f : (x < -1.0f ? -1.0f : x);
 }
 
-// acc[row][u] += sum_j G[row][j] Y[j][u] (G [.][PS], Y [TC][kc + 1], acc [.][kc]) for this
-// thread's rows and clusters tc + 8 m: the straight-through products G Yk and G^T Yq (on the
-// SIMT cores in every precision).
-template <int PS, int RPT>
+// acc[row][u] += sum_j G[row][j] Y[j][u] (G [TR][PS], Y [TC][sbm_pad::pk], acc [TR][ks]): the
+// straight-through products G Yk and G^T Yq; SIMT: this thread's rows and clusters tc + 8 m.
+template <bool TCORE, int PS, int RPT>
 __device__ __forceinline__ void sbm_ste_accumulate(float *acc, const float *G, const float *Y,
                                                    int kc) {
+    if constexpr (TCORE) {
+        mma_tile_acc<16 * RPT, TC>(acc, sbm_pad<true>::ks(kc), sbm_pad<true>::kc16(kc), G, PS, Y,
+                                   sbm_pad<true>::pk(kc));
+        return;
+    }
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8, PK = kc + 1;
 #pragma unroll
     for (int r = 0; r < RPT; r++) {
@@ -111,7 +117,7 @@ __global__ void __launch_bounds__(NTHREADS)
         sbm_tile_words<TR>(W, s, graph, i0, j0);
         if (a.p > 0.0f) draw_keep<TR, TC>(keep, a, drop, i0, j0);
         __syncthreads();
-        const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, s);
+        const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, s, PK);
         float sc[RPT][8];
         tile_scores<DH, TCORE>(sc, Qs, Ks, stage);
 #pragma unroll
@@ -143,7 +149,8 @@ __global__ void __launch_bounds__(NTHREADS)
     using LY = tile_layout<DH, TCORE>;
     constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
-    const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, PK = kc + 1, Hk = s.H * kc;
+    const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, Hk = s.H * kc;
+    const int PK = sbm_pad<TCORE>::pk(kc), KW = sbm_pad<TCORE>::width(kc), KS = sbm_pad<TCORE>::ks(kc);
     if (i0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
     float *Qs = smem, *dOs = Qs + TR * P, *Ks = dOs + TR * P, *Vs = Ks + TC * P;
@@ -153,18 +160,18 @@ __global__ void __launch_bounds__(NTHREADS)
     float *T1s = (float *)(keep + TR * TC), *Yks = T1s + TR * PK, *qv = Yks + TC * PK;
     float *kv = qv + TR;
     uint32_t *W = (uint32_t *)(kv + TC);
-    float *acc = (float *)(W + TR * TC);  // [TR][kc]: G Yk of the block's rows
+    float *acc = (float *)(W + TR * TC);  // [TR][KS]: G Yk of the block's rows
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
     load_rows<DH, P>(Qs, a, base, i0, TR, L, 0, h, a.sc);
     load_rows_hd<DH, P>(dOs, dout, a, base, i0, TR, L, h);
-    sbm_load_rows(T1s, s.T1, s, base, i0, TR, L, h);
+    sbm_load_rows(T1s, s.T1, s, base, i0, TR, L, h, PK, KW);
     for (int r = threadIdx.x; r < TR; r += NTHREADS) {
         const bool in = i0 + r < L;
         ls[r] = in ? lse[(size_t)(base + i0 + r) * a.H + h] : INFINITY;
         Ds[r] = in ? Dbuf[(size_t)(base + i0 + r) * a.H + h] : 0.0f;
         qv[r] = in && a.bt.mask[base + i0 + r] != 0.0f ? 1.0f : 0.0f;
     }
-    for (int x = threadIdx.x; x < TR * kc; x += NTHREADS) acc[x] = 0.0f;
+    for (int x = threadIdx.x; x < TR * KS; x += NTHREADS) acc[x] = 0.0f;
     const rng_stream drop = rng_make(a.d.seed, RNG_DROPOUT, a.d.step, a.d.layer,
                                      a.d.slot + (uint32_t)h, a.bt.sample[b]);
     const rng_stream graph = rng_make(s.seed, RNG_GRAPH, s.step, s.layer, s.head0 + (uint32_t)h,
@@ -175,13 +182,13 @@ __global__ void __launch_bounds__(NTHREADS)
         __syncthreads();
         load_rows<DH, P>(Ks, a, base, j0, TC, L, 1, h, 1.0f);
         load_rows<DH, P>(Vs, a, base, j0, TC, L, 2, h, 1.0f);
-        sbm_load_rows(Yks, s.Yk, s, base, j0, TC, L, h);
+        sbm_load_rows(Yks, s.Yk, s, base, j0, TC, L, h, PK, KW);
         for (int j = threadIdx.x; j < TC; j += NTHREADS)
             kv[j] = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f ? 1.0f : 0.0f;
         sbm_tile_words<TR>(W, s, graph, i0, j0);
         if (a.p > 0.0f) draw_keep<TR, TC>(keep, a, drop, i0, j0);
         __syncthreads();
-        const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, s);
+        const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, s, PK);
         float sc[RPT][8], g[RPT][8];
         tile_scores<DH, TCORE>(sc, Qs, Ks, stage);
         tile_scores<DH, TCORE>(g, dOs, Vs, stage);
@@ -203,7 +210,7 @@ __global__ void __launch_bounds__(NTHREADS)
         }
         __syncthreads();
         tile_accumulate<DH, TCORE>(dq, Ps, Ks, stage);
-        sbm_ste_accumulate<PS, RPT>(acc, Gs, Yks, kc);
+        sbm_ste_accumulate<TCORE, PS, RPT>(acc, Gs, Yks, kc);
     }
     __syncthreads();
 #pragma unroll
@@ -213,7 +220,7 @@ __global__ void __launch_bounds__(NTHREADS)
         float *d = dqkv + (size_t)(base + i) * a.ld + h * DH;
 #pragma unroll
         for (int c = 0; c < CPT; c++) d[tc + 8 * c] = dq[r][c] * a.sc;
-        for (int u = tc; u < kc; u += 8) GYk[(size_t)(base + i) * Hk + h * kc + u] = acc[qi * kc + u];
+        for (int u = tc; u < kc; u += 8) GYk[(size_t)(base + i) * Hk + h * kc + u] = acc[qi * KS + u];
     }
 }
 
@@ -227,7 +234,8 @@ __global__ void __launch_bounds__(NTHREADS)
     using LY = tile_layout<DH, TCORE>;
     constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, j0 = blockIdx.x * TR;
-    const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, PK = kc + 1, Hk = s.H * kc;
+    const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, Hk = s.H * kc;
+    const int PK = sbm_pad<TCORE>::pk(kc), KW = sbm_pad<TCORE>::width(kc), KS = sbm_pad<TCORE>::ks(kc);
     if (j0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
     float *Ks = smem, *Vs = Ks + TR * P, *Qs = Vs + TR * P, *dOs = Qs + TC * P;
@@ -237,14 +245,14 @@ __global__ void __launch_bounds__(NTHREADS)
     float *T1s = (float *)(keep + TC * TR), *Yqs = T1s + TC * PK, *Yks = Yqs + TC * PK;
     float *qv = Yks + TR * PK, *kv = qv + TC;
     uint32_t *W = (uint32_t *)(kv + TR);  // [TC queries][TR keys]
-    float *acc = (float *)(W + TC * TR);  // [TR][kc]: G^T Yq of the block's keys
+    float *acc = (float *)(W + TC * TR);  // [TR][KS]: G^T Yq of the block's keys
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
     load_rows<DH, P>(Ks, a, base, j0, TR, L, 1, h, a.sc);
     load_rows<DH, P>(Vs, a, base, j0, TR, L, 2, h, 1.0f);
-    sbm_load_rows(Yks, s.Yk, s, base, j0, TR, L, h);
+    sbm_load_rows(Yks, s.Yk, s, base, j0, TR, L, h, PK, KW);
     for (int j = threadIdx.x; j < TR; j += NTHREADS)
         kv[j] = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f ? 1.0f : 0.0f;
-    for (int x = threadIdx.x; x < TR * kc; x += NTHREADS) acc[x] = 0.0f;
+    for (int x = threadIdx.x; x < TR * KS; x += NTHREADS) acc[x] = 0.0f;
     const rng_stream drop = rng_make(a.d.seed, RNG_DROPOUT, a.d.step, a.d.layer,
                                      a.d.slot + (uint32_t)h, a.bt.sample[b]);
     const rng_stream graph = rng_make(s.seed, RNG_GRAPH, s.step, s.layer, s.head0 + (uint32_t)h,
@@ -256,8 +264,8 @@ __global__ void __launch_bounds__(NTHREADS)
         __syncthreads();
         load_rows<DH, P>(Qs, a, base, q0, TC, L, 0, h, 1.0f);
         load_rows_hd<DH, P>(dOs, dout, a, base, q0, TC, L, h);
-        sbm_load_rows(T1s, s.T1, s, base, q0, TC, L, h);
-        sbm_load_rows(Yqs, Yq, s, base, q0, TC, L, h);
+        sbm_load_rows(T1s, s.T1, s, base, q0, TC, L, h, PK, KW);
+        sbm_load_rows(Yqs, Yq, s, base, q0, TC, L, h, PK, KW);
         for (int i = threadIdx.x; i < TC; i += NTHREADS) {
             const bool in = q0 + i < L;
             ls[i] = in ? lse[(size_t)(base + q0 + i) * a.H + h] : INFINITY;
@@ -267,7 +275,7 @@ __global__ void __launch_bounds__(NTHREADS)
         sbm_tile_words<TC, TR>(W, s, graph, q0, j0);
         if (a.p > 0.0f) draw_keep<TC, TR>(keep, a, drop, q0, j0);
         __syncthreads();
-        const uint32_t bits = sbm_tile_flags_keys<TR>(Yks, T1s, W, kv, qv, s);
+        const uint32_t bits = sbm_tile_flags_keys<TR>(Yks, T1s, W, kv, qv, s, PK);
         float sc[RPT][8], g[RPT][8];
         tile_scores<DH, TCORE>(sc, Ks, Qs, stage);
         tile_scores<DH, TCORE>(g, Vs, dOs, stage);
@@ -291,7 +299,7 @@ __global__ void __launch_bounds__(NTHREADS)
         __syncthreads();
         tile_accumulate<DH, TCORE>(dk, S1, Qs, stage);
         tile_accumulate<DH, TCORE>(dv, S2, dOs, stage);
-        sbm_ste_accumulate<PS, RPT>(acc, S3, Yqs, kc);
+        sbm_ste_accumulate<TCORE, PS, RPT>(acc, S3, Yqs, kc);
     }
     __syncthreads();
 #pragma unroll
@@ -304,7 +312,7 @@ __global__ void __launch_bounds__(NTHREADS)
             d[tc + 8 * c] = dk[r][c] * a.sc;
             d[a.HD + tc + 8 * c] = dv[r][c];
         }
-        for (int u = tc; u < kc; u += 8) GTYq[(size_t)(base + j) * Hk + h * kc + u] = acc[kj * kc + u];
+        for (int u = tc; u < kc; u += 8) GTYq[(size_t)(base + j) * Hk + h * kc + u] = acc[kj * KS + u];
     }
 }
 

@@ -36,24 +36,42 @@ __device__ __forceinline__ bool sbm_tile_skips(const sbm_tile_args &a, int b, in
     return a.skip && a.skip[b * a.H + h];
 }
 
-// Shared memory of a tile of TR query rows: T1 and Yk rows padded to kc + 1 floats, the
-// 24-bit words of the tile's pairs, the validity of its queries and keys.
-template <int TR> struct sbm_tile_smem {
-    static size_t bytes(int kc) {
-        return sizeof(float) * ((size_t)TR * (kc + 1) + (size_t)SBM_TC * (kc + 1) + TR + SBM_TC) +
-               sizeof(uint32_t) * (size_t)TR * SBM_TC;
-    }
+// Row strides of the membership tiles (T1, Yq, Yk) and of the straight-through accumulators:
+// kc + 1 floats on the SIMT path; with tensor cores (TCORE, the backward kernels) the columns
+// round up to kc16, a multiple of 16, zero-filled (WMMA's block width), rows kc16 + 4 apart and
+// accumulator rows kc16. The P products read the same values either way (sbm_flags), so the
+// graphs do not depend on the layout.
+template <bool TCORE> struct sbm_pad {
+    static __host__ __device__ int kc16(int kc) { return (kc + 15) / 16 * 16; }
+    static __host__ __device__ int width(int kc) { return TCORE ? kc16(kc) : kc; }  // loaded
+    static __host__ __device__ int pk(int kc) { return TCORE ? kc16(kc) + 4 : kc + 1; }
+    static __host__ __device__ int ks(int kc) { return TCORE ? kc16(kc) : kc; }
 };
 
-// Rows [r0, r0 + R) of head h of X [T, H*kc] (rows of sequence `base`) into S [R][kc + 1];
-// rows at or past lim are zero.
+// Shared memory of a tile of TR query rows: T1 and Yk rows pk floats apart, the 24-bit words
+// of the tile's pairs, the validity of its queries and keys.
+template <int TR> struct sbm_tile_smem {
+    static size_t bytes_pk(int pk) {
+        return sizeof(float) * ((size_t)TR * pk + (size_t)SBM_TC * pk + TR + SBM_TC) +
+               sizeof(uint32_t) * (size_t)TR * SBM_TC;
+    }
+    static size_t bytes(int kc) { return bytes_pk(kc + 1); }
+};
+
+// Rows [r0, r0 + R) of head h of X [T, H*kc] (rows of sequence `base`) into S [R][P], columns
+// [0, width) (those past kc zero); rows at or past lim are zero.
+__device__ inline void sbm_load_rows(float *S, const float *X, const sbm_tile_args &a, int base,
+                                     int r0, int R, int lim, int h, int P, int width) {
+    const int Hk = a.H * a.kc;
+    for (int x = threadIdx.x; x < R * width; x += SBM_NTHREADS) {
+        int r = x / width, c = x % width;
+        S[r * P + c] = r0 + r < lim && c < a.kc ? X[(size_t)(base + r0 + r) * Hk + h * a.kc + c]
+                                                : 0.0f;
+    }
+}
 __device__ inline void sbm_load_rows(float *S, const float *X, const sbm_tile_args &a, int base,
                                      int r0, int R, int lim, int h) {
-    const int Hk = a.H * a.kc, P = a.kc + 1;
-    for (int x = threadIdx.x; x < R * a.kc; x += SBM_NTHREADS) {
-        int r = x / a.kc, c = x % a.kc;
-        S[r * P + c] = r0 + r < lim ? X[(size_t)(base + r0 + r) * Hk + h * a.kc + c] : 0.0f;
-    }
+    sbm_load_rows(S, X, a, base, r0, R, lim, h, a.kc + 1, a.kc);
 }
 
 // The words of pairs (i0 + r, j0 + c), r < NQ queries, c < NK keys, into W[r * NK + c]:
@@ -77,7 +95,7 @@ __device__ void sbm_tile_words(uint32_t *W, const sbm_tile_args &a, rng_stream s
 }
 
 // This thread's edge flags of a tile (bit a * 8 + c: its row tr * RPT + a of TR, its column
-// tc + 8 c of SBM_TC), from the tile's rows R and columns X [.][kc + 1], the words W and the
+// tc + 8 c of SBM_TC), from the tile's rows R and columns X [.][pk], the words W and the
 // validity of rows (rv) and columns (xv), all in shared memory (the caller loads them and
 // synchronises). KEYS = false: rows are queries (T1), columns keys (Yk), W [TR][SBM_TC].
 // KEYS = true (the dK/dV kernel): rows are keys (Yk), columns queries (T1), W [SBM_TC][TR]
@@ -85,11 +103,11 @@ __device__ void sbm_tile_words(uint32_t *W, const sbm_tile_args &a, rng_stream s
 // query-major tile's.
 template <int TR, bool KEYS>
 __device__ uint32_t sbm_flags(const float *R, const float *X, const uint32_t *W, const float *rv,
-                              const float *xv, const sbm_tile_args &a) {
+                              const float *xv, const sbm_tile_args &a, int pk) {
     constexpr int RPT = TR / 16;
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
     float p[RPT][8];
-    tile_products<RPT>(p, R, X, a.kc, a.kc + 1);
+    tile_products<RPT>(p, R, X, a.kc, pk);
     uint32_t bits = 0;
 #pragma unroll
     for (int r = 0; r < RPT; r++) {
@@ -108,14 +126,16 @@ __device__ uint32_t sbm_flags(const float *R, const float *X, const uint32_t *W,
 
 template <int TR>
 __device__ uint32_t sbm_tile_flags(const float *T1s, const float *Yks, const uint32_t *W,
-                                   const float *qv, const float *kv, const sbm_tile_args &a) {
-    return sbm_flags<TR, false>(T1s, Yks, W, qv, kv, a);
+                                   const float *qv, const float *kv, const sbm_tile_args &a,
+                                   int pk) {
+    return sbm_flags<TR, false>(T1s, Yks, W, qv, kv, a, pk);
 }
 
 template <int TR>
 __device__ uint32_t sbm_tile_flags_keys(const float *Yks, const float *T1s, const uint32_t *W,
-                                        const float *kv, const float *qv, const sbm_tile_args &a) {
-    return sbm_flags<TR, true>(Yks, T1s, W, kv, qv, a);
+                                        const float *kv, const float *qv, const sbm_tile_args &a,
+                                        int pk) {
+    return sbm_flags<TR, true>(Yks, T1s, W, kv, qv, a, pk);
 }
 
 // Edges of every unit u = b H + h into count[u] (zeroed by the caller); with flags != NULL also
@@ -147,7 +167,7 @@ __global__ void __launch_bounds__(SBM_NTHREADS)
             kv[j] = j0 + j < L && a.bt.mask[base + j0 + j] != 0.0f ? 1.0f : 0.0f;
         sbm_tile_words<TR>(W, a, st, i0, j0);
         __syncthreads();
-        const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, a);
+        const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, a, P);
         mine += (unsigned long long)__popc(bits);
         if (flags)
             for (int r = 0; r < RPT; r++)

@@ -49,4 +49,34 @@ __device__ __forceinline__ void mma_tile(float *C, int ldc, const float *A, int 
     }
 }
 
+// C [M][n] += A B for A [M][K] (lda) and B [K][n] (ldb), n a multiple of 16 known at run time:
+// the straight-through products, accumulated in place in shared memory (each warp always owns
+// the same output blocks, so no barrier is needed between calls).
+template <int M, int K>
+__device__ __forceinline__ void mma_tile_acc(float *C, int ldc, int n, const float *A, int lda,
+                                             const float *B, int ldb) {
+    using namespace nvcuda;
+    static_assert(M % 16 == 0 && K % 8 == 0, "WMMA tiles are 16 x 16 x 8");
+    const int BN = n / 16, NB = (M / 16) * BN;
+    for (int t = (int)threadIdx.x / 32; t < NB; t += MMA_NWARPS) {
+        const int bm = t / BN, bn = t % BN;
+        float *c = C + (size_t)bm * 16 * ldc + bn * 16;
+        wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+        wmma::load_matrix_sync(acc, c, ldc, wmma::mem_row_major);
+#pragma unroll 4
+        for (int k = 0; k < K; k += 8) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
+            wmma::load_matrix_sync(fa, A + (size_t)bm * 16 * lda + k, lda);
+            wmma::load_matrix_sync(fb, B + (size_t)k * ldb + bn * 16, ldb);
+#pragma unroll
+            for (int i = 0; i < fa.num_elements; i++) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+#pragma unroll
+            for (int i = 0; i < fb.num_elements; i++) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
+            wmma::mma_sync(acc, fa, fb, acc);
+        }
+        wmma::store_matrix_sync(c, acc, ldc, wmma::mem_row_major);
+    }
+}
+
 #endif

@@ -1,6 +1,7 @@
 // mma.h (emulated): the part of CUDA's WMMA API (nvcuda::wmma) that kernels/cuda/tile_mma.cuh
 // uses, for kernels run on the CPU through tests/cuda_emu.h: tf32 fragments of 16 x 16 x 8,
-// float accumulators, loads and stores from shared or global memory, mma_sync, and
+// float accumulators (filled, or loaded with a layout), loads and stores from shared or global
+// memory, mma_sync, and
 // __float_to_tf32 (round to nearest, ties away, to 10 mantissa bits, as cvt.rna.tf32.f32).
 //
 // What a GPU requires and the emulator checks (each a message and abort): every lane of the warp
@@ -95,12 +96,23 @@ inline bool emu_mma_lead() {
 
 template <class Use, int M, int N, int K, class T, class Layout>
 inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout> &f, const float *p, unsigned ldm) {
+    static_assert(!std::is_same<Use, accumulator>::value, "an accumulator load takes a layout");
     emu_mma_check(p, ldm, "load_matrix_sync");
     if (!emu_mma_lead()) return;
     constexpr bool colm = std::is_same<Layout, col_major>::value;
     for (int r = 0; r < f.rows; r++)
         for (int c = 0; c < f.cols; c++)
             f.x[r * f.cols + c] = colm ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c];
+}
+
+template <int M, int N, int K>
+inline void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const float *p, unsigned ldm,
+                             layout_t layout) {
+    emu_mma_check(p, ldm, "load_matrix_sync");
+    if (!emu_mma_lead()) return;
+    for (int r = 0; r < M; r++)
+        for (int c = 0; c < N; c++)
+            f.x[r * N + c] = layout == mem_col_major ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c];
 }
 
 template <int M, int N, int K>
