@@ -238,7 +238,7 @@ static void test_cli_errors(void **state) {
     expect_fail("train --data lo.h5 --set data.seq_len=64 --set train.precision=bf16",
                 "train.precision = bf16 needs train.backend = cuda");
     expect_fail("train --data lo.h5 --set data.seq_len=64 --set train.precision=fp16",
-                "train.precision: 'fp16' is not one of fp32|bf16");
+                "train.precision: 'fp16' is not one of fp32|tf32|bf16");
     expect_fail("train --data lo.h5 --set data.seq_len=64 --set dist.tp=3",
                 "dist.tp = 3 does not divide model.heads = 2");
     // An empty split is an error for eval and for train, which evaluates it.
