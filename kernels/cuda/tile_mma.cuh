@@ -20,32 +20,49 @@
 #endif
 
 // C [M][N] (row stride ldc) = A B^T for A [M][K] (lda) and B [N][K] (ldb): the scores of rows
-// against rows. TRANS_B = false: B is [K][N] (ldb) and C = A B, the aggregations.
+// against rows. TRANS_B = false: B is [K][N] (ldb) and C = A B, the aggregations. A warp owns
+// one 16-row block at a time and CB of its 16-column blocks, so each A fragment it loads serves
+// CB products (with fewer row blocks than warps, WR warps split a row block's columns).
 template <int M, int N, int K, bool TRANS_B>
 __device__ __forceinline__ void mma_tile(float *C, int ldc, const float *A, int lda,
                                          const float *B, int ldb) {
     using namespace nvcuda;
     static_assert(M % 16 == 0 && N % 16 == 0 && K % 8 == 0, "WMMA tiles are 16 x 16 x 8");
     using b_layout = typename std::conditional<TRANS_B, wmma::col_major, wmma::row_major>::type;
-    constexpr int BN = N / 16, NB = (M / 16) * BN;
-    for (int t = (int)threadIdx.x / 32; t < NB; t += MMA_NWARPS) {  // warp-uniform
-        const int bm = t / BN, bn = t % BN;
-        wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
-        wmma::fill_fragment(acc, 0.0f);
-#pragma unroll 4
+    constexpr int BM = M / 16, BN = N / 16, NW = MMA_NWARPS;
+    constexpr int WR = BM >= NW ? 1 : NW / BM;  // warps per row block
+    static_assert(BM >= NW || NW % BM == 0, "row blocks must divide the warps");
+    constexpr int CB = (BN + WR - 1) / WR;      // column blocks per warp
+    const int w = (int)threadIdx.x / 32;
+    for (int bm = w / WR; bm < BM; bm += NW / WR) {  // warp-uniform
+        wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[CB];
+#pragma unroll
+        for (int c = 0; c < CB; c++) wmma::fill_fragment(acc[c], 0.0f);
+#pragma unroll 2
         for (int k = 0; k < K; k += 8) {
             wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
-            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, b_layout> fb;
             wmma::load_matrix_sync(fa, A + (size_t)bm * 16 * lda + k, lda);
-            wmma::load_matrix_sync(fb, TRANS_B ? B + (size_t)bn * 16 * ldb + k
-                                               : B + (size_t)k * ldb + bn * 16, ldb);
 #pragma unroll
             for (int i = 0; i < fa.num_elements; i++) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
 #pragma unroll
-            for (int i = 0; i < fb.num_elements; i++) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
-            wmma::mma_sync(acc, fa, fb, acc);
+            for (int c = 0; c < CB; c++) {
+                const int bn = w % WR + c * WR;
+                if (bn >= BN) break;
+                wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, b_layout> fb;
+                wmma::load_matrix_sync(fb, TRANS_B ? B + (size_t)bn * 16 * ldb + k
+                                                   : B + (size_t)k * ldb + bn * 16, ldb);
+#pragma unroll
+                for (int i = 0; i < fb.num_elements; i++) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
+                wmma::mma_sync(acc[c], fa, fb, acc[c]);
+            }
         }
-        wmma::store_matrix_sync(C + (size_t)bm * 16 * ldc + bn * 16, acc, ldc, wmma::mem_row_major);
+#pragma unroll
+        for (int c = 0; c < CB; c++) {
+            const int bn = w % WR + c * WR;
+            if (bn < BN)
+                wmma::store_matrix_sync(C + (size_t)bm * 16 * ldc + bn * 16, acc[c], ldc,
+                                        wmma::mem_row_major);
+        }
     }
 }
 
