@@ -105,7 +105,10 @@ fi
 for shape in "--dh 64 --heads 8" "--dh 32 --heads 2"; do
     echo "== attention benchmark: $shape"
     timeout 120 "$PACK/bench_attn_gpu" $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
-    timeout 120 "$PACK/bench_attn_gpu" --precision tf32 $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
+    for prec in tf32 bf16; do
+        timeout 120 "$PACK/bench_attn_gpu" --precision $prec $shape 2>&1 |
+            tee -a /tmp/gpu_check_bench.log
+    done
     timeout 60 "$PACK/bench_attn_gpu" --rowwise --max-n 4096 $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
     if python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
         timeout 120 python3 bench/torch_sdpa.py $shape 2>&1 | tee -a /tmp/gpu_check_bench.log

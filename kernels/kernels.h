@@ -26,7 +26,8 @@ typedef struct {
     int bf16;      // CUDA: GEMM operands rounded to bfloat16, fp32 accumulation and outputs
                    // (train.precision = bf16); the CPU backend computes in fp32 only
     int tf32;      // CUDA: GEMMs on tensor cores with tf32 operands (train.precision = tf32).
-                   // Either flag puts the attention tiles' products on tensor cores (tf32);
+                   // Either flag puts the attention tiles' products on tensor cores (tf32 or
+                   // bf16 operands; the straight-through products tf32);
                    // the SBM sampler's own products stay fp32 (from the same memberships, the
                    // same graph in every precision)
     void *impl;    // backend state (CUDA: stream, cuBLAS handle, the batch's device arrays)

@@ -438,6 +438,18 @@ SHAPE(shape_sbm_attn_tf32) {
     c->tol = 5e-3;
     c->min_err = 1e-6;
 }
+// bf16 (train.precision = bf16): the attention tiles' operands in bfloat16 (relative 2^-9),
+// the straight-through products in tf32, the graphs still exact.
+static void run_sbm_attn_bf16(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    k->bf16 = k->backend != KB_CPU;
+    sbm_attn_case(k, b, bt, c, 16, SBM_SAMPLER_DENSE, 1.0f);
+    k->bf16 = 0;
+}
+SHAPE(shape_sbm_attn_bf16) {
+    shape_sbm_attn_dh(c, bt, 16);
+    c->tol = 2e-2;
+    c->min_err = 1e-5;
+}
 
 static const op_entry OPS[] = {
     {"linear_fwd", run_linear_fwd, shape_linear_fwd},
@@ -475,6 +487,7 @@ static const op_entry OPS[] = {
     {"sbm fastrg sample+attn d24", run_sbm_attn_fastrg24, shape_sbm_attn24},
     {"sbm auto sample+attn", run_sbm_attn_auto, shape_sbm_attn},
     {"sbm dense sample+attn tf32", run_sbm_attn_tf32, shape_sbm_attn_tf32},
+    {"sbm dense sample+attn bf16", run_sbm_attn_bf16, shape_sbm_attn_bf16},
     {"attn_softmax fwd+bwd", run_attn_nodrop, shape_attn},
     {"attn_softmax fwd+bwd, dropout", run_attn_drop, shape_attn},
 };
@@ -773,16 +786,18 @@ static void attn_tiles(void **state) {
         for (int t = 3; t < 131; t += 17) tb_pad(&tb, 2, t);
         for (int t = 0; t < 9; t++) tb_pad(&tb, 3, t);  // no key to attend to
         const kbatch *bt = &tb.bt;
-        // tf32 (at n = 203 with dropout): the tiles' products on tensor cores, the row-wise
-        // path (heads of 40) unchanged.
+        // tf32 and bf16 (at n = 203 with dropout): the tiles' products on tensor cores, the
+        // row-wise path (heads of 40) unchanged.
         for (int di = 0; di < 5; di++)
-            for (int pass = quick; pass < 3; pass++) {
-                const int drop = pass > 0, tf32 = pass == 2;
+            for (int pass = quick; pass < 4; pass++) {
+                const int drop = pass > 0, tf32 = pass == 2, bf16 = pass == 3;
+                const int reduced = (tf32 || bf16) && dhs[di] != 40;
                 if (quick && (dhs[di] == 16 || dhs[di] == 64)) continue;
-                if (tf32 && n != 203) continue;
+                if ((tf32 || bf16) && n != 203) continue;
                 const int H = 2, dh = dhs[di], HD = H * dh;
-                const double tol = tf32 && dh != 40 ? 5e-3 : 2e-5;
+                const double tol = !reduced ? 2e-5 : tf32 ? 5e-3 : 2e-2;
                 g_other.tf32 = tf32;
+                g_other.bf16 = bf16;
                 const size_t nq = (size_t)bt->T * 3 * HD, no = (size_t)bt->T * HD;
                 const size_t nl = (size_t)bt->T * H;
                 float *qkv = randn_buf(nq, 1.0f), *dout = randn_buf(no, 1.0f);
@@ -839,13 +854,15 @@ static void attn_tiles(void **state) {
                     }
                 }
                 g_other.tf32 = 0;
-                if (tf32 && dh != 40 && !(worst > 1e-6)) {
-                    print_error("attention dh %d tf32: error %.3e, the rounding did not happen\n",
-                                dh, worst);
+                g_other.bf16 = 0;
+                if (reduced && !(worst > (bf16 ? 1e-4 : 1e-6))) {
+                    print_error("attention dh %d %s: error %.3e, the rounding did not happen\n",
+                                dh, bf16 ? "bf16" : "tf32", worst);
                     bad = 1;
                 }
                 printf("attn_softmax n %d dh %3d p %.1f %s%s: relative error %.2e%s\n", n, dh, p,
-                       g_other.ops->name, tf32 ? " tf32" : "", worst, bad ? "  FAILED" : "");
+                       g_other.ops->name, tf32 ? " tf32" : bf16 ? " bf16" : "", worst,
+                       bad ? "  FAILED" : "");
                 failures += bad;
                 for (int e = 0; e < 2; e++)
                     for (int i = 0; i < 3; i++) free(res[e][i]);

@@ -388,7 +388,7 @@ double rel_err(const float *a, const float *b, size_t n, int *mismatch) {
     return std::sqrt(num) / (den > 0 ? std::sqrt(den) : 1e-30);
 }
 
-template <int DH, bool TCORE = false>
+template <int DH, int TM = TM_SIMT>
 double sbm_fwd_case(int n, int kc, float lo, float hi, float p, int *mismatch) {
     sbm_fixture f(n, kc, lo, hi, 0.01f);
     const int H = f.H, HD = H * DH, T = f.bt.T;
@@ -410,15 +410,15 @@ double sbm_fwd_case(int n, int kc, float lo, float hi, float p, int *mismatch) {
     a.thr = dropout_threshold(p);
     a.d = d;
     emu_launch(dim3((unsigned)((n + 63) / 64), (unsigned)f.bt.B, (unsigned)H), NTHREADS,
-               sbm_attn_smem<DH, 64, TCORE>::fwd(kc),
-               [&] { sbm_attn_fwd_kernel<DH, 64, TCORE>(a, f.a, got.data(), lse.data()); });
+               sbm_attn_smem<DH, 64, TM>::fwd(kc),
+               [&] { sbm_attn_fwd_kernel<DH, 64, TM>(a, f.a, got.data(), lse.data()); });
     return rel_err(got.data(), ref.data(), got.size(), mismatch);
 }
 
 // Forward and backward (dqkv, dY = [dYq; dYk], dS) of the tile kernels against the CPU's edge
-// attention and straight-through products on the CPU dense sampler's graph. TCORE: the kernels'
-// products on (emulated) tensor cores.
-template <int DH, bool TCORE = false>
+// attention and straight-through products on the CPU dense sampler's graph. TM: how the
+// kernels' products run (TM_TF32, TM_BF16: on emulated tensor cores).
+template <int DH, int TM = TM_SIMT>
 double sbm_bwd_case(int n, int kc, float lo, float hi, float p, int *mismatch) {
     sbm_fixture f(n, kc, lo, hi, 0.01f);
     const int H = f.H, HD = H * DH, T = f.bt.T, Hk = H * kc;
@@ -450,17 +450,17 @@ double sbm_bwd_case(int n, int kc, float lo, float hi, float p, int *mismatch) {
     std::vector<float> dq2((size_t)T * 3 * HD, 0.0f), GYk((size_t)T * Hk, NAN), GTYq((size_t)T * Hk, NAN);
     const unsigned B = (unsigned)f.bt.B;
     emu_launch(dim3((unsigned)((n + 63) / 64), B, (unsigned)H), NTHREADS,
-               sbm_attn_smem<DH, 64, TCORE>::fwd(kc),
-               [&] { sbm_attn_fwd_kernel<DH, 64, TCORE>(a, f.a, out2.data(), lse.data()); });
+               sbm_attn_smem<DH, 64, TM>::fwd(kc),
+               [&] { sbm_attn_fwd_kernel<DH, 64, TM>(a, f.a, out2.data(), lse.data()); });
     emu_launch(dim3((unsigned)(((size_t)T * H + 3) / 4)), 128, 0,
                [&] { rowdot_kernel(a, DH, Dbuf.data(), dout.data(), out2.data()); });
     const dim3 grid((unsigned)((n + SBM_BTR - 1) / SBM_BTR), B, (unsigned)H);
-    emu_launch(grid, NTHREADS, sbm_bwd_smem<DH, TCORE>::q(kc), [&] {
-        sbm_attn_bwd_q_kernel<DH, TCORE>(a, f.a, dq2.data(), GYk.data(), Dbuf.data(), dout.data(),
+    emu_launch(grid, NTHREADS, sbm_bwd_smem<DH, TM>::q(kc), [&] {
+        sbm_attn_bwd_q_kernel<DH, TM>(a, f.a, dq2.data(), GYk.data(), Dbuf.data(), dout.data(),
                                   lse.data(), reg);
     });
-    emu_launch(grid, NTHREADS, sbm_bwd_smem<DH, TCORE>::kv(kc), [&] {
-        sbm_attn_bwd_kv_kernel<DH, TCORE>(a, f.a, f.Y.data(), dq2.data(), GTYq.data(), Dbuf.data(),
+    emu_launch(grid, NTHREADS, sbm_bwd_smem<DH, TM>::kv(kc), [&] {
+        sbm_attn_bwd_kv_kernel<DH, TM>(a, f.a, f.Y.data(), dq2.data(), GTYq.data(), Dbuf.data(),
                                    dout.data(), lse.data(), reg);
     });
     // dYq = GYk S^T, dYk = GTYq S, dS = Yq^T GYk (cuBLAS in the backend; CBLAS here).
@@ -498,13 +498,18 @@ void test_sbm_attention_backward_matches_cpu(void **state) {
                     "dS relative error %.2e%s\n", p, e2, mm ? ", non-finite mismatch" : "");
         failures += mm || !(e2 <= 2e-5);
     }
-    // Tensor cores (tf32 operands), at 24 clusters: the straight-through products' columns
-    // round up to 32, zero-filled. Within tf32 rounding, and the rounding must show.
+    // Tensor cores (tf32 operands; bf16 attention operands), at 24 clusters: the
+    // straight-through products' columns round up to 32, zero-filled. Within the operands'
+    // rounding, and the rounding must show.
     int mm;
-    double e3 = sbm_bwd_case<32, true>(203, 24, 0.2f, 0.9f, 0.2f, &mm);
+    double e3 = sbm_bwd_case<32, TM_TF32>(203, 24, 0.2f, 0.9f, 0.2f, &mm);
     std::printf("sbm tile attention fwd+bwd, tensor cores (emulated) n 203 dh 32 k 24 p 0.2: "
                 "out, dqkv, dY, dS relative error %.2e%s\n", e3, mm ? ", non-finite mismatch" : "");
     failures += mm || !(e3 <= 5e-3 && e3 > 1e-6);
+    double e4 = sbm_bwd_case<32, TM_BF16>(203, 24, 0.2f, 0.9f, 0.2f, &mm);
+    std::printf("sbm tile attention fwd+bwd, tensor cores bf16 (emulated) n 203 dh 32 k 24 p 0.2: "
+                "out, dqkv, dY, dS relative error %.2e%s\n", e4, mm ? ", non-finite mismatch" : "");
+    failures += mm || !(e4 <= 2e-2 && e4 > 1e-4);
     assert_int_equal(failures, 0);
 }
 

@@ -34,35 +34,38 @@ tile_args cuda_attn_args(kctx *k, const float *qkv, int H, int dh, float p, kdro
 
 namespace {
 
-template <int DH, int TR, bool TCORE>
+template <int DH, int TR, int TM>
 void launch_fwd_as(kctx *k, const tile_args &a, const kbatch *bt, float *out, float *lse) {
-    const size_t sm = tile_smem<DH, TR, TCORE>::fwd;
-    CUDA_CHECK(cudaFuncSetAttribute(tiled_fwd<DH, TR, TCORE>,
+    const size_t sm = tile_smem<DH, TR, TM>::fwd;
+    CUDA_CHECK(cudaFuncSetAttribute(tiled_fwd<DH, TR, TM>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     dim3 grid((unsigned)((bt->n + TR - 1) / TR), (unsigned)bt->B, (unsigned)a.H);
-    tiled_fwd<DH, TR, TCORE><<<grid, NTHREADS, sm, cuda_of(k)->stream>>>(a, out, lse);
+    tiled_fwd<DH, TR, TM><<<grid, NTHREADS, sm, cuda_of(k)->stream>>>(a, out, lse);
     CUDA_CHECK(cudaGetLastError());
 }
 
 template <int DH, int TR>
 void launch_fwd(kctx *k, const tile_args &a, const kbatch *bt, float *out, float *lse) {
-    if (cuda_tiles_tcore(k)) launch_fwd_as<DH, TR, true>(k, a, bt, out, lse);
-    else launch_fwd_as<DH, TR, false>(k, a, bt, out, lse);
+    switch (cuda_tile_mode(k)) {
+    case TM_TF32: launch_fwd_as<DH, TR, TM_TF32>(k, a, bt, out, lse); break;
+    case TM_BF16: launch_fwd_as<DH, TR, TM_BF16>(k, a, bt, out, lse); break;
+    default: launch_fwd_as<DH, TR, TM_SIMT>(k, a, bt, out, lse);
+    }
 }
 
-template <int DH, int TR, bool TCORE>
+template <int DH, int TR, int TM>
 void launch_bwd_as(kctx *k, const tile_args &a, const kbatch *bt, float *dqkv, float *Dbuf,
                    const float *dout, const float *lse) {
     cuda_state *s = cuda_of(k);
-    const size_t smq = tile_smem<DH, TR, TCORE>::bwd_q, smkv = tile_smem<DH, TR, TCORE>::bwd_kv;
-    CUDA_CHECK(cudaFuncSetAttribute(tiled_bwd_q<DH, TR, TCORE>,
+    const size_t smq = tile_smem<DH, TR, TM>::bwd_q, smkv = tile_smem<DH, TR, TM>::bwd_kv;
+    CUDA_CHECK(cudaFuncSetAttribute(tiled_bwd_q<DH, TR, TM>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smq));
-    CUDA_CHECK(cudaFuncSetAttribute(tiled_bwd_kv<DH, TR, TCORE>,
+    CUDA_CHECK(cudaFuncSetAttribute(tiled_bwd_kv<DH, TR, TM>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smkv));
     dim3 grid((unsigned)((bt->n + TR - 1) / TR), (unsigned)bt->B, (unsigned)a.H);
-    tiled_bwd_q<DH, TR, TCORE><<<grid, NTHREADS, smq, s->stream>>>(a, dqkv, Dbuf, dout, lse);
+    tiled_bwd_q<DH, TR, TM><<<grid, NTHREADS, smq, s->stream>>>(a, dqkv, Dbuf, dout, lse);
     CUDA_CHECK(cudaGetLastError());
-    tiled_bwd_kv<DH, TR, TCORE><<<grid, NTHREADS, smkv, s->stream>>>(a, dqkv, Dbuf, dout, lse);
+    tiled_bwd_kv<DH, TR, TM><<<grid, NTHREADS, smkv, s->stream>>>(a, dqkv, Dbuf, dout, lse);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -77,8 +80,11 @@ void launch_bwd(kctx *k, const tile_args &a, const kbatch *bt, float *dqkv, cons
     const size_t warps = (size_t)bt->T * a.H;
     rowdot_kernel<<<(unsigned)((warps + 3) / 4), 128, 0, s->stream>>>(a, DH, Dbuf, dout, out);
     CUDA_CHECK(cudaGetLastError());
-    if (cuda_tiles_tcore(k)) launch_bwd_as<DH, TR, true>(k, a, bt, dqkv, Dbuf, dout, lse);
-    else launch_bwd_as<DH, TR, false>(k, a, bt, dqkv, Dbuf, dout, lse);
+    switch (cuda_tile_mode(k)) {
+    case TM_TF32: launch_bwd_as<DH, TR, TM_TF32>(k, a, bt, dqkv, Dbuf, dout, lse); break;
+    case TM_BF16: launch_bwd_as<DH, TR, TM_BF16>(k, a, bt, dqkv, Dbuf, dout, lse); break;
+    default: launch_bwd_as<DH, TR, TM_SIMT>(k, a, bt, dqkv, Dbuf, dout, lse);
+    }
 }
 
 }  // namespace

@@ -19,16 +19,30 @@
 #define TC 64          // streamed tile: keys (forward, dQ) or queries (dK, dV)
 #define NTHREADS 128
 
-// Row strides (floats) of a kernel's shared tiles: head rows (Q, K, V, dO) P = DH + pad and
-// score rows (probabilities, ds) PS = TC + pad. The SIMT products read conflict-free with pad 1;
-// the tensor-core products (TCORE) need rows 16 bytes apart and tiles 32-byte aligned, so pad 4
-// (every tile then spans a multiple of 8 floats), and a staging tile of TR rows of STAGE floats
-// for their outputs.
-template <int DH, bool TCORE> struct tile_layout {
-    static constexpr bool tcore = TCORE;
-    static constexpr int P = DH + (TCORE ? 4 : 1), PS = TC + (TCORE ? 4 : 1);
-    static constexpr int STAGE = TCORE ? (P > PS ? P : PS) : 0;
+// The operand tiles of a kernel (TM, tile_mma.cuh): element type E (float; bf16 for TM_BF16)
+// and row strides in elements, head rows (Q, K, V, dO) P = DH + pad and score rows
+// (probabilities, ds) PS = TC + pad. The SIMT products read conflict-free with pad 1; the
+// tensor-core products need rows 16 bytes apart and tiles 32-byte aligned, so pad 4 floats (8
+// bf16), which keeps every tile a multiple of 32 bytes, plus a staging tile of TR rows of
+// STAGE floats for their outputs (rows P or PS floats apart, multiples of 4 either way).
+template <int DH, int TM> struct tile_layout {
+    static constexpr bool tcore = TM != TM_SIMT;
+    using E = typename std::conditional<TM == TM_BF16, __nv_bfloat16, float>::type;
+    static constexpr int pad = TM == TM_SIMT ? 1 : TM == TM_TF32 ? 4 : 8;
+    static constexpr int P = DH + pad, PS = TC + pad;
+    static constexpr int STAGE = tcore ? (P > PS ? P : PS) : 0;
 };
+
+// A value as an operand tile stores it (bf16: rounded to nearest even).
+template <class E> __device__ __forceinline__ E tile_elem(float v) {
+    if constexpr (std::is_same<E, float>::value) return v;
+    else return __float2bfloat16_rn(v);
+}
+
+// The host's choice of TM for a context: train.precision.
+static inline int cuda_tile_mode(const kctx *k) {
+    return k->bf16 ? TM_BF16 : k->tf32 ? TM_TF32 : TM_SIMT;
+}
 
 
 // One softmax-attention call as kernels see it (the row-wise kernels of attention.cu too).
@@ -55,25 +69,26 @@ static __device__ __forceinline__ float row_sum8(float v) {
 
 // rows [r0, r0 + R) of one third (0 q, 1 k, 2 v) of head h into S[R][P]; rows at or past
 // `lim` are zero.
-template <int DH, int P>
-__device__ void load_rows(float *S, const tile_args &a, int base, int r0, int R, int lim,
+template <int DH, int P, class E>
+__device__ void load_rows(E *S, const tile_args &a, int base, int r0, int R, int lim,
                           int part, int h, float scale) {
     for (int x = threadIdx.x; x < R * DH; x += NTHREADS) {
         int r = x / DH, c = x % DH;
         float v = 0.0f;
         if (r0 + r < lim)
             v = a.qkv[(size_t)(base + r0 + r) * a.ld + part * a.HD + h * DH + c] * scale;
-        S[r * P + c] = v;
+        S[r * P + c] = tile_elem<E>(v);
     }
 }
 
 // The same for a [T, HD] tensor (dout, out).
-template <int DH, int P>
-__device__ void load_rows_hd(float *S, const float *X, const tile_args &a, int base, int r0,
+template <int DH, int P, class E>
+__device__ void load_rows_hd(E *S, const float *X, const tile_args &a, int base, int r0,
                              int R, int lim, int h) {
     for (int x = threadIdx.x; x < R * DH; x += NTHREADS) {
         int r = x / DH, c = x % DH;
-        S[r * P + c] = r0 + r < lim ? X[(size_t)(base + r0 + r) * a.HD + h * DH + c] : 0.0f;
+        S[r * P + c] = tile_elem<E>(r0 + r < lim ? X[(size_t)(base + r0 + r) * a.HD + h * DH + c]
+                                                 : 0.0f);
     }
 }
 
@@ -98,17 +113,17 @@ __device__ void draw_keep(uint8_t *keep, const tile_args &a, rng_stream st, int 
     }
 }
 
-template <int DH, int TR, bool TCORE>
+template <int DH, int TR, int TM>
 struct tile_smem {
-    using LY = tile_layout<DH, TCORE>;
+    using LY = tile_layout<DH, TM>;
     static constexpr int P = LY::P, PS = LY::PS;
-    static constexpr size_t stage = (size_t)TR * LY::STAGE;
-    static constexpr size_t fwd = sizeof(float) * ((size_t)TR * P + 2 * TC * P + TR * PS + TC +
-                                                   stage) + TR * TC;
-    static constexpr size_t bwd_q = sizeof(float) * ((size_t)2 * TR * P + 2 * TC * P + TR * PS +
-                                                     TC + 2 * TR + stage) + TR * TC;
-    static constexpr size_t bwd_kv = sizeof(float) * ((size_t)2 * TR * P + 2 * TC * P +
-                                                      2 * TR * PS + 2 * TC + stage) + TR * TC;
+    static constexpr size_t e = sizeof(typename LY::E), stage = (size_t)TR * LY::STAGE;
+    static constexpr size_t fwd = e * ((size_t)TR * P + 2 * TC * P + TR * PS) +
+                                  sizeof(float) * (TC + stage) + TR * TC;
+    static constexpr size_t bwd_q = e * ((size_t)2 * TR * P + 2 * TC * P + TR * PS) +
+                                    sizeof(float) * (TC + 2 * TR + stage) + TR * TC;
+    static constexpr size_t bwd_kv = e * ((size_t)2 * TR * P + 2 * TC * P + 2 * TR * PS) +
+                                     sizeof(float) * (2 * TC + stage) + TR * TC;
 };
 
 // The thread's micro-tile of a product of two shared tiles (rows padded to `stride` floats):
@@ -151,11 +166,12 @@ __device__ __forceinline__ float tile_pair_ds(const tile_args &a, float s, float
 // Scores (or dy . v) of a head's tiles: s[r][c] = A row tr RPT + r . B row tc + 8 c, for A
 // [TR][P] and B [TC][P]. With tensor cores the product goes through the staging tile [TR][PS]
 // (the barriers inside: every thread calls it).
-template <int DH, bool TCORE, int RPT>
-__device__ __forceinline__ void tile_scores(float (&s)[RPT][8], const float *A, const float *B,
+template <int DH, int TM, int RPT, class E>
+__device__ __forceinline__ void tile_scores(float (&s)[RPT][8], const E *A, const E *B,
                                             float *stage) {
-    using LY = tile_layout<DH, TCORE>;
-    if constexpr (!TCORE) {
+    using LY = tile_layout<DH, TM>;
+    static_assert(std::is_same<E, typename LY::E>::value, "operand tiles of the layout's type");
+    if constexpr (TM == TM_SIMT) {
         (void)stage;
         tile_products<RPT>(s, A, B, DH, LY::P);
     } else {
@@ -180,13 +196,14 @@ template <int RPT, int CPT> __device__ __forceinline__ void tile_zero(float (&ac
 // acc += W X for the thread's rows of W [TR][PS] and its columns tc + 8 c of X [TC][P] (the
 // aggregation P V, and backward's ds K, ds Q, p dY). With tensor cores, through the staging
 // tile [TR][P].
-template <int DH, bool TCORE, int RPT, int CPT>
-__device__ __forceinline__ void tile_accumulate(float (&acc)[RPT][CPT], const float *W,
-                                                const float *X, float *stage) {
-    using LY = tile_layout<DH, TCORE>;
+template <int DH, int TM, int RPT, int CPT, class E>
+__device__ __forceinline__ void tile_accumulate(float (&acc)[RPT][CPT], const E *W, const E *X,
+                                                float *stage) {
+    using LY = tile_layout<DH, TM>;
+    static_assert(std::is_same<E, typename LY::E>::value, "operand tiles of the layout's type");
     constexpr int P = LY::P, PS = LY::PS;
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
-    if constexpr (TCORE) {
+    if constexpr (TM != TM_SIMT) {
         __syncthreads();
         mma_tile<16 * RPT, DH, TC, false>(stage, P, W, PS, X, P);
         __syncthreads();
@@ -194,18 +211,18 @@ __device__ __forceinline__ void tile_accumulate(float (&acc)[RPT][CPT], const fl
         for (int r = 0; r < RPT; r++)
 #pragma unroll
             for (int c = 0; c < CPT; c++) acc[r][c] += stage[(tr * RPT + r) * P + tc + 8 * c];
-        return;
-    }
-    (void)stage;
-    for (int j = 0; j < TC; j++) {
-        float xj[CPT];
+    } else {
+        (void)stage;
+        for (int j = 0; j < TC; j++) {
+            float xj[CPT];
 #pragma unroll
-        for (int c = 0; c < CPT; c++) xj[c] = X[j * P + tc + 8 * c];
+            for (int c = 0; c < CPT; c++) xj[c] = X[j * P + tc + 8 * c];
 #pragma unroll
-        for (int r = 0; r < RPT; r++) {
-            const float w = W[(tr * RPT + r) * PS + j];
+            for (int r = 0; r < RPT; r++) {
+                const float w = W[(tr * RPT + r) * PS + j];
 #pragma unroll
-            for (int c = 0; c < CPT; c++) acc[r][c] = fmaf(w, xj[c], acc[r][c]);
+                for (int c = 0; c < CPT; c++) acc[r][c] = fmaf(w, xj[c], acc[r][c]);
+            }
         }
     }
 }
@@ -228,9 +245,9 @@ template <int RPT, int CPT> __device__ __forceinline__ void online_init(online_r
 // Takes one key tile's scores (-inf where a pair is not attended) into the state and leaves
 // the tile's probabilities, after dropout, in Ps [.][PS] for tile_accumulate into st.o (after
 // a barrier).
-template <int PS, int RPT, int CPT>
+template <int PS, int RPT, int CPT, class E>
 __device__ __forceinline__ void online_update(online_rows<RPT, CPT> &st, float (&s)[RPT][8],
-                                              float *Ps, const uint8_t *keep, const tile_args &a) {
+                                              E *Ps, const uint8_t *keep, const tile_args &a) {
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
 #pragma unroll
     for (int r = 0; r < RPT; r++) {
@@ -247,7 +264,7 @@ __device__ __forceinline__ void online_update(online_rows<RPT, CPT> &st, float (
             float pr = mn == -INFINITY ? 0.0f : expf(s[r][c] - mn);
             ls += pr;
             if (a.p > 0.0f) pr *= keep[qi * TC + tc + 8 * c] ? a.dscale : 0.0f;
-            Ps[qi * PS + tc + 8 * c] = pr;
+            Ps[qi * PS + tc + 8 * c] = tile_elem<E>(pr);
         }
         st.l[r] = st.l[r] * alpha + row_sum8(ls);
         st.m[r] = mn;
@@ -288,16 +305,17 @@ __device__ __forceinline__ void online_write(const online_rows<RPT, CPT> &st, co
 }
 
 // Forward: grid (query tiles, sequences, heads).
-template <int DH, int TR, bool TCORE>
+template <int DH, int TR, int TM>
 __global__ void __launch_bounds__(NTHREADS) tiled_fwd(tile_args a, float *out, float *lse) {
-    using LY = tile_layout<DH, TCORE>;
+    using LY = tile_layout<DH, TM>;
+    using E = typename LY::E;
     constexpr int RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b];
     if (i0 >= L) return;
     SBMT_DYN_SMEM(float, smem);
-    float *Qs = smem, *Ks = Qs + TR * P, *Vs = Ks + TC * P, *Ps = Vs + TC * P;
-    float *kval = Ps + TR * PS, *stage = kval + TC;
+    E *Qs = (E *)smem, *Ks = Qs + TR * P, *Vs = Ks + TC * P, *Ps = Vs + TC * P;
+    float *kval = (float *)(Ps + TR * PS), *stage = kval + TC;
     uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);
     __shared__ int any_valid;
     const int tc = threadIdx.x % 8;
@@ -319,7 +337,7 @@ __global__ void __launch_bounds__(NTHREADS) tiled_fwd(tile_args a, float *out, f
         if (a.p > 0.0f) draw_keep<TR, TC>(keep, a, st, i0, j0);
         __syncthreads();
         float s[RPT][8];
-        tile_scores<DH, TCORE>(s, Qs, Ks, stage);
+        tile_scores<DH, TM>(s, Qs, Ks, stage);
 #pragma unroll
         for (int r = 0; r < RPT; r++)
 #pragma unroll
@@ -327,7 +345,7 @@ __global__ void __launch_bounds__(NTHREADS) tiled_fwd(tile_args a, float *out, f
                 if (kval[tc + 8 * c] == 0.0f) s[r][c] = -INFINITY;
         online_update<PS>(on, s, Ps, keep, a);
         __syncthreads();
-        tile_accumulate<DH, TCORE>(on.o, Ps, Vs, stage);
+        tile_accumulate<DH, TM>(on.o, Ps, Vs, stage);
     }
     __syncthreads();
     bool has[RPT];  // a padded key is no key: only a sequence without valid keys has none
@@ -350,18 +368,20 @@ static __global__ void rowdot_kernel(tile_args a, int dh, float *Dbuf, const flo
 }
 
 // dQ_i = sc sum_j ds_ij k_j, ds_ij = p_ij (dp_ij m_ij - D_i), dp = dy_i . v_j: grid as forward.
-template <int DH, int TR, bool TCORE>
+template <int DH, int TR, int TM>
 __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv,
                                                         const float *Dbuf, const float *dout,
                                                         const float *lse) {
-    using LY = tile_layout<DH, TCORE>;
+    using LY = tile_layout<DH, TM>;
+    using E = typename LY::E;
     constexpr int RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b];
     if (i0 >= L) return;
     SBMT_DYN_SMEM(float, smem);
-    float *Qs = smem, *dOs = Qs + TR * P, *Ks = dOs + TR * P, *Vs = Ks + TC * P;
-    float *Ps = Vs + TC * P, *kval = Ps + TR * PS, *ls = kval + TC, *Ds = ls + TR;
+    E *Qs = (E *)smem, *dOs = Qs + TR * P, *Ks = dOs + TR * P, *Vs = Ks + TC * P;
+    E *Ps = Vs + TC * P;
+    float *kval = (float *)(Ps + TR * PS), *ls = kval + TC, *Ds = ls + TR;
     float *stage = Ds + TR;
     uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
@@ -385,8 +405,8 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv
         if (a.p > 0.0f) draw_keep<TR, TC>(keep, a, st, i0, j0);
         __syncthreads();
         float s[RPT][8], g[RPT][8];
-        tile_scores<DH, TCORE>(s, Qs, Ks, stage);
-        tile_scores<DH, TCORE>(g, dOs, Vs, stage);
+        tile_scores<DH, TM>(s, Qs, Ks, stage);
+        tile_scores<DH, TM>(g, dOs, Vs, stage);
         #pragma unroll
         for (int r = 0; r < RPT; r++) {
             const int qi = tr * RPT + r;
@@ -396,11 +416,11 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv
                 float ds = 0.0f, pa;
                 if (kval[kj] != 0.0f)
                     ds = tile_pair_ds(a, s[r][c], g[r][c], ls[qi], Ds[qi], keep, qi * TC + kj, &pa);
-                Ps[qi * PS + kj] = ds;
+                Ps[qi * PS + kj] = tile_elem<E>(ds);
             }
         }
         __syncthreads();
-        tile_accumulate<DH, TCORE>(dq, Ps, Ks, stage);
+        tile_accumulate<DH, TM>(dq, Ps, Ks, stage);
     }
     #pragma unroll
     for (int r = 0; r < RPT; r++) {
@@ -414,18 +434,20 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_q(tile_args a, float *dqkv
 
 // dK_j = sc sum_i ds_ij q_i, dV_j = sum_i p_ij m_ij dy_i: grid (key tiles of TR, sequences,
 // heads); the streamed tile is TC queries.
-template <int DH, int TR, bool TCORE>
+template <int DH, int TR, int TM>
 __global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqkv,
                                                          const float *Dbuf, const float *dout,
                                                          const float *lse) {
-    using LY = tile_layout<DH, TCORE>;
+    using LY = tile_layout<DH, TM>;
+    using E = typename LY::E;
     constexpr int RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, j0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b];
     if (j0 >= L) return;
     SBMT_DYN_SMEM(float, smem);
-    float *Ks = smem, *Vs = Ks + TR * P, *Qs = Vs + TR * P, *dOs = Qs + TC * P;
-    float *S1 = dOs + TC * P, *S2 = S1 + TR * PS, *ls = S2 + TR * PS, *Ds = ls + TC;
+    E *Ks = (E *)smem, *Vs = Ks + TR * P, *Qs = Vs + TR * P, *dOs = Qs + TC * P;
+    E *S1 = dOs + TC * P, *S2 = S1 + TR * PS;
+    float *ls = (float *)(S2 + TR * PS), *Ds = ls + TC;
     float *stage = Ds + TC;
     uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);  // [TC queries][TR keys]
     const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;
@@ -454,8 +476,8 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqk
         if (a.p > 0.0f) draw_keep<TC, TR>(keep, a, st, q0, j0);
         __syncthreads();
         float s[RPT][8], g[RPT][8];
-        tile_scores<DH, TCORE>(s, Ks, Qs, stage);
-        tile_scores<DH, TCORE>(g, Vs, dOs, stage);
+        tile_scores<DH, TM>(s, Ks, Qs, stage);
+        tile_scores<DH, TM>(g, Vs, dOs, stage);
         #pragma unroll
         for (int r = 0; r < RPT; r++) {
             const int kj = tr * RPT + r;
@@ -465,13 +487,13 @@ __global__ void __launch_bounds__(NTHREADS) tiled_bwd_kv(tile_args a, float *dqk
                 float ds = 0.0f, pa = 0.0f;
                 if (kv[r])
                     ds = tile_pair_ds(a, s[r][c], g[r][c], ls[qi], Ds[qi], keep, qi * TR + kj, &pa);
-                S1[kj * PS + qi] = ds;
-                S2[kj * PS + qi] = pa;
+                S1[kj * PS + qi] = tile_elem<E>(ds);
+                S2[kj * PS + qi] = tile_elem<E>(pa);
             }
         }
         __syncthreads();
-        tile_accumulate<DH, TCORE>(dk, S1, Qs, stage);
-        tile_accumulate<DH, TCORE>(dv, S2, dOs, stage);
+        tile_accumulate<DH, TM>(dk, S1, Qs, stage);
+        tile_accumulate<DH, TM>(dv, S2, dOs, stage);
     }
     #pragma unroll
     for (int r = 0; r < RPT; r++) {

@@ -71,9 +71,6 @@ static inline void cuda_sgemm(cuda_state *s, cublasOperation_t oa, cublasOperati
     CUBLAS_CHECK(cublasSgemm(s->blas, oa, ob, m, n, kk, &one, A, lda, B, ldb, &beta, C, ldc));
 }
 
-// The attention tiles' products on tensor cores (tf32 operands): train.precision tf32 or bf16.
-static inline bool cuda_tiles_tcore(const kctx *k) { return k->bf16 || k->tf32; }
-
 static inline unsigned grid_for(size_t n, unsigned threads) {
     size_t g = (n + threads - 1) / threads;
     return (unsigned)(g < 65535u * 32u ? (g ? g : 1) : 65535u * 32u);

@@ -115,42 +115,45 @@ void check_smem(size_t bytes, const char *what, int dh, int kc) {
                    what, dh, kc, bytes, SBM_MAX_SMEM);
 }
 
-template <int DH, bool TCORE>
+template <int DH, int TM>
 void launch_fwd_as(kctx *k, const tile_args &a, const sbm_tile_args &sa, const kbatch *bt,
                    float *out, float *lse) {
-    const size_t sm = sbm_attn_smem<DH, 64, TCORE>::fwd(sa.kc);
+    const size_t sm = sbm_attn_smem<DH, 64, TM>::fwd(sa.kc);
     check_smem(sm, "forward", DH, sa.kc);
-    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_fwd_kernel<DH, 64, TCORE>,
+    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_fwd_kernel<DH, 64, TM>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     dim3 grid((unsigned)((bt->n + 63) / 64), (unsigned)bt->B, (unsigned)a.H);
-    sbm_attn_fwd_kernel<DH, 64, TCORE><<<grid, NTHREADS, sm, cuda_of(k)->stream>>>(a, sa, out,
+    sbm_attn_fwd_kernel<DH, 64, TM><<<grid, NTHREADS, sm, cuda_of(k)->stream>>>(a, sa, out,
                                                                                   lse);
     CUDA_CHECK(cudaGetLastError());
 }
 
 template <int DH> void launch_fwd(kctx *k, const tile_args &a, const sbm_tile_args &sa,
                                   const kbatch *bt, float *out, float *lse) {
-    if (cuda_tiles_tcore(k)) launch_fwd_as<DH, true>(k, a, sa, bt, out, lse);
-    else launch_fwd_as<DH, false>(k, a, sa, bt, out, lse);
+    switch (cuda_tile_mode(k)) {
+    case TM_TF32: launch_fwd_as<DH, TM_TF32>(k, a, sa, bt, out, lse); break;
+    case TM_BF16: launch_fwd_as<DH, TM_BF16>(k, a, sa, bt, out, lse); break;
+    default: launch_fwd_as<DH, TM_SIMT>(k, a, sa, bt, out, lse);
+    }
 }
 
-template <int DH, bool TCORE>
+template <int DH, int TM>
 void launch_bwd_as(kctx *k, const tile_args &a, const sbm_tile_args &sa, const sbm_dev *d,
                    const kbatch *bt, float *dqkv, const float *Dbuf, const float *dout,
                    float reg) {
     cuda_state *s = cuda_of(k);
-    const size_t smq = sbm_bwd_smem<DH, TCORE>::q(sa.kc), smkv = sbm_bwd_smem<DH, TCORE>::kv(sa.kc);
+    const size_t smq = sbm_bwd_smem<DH, TM>::q(sa.kc), smkv = sbm_bwd_smem<DH, TM>::kv(sa.kc);
     check_smem(smq, "backward, queries", DH, sa.kc);
     check_smem(smkv, "backward, keys", DH, sa.kc);
-    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_bwd_q_kernel<DH, TCORE>,
+    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_bwd_q_kernel<DH, TM>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smq));
-    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_bwd_kv_kernel<DH, TCORE>,
+    CUDA_CHECK(cudaFuncSetAttribute(sbm_attn_bwd_kv_kernel<DH, TM>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smkv));
     dim3 grid((unsigned)((bt->n + SBM_BTR - 1) / SBM_BTR), (unsigned)bt->B, (unsigned)a.H);
-    sbm_attn_bwd_q_kernel<DH, TCORE><<<grid, NTHREADS, smq, s->stream>>>(a, sa, dqkv, d->G1, Dbuf,
+    sbm_attn_bwd_q_kernel<DH, TM><<<grid, NTHREADS, smq, s->stream>>>(a, sa, dqkv, d->G1, Dbuf,
                                                                          dout, d->lse, reg);
     CUDA_CHECK(cudaGetLastError());
-    sbm_attn_bwd_kv_kernel<DH, TCORE><<<grid, NTHREADS, smkv, s->stream>>>(
+    sbm_attn_bwd_kv_kernel<DH, TM><<<grid, NTHREADS, smkv, s->stream>>>(
         a, sa, d->Y, dqkv, d->G2, Dbuf, dout, d->lse, reg);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -158,8 +161,11 @@ void launch_bwd_as(kctx *k, const tile_args &a, const sbm_tile_args &sa, const s
 template <int DH>
 void launch_bwd(kctx *k, const tile_args &a, const sbm_tile_args &sa, const sbm_dev *d,
                 const kbatch *bt, float *dqkv, const float *Dbuf, const float *dout, float reg) {
-    if (cuda_tiles_tcore(k)) launch_bwd_as<DH, true>(k, a, sa, d, bt, dqkv, Dbuf, dout, reg);
-    else launch_bwd_as<DH, false>(k, a, sa, d, bt, dqkv, Dbuf, dout, reg);
+    switch (cuda_tile_mode(k)) {
+    case TM_TF32: launch_bwd_as<DH, TM_TF32>(k, a, sa, d, bt, dqkv, Dbuf, dout, reg); break;
+    case TM_BF16: launch_bwd_as<DH, TM_BF16>(k, a, sa, d, bt, dqkv, Dbuf, dout, reg); break;
+    default: launch_bwd_as<DH, TM_SIMT>(k, a, sa, d, bt, dqkv, Dbuf, dout, reg);
+    }
 }
 
 void tile_head_fatal(int dh) {

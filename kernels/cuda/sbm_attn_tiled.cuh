@@ -19,34 +19,36 @@
 
 // Shared memory: attention tiles (Q, K, V, probabilities, dropout flags), sampling tiles
 // (Yq S, memberships, words, validity) and, backward, the straight-through accumulators.
-template <int DH, int TR, bool TCORE> struct sbm_attn_smem {
-    using LY = tile_layout<DH, TCORE>;
+template <int DH, int TR, int TM> struct sbm_attn_smem {
+    using LY = tile_layout<DH, TM>;
     static size_t fwd(int kc) {
-        return sizeof(float) * ((size_t)TR * LY::P + 2 * (size_t)TC * LY::P + (size_t)TR * LY::PS +
-                                (size_t)TR * LY::STAGE) +
-               (size_t)TR * TC + sbm_tile_smem<TR>::bytes(kc);
+        return sizeof(typename LY::E) *
+                   ((size_t)TR * LY::P + 2 * (size_t)TC * LY::P + (size_t)TR * LY::PS) +
+               sizeof(float) * (size_t)TR * LY::STAGE + (size_t)TR * TC +
+               sbm_tile_smem<TR>::bytes(kc);
     }
 };
-template <int DH, bool TCORE> struct sbm_bwd_smem {
-    using LY = tile_layout<DH, TCORE>;
+template <int DH, int TM> struct sbm_bwd_smem {
+    using LY = tile_layout<DH, TM>;
     static constexpr int R = SBM_BTR, P = LY::P, PS = LY::PS, ST = R * LY::STAGE;
+    static constexpr size_t e = sizeof(typename LY::E);
     // Q, dO (R rows), K, V (TC), ds and G tiles, lse and D, dropout flags, then T1 (R), Yk (TC),
     // words, validity and the accumulator G Yk [R][kc].
     static size_t q(int kc) {
-        return sizeof(float) * (2 * (size_t)R * P + 2 * (size_t)TC * P + 2 * (size_t)R * PS +
-                                2 * (size_t)R + ST) +
-               (size_t)R * TC + sbm_tile_smem<R>::bytes_pk(sbm_pad<TCORE>::pk(kc)) +
-               sizeof(float) * (size_t)R * sbm_pad<TCORE>::ks(kc);
+        return e * (2 * (size_t)R * P + 2 * (size_t)TC * P + (size_t)R * PS) +
+               sizeof(float) * ((size_t)R * PS + 2 * (size_t)R + ST) +
+               (size_t)R * TC + sbm_tile_smem<R>::bytes_pk(sbm_pad<(TM != TM_SIMT)>::pk(kc)) +
+               sizeof(float) * (size_t)R * sbm_pad<(TM != TM_SIMT)>::ks(kc);
     }
     // K, V (R keys), Q, dO (TC queries), ds, p~ and G tiles, lse and D of the queries, flags,
     // then T1 and Yq of the queries, Yk of the keys, words, validity, accumulator G^T Yq [R][kc].
     static size_t kv(int kc) {
-        return sizeof(float) * (2 * (size_t)R * P + 2 * (size_t)TC * P + 3 * (size_t)R * PS +
-                                2 * (size_t)TC + ST) +
+        return e * (2 * (size_t)R * P + 2 * (size_t)TC * P + 2 * (size_t)R * PS) +
+               sizeof(float) * ((size_t)R * PS + 2 * (size_t)TC + ST) +
                (size_t)TC * R +
-               sizeof(float) * (2 * (size_t)TC * sbm_pad<TCORE>::pk(kc) +
-                                (size_t)R * sbm_pad<TCORE>::pk(kc) + TC + R) +
-               sizeof(uint32_t) * (size_t)TC * R + sizeof(float) * (size_t)R * sbm_pad<TCORE>::ks(kc);
+               sizeof(float) * (2 * (size_t)TC * sbm_pad<(TM != TM_SIMT)>::pk(kc) +
+                                (size_t)R * sbm_pad<(TM != TM_SIMT)>::pk(kc) + TC + R) +
+               sizeof(uint32_t) * (size_t)TC * R + sizeof(float) * (size_t)R * sbm_pad<(TM != TM_SIMT)>::ks(kc);
     }
 };
 
@@ -56,10 +58,10 @@ __device__ __forceinline__ float sbm_ste_clip(float x) {
 
 // acc[row][u] += sum_j G[row][j] Y[j][u] (G [TR][PS], Y [TC][sbm_pad::pk], acc [TR][ks]): the
 // straight-through products G Yk and G^T Yq; SIMT: this thread's rows and clusters tc + 8 m.
-template <bool TCORE, int PS, int RPT>
+template <int TM, int PS, int RPT>
 __device__ __forceinline__ void sbm_ste_accumulate(float *acc, const float *G, const float *Y,
                                                    int kc) {
-    if constexpr (TCORE) {
+    if constexpr (TM) {
         mma_tile_acc<16 * RPT, TC>(acc, sbm_pad<true>::ks(kc), sbm_pad<true>::kc16(kc), G, PS, Y,
                                    sbm_pad<true>::pk(kc));
         return;
@@ -78,17 +80,18 @@ __device__ __forceinline__ void sbm_ste_accumulate(float *acc, const float *G, c
 
 // out [T, H*DH] and lse [T, H]: grid (query tiles of TR, B, H). a: the attention's tensors and
 // dropout; s: the sampling's (same batch).
-template <int DH, int TR, bool TCORE>
+template <int DH, int TR, int TM>
 __global__ void __launch_bounds__(NTHREADS)
     sbm_attn_fwd_kernel(tile_args a, sbm_tile_args s, float *out, float *lse) {
-    using LY = tile_layout<DH, TCORE>;
+    using LY = tile_layout<DH, TM>;
+    using E = typename LY::E;
     constexpr int RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b];
     if (i0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
-    float *Qs = smem, *Ks = Qs + TR * P, *Vs = Ks + TC * P, *Ps = Vs + TC * P;
-    float *stage = Ps + TR * PS;
+    E *Qs = (E *)smem, *Ks = Qs + TR * P, *Vs = Ks + TC * P, *Ps = Vs + TC * P;
+    float *stage = (float *)(Ps + TR * PS);
     uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);
     float *T1s = (float *)(keep + TR * TC);  // TR * TC is a multiple of 4: aligned
     const int PK = s.kc + 1;
@@ -119,7 +122,7 @@ __global__ void __launch_bounds__(NTHREADS)
         __syncthreads();
         const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, s, PK);
         float sc[RPT][8];
-        tile_scores<DH, TCORE>(sc, Qs, Ks, stage);
+        tile_scores<DH, TM>(sc, Qs, Ks, stage);
 #pragma unroll
         for (int r = 0; r < RPT; r++)
 #pragma unroll
@@ -130,7 +133,7 @@ __global__ void __launch_bounds__(NTHREADS)
             }
         online_update<PS>(on, sc, Ps, keep, a);
         __syncthreads();
-        tile_accumulate<DH, TCORE>(on.o, Ps, Vs, stage);
+        tile_accumulate<DH, TM>(on.o, Ps, Vs, stage);
     }
     bool has[RPT];  // whether the row has an edge in any of its 8 threads' columns
 #pragma unroll
@@ -142,19 +145,21 @@ __global__ void __launch_bounds__(NTHREADS)
 // lse), ds = p (dp m - D) with dp = dy . v and m the dropout factor, dQ = sc sum ds k and the
 // straight-through G = clip(ds + reg, -1, 1), GYk = sum G Yk (SPEC.md section 2.6). dqkv's Q part
 // of the block's rows is written, GYk [T, H*kc] likewise.
-template <int DH, bool TCORE>
+template <int DH, int TM>
 __global__ void __launch_bounds__(NTHREADS)
     sbm_attn_bwd_q_kernel(tile_args a, sbm_tile_args s, float *dqkv, float *GYk,
                           const float *Dbuf, const float *dout, const float *lse, float reg) {
-    using LY = tile_layout<DH, TCORE>;
+    using LY = tile_layout<DH, TM>;
+    using E = typename LY::E;
     constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, Hk = s.H * kc;
-    const int PK = sbm_pad<TCORE>::pk(kc), KW = sbm_pad<TCORE>::width(kc), KS = sbm_pad<TCORE>::ks(kc);
+    const int PK = sbm_pad<(TM != TM_SIMT)>::pk(kc), KW = sbm_pad<(TM != TM_SIMT)>::width(kc), KS = sbm_pad<(TM != TM_SIMT)>::ks(kc);
     if (i0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
-    float *Qs = smem, *dOs = Qs + TR * P, *Ks = dOs + TR * P, *Vs = Ks + TC * P;
-    float *Ps = Vs + TC * P, *Gs = Ps + TR * PS, *ls = Gs + TR * PS, *Ds = ls + TR;
+    E *Qs = (E *)smem, *dOs = Qs + TR * P, *Ks = dOs + TR * P, *Vs = Ks + TC * P;
+    E *Ps = Vs + TC * P;
+    float *Gs = (float *)(Ps + TR * PS), *ls = Gs + TR * PS, *Ds = ls + TR;
     float *stage = Ds + TR;
     uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);
     float *T1s = (float *)(keep + TR * TC), *Yks = T1s + TR * PK, *qv = Yks + TC * PK;
@@ -190,8 +195,8 @@ __global__ void __launch_bounds__(NTHREADS)
         __syncthreads();
         const uint32_t bits = sbm_tile_flags<TR>(T1s, Yks, W, qv, kv, s, PK);
         float sc[RPT][8], g[RPT][8];
-        tile_scores<DH, TCORE>(sc, Qs, Ks, stage);
-        tile_scores<DH, TCORE>(g, dOs, Vs, stage);
+        tile_scores<DH, TM>(sc, Qs, Ks, stage);
+        tile_scores<DH, TM>(g, dOs, Vs, stage);
 #pragma unroll
         for (int r = 0; r < RPT; r++) {
             const int qi = tr * RPT + r;
@@ -204,13 +209,13 @@ __global__ void __launch_bounds__(NTHREADS)
                                       &pa);
                     G = sbm_ste_clip(ds + reg);
                 }
-                Ps[qi * PS + kj] = ds;
+                Ps[qi * PS + kj] = tile_elem<E>(ds);
                 Gs[qi * PS + kj] = G;
             }
         }
         __syncthreads();
-        tile_accumulate<DH, TCORE>(dq, Ps, Ks, stage);
-        sbm_ste_accumulate<TCORE, PS, RPT>(acc, Gs, Yks, kc);
+        tile_accumulate<DH, TM>(dq, Ps, Ks, stage);
+        sbm_ste_accumulate<TM, PS, RPT>(acc, Gs, Yks, kc);
     }
     __syncthreads();
 #pragma unroll
@@ -226,20 +231,22 @@ __global__ void __launch_bounds__(NTHREADS)
 
 // dK, dV and G^T Yq: grid (key tiles of SBM_BTR, B, H), 64 queries streamed. dK = sc sum ds q,
 // dV = sum p m dy, GTYq = sum G Yq over the edges of each key.
-template <int DH, bool TCORE>
+template <int DH, int TM>
 __global__ void __launch_bounds__(NTHREADS)
     sbm_attn_bwd_kv_kernel(tile_args a, sbm_tile_args s, const float *Yq, float *dqkv,
                            float *GTYq, const float *Dbuf, const float *dout, const float *lse,
                            float reg) {
-    using LY = tile_layout<DH, TCORE>;
+    using LY = tile_layout<DH, TM>;
+    using E = typename LY::E;
     constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, j0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, Hk = s.H * kc;
-    const int PK = sbm_pad<TCORE>::pk(kc), KW = sbm_pad<TCORE>::width(kc), KS = sbm_pad<TCORE>::ks(kc);
+    const int PK = sbm_pad<(TM != TM_SIMT)>::pk(kc), KW = sbm_pad<(TM != TM_SIMT)>::width(kc), KS = sbm_pad<(TM != TM_SIMT)>::ks(kc);
     if (j0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
-    float *Ks = smem, *Vs = Ks + TR * P, *Qs = Vs + TR * P, *dOs = Qs + TC * P;
-    float *S1 = dOs + TC * P, *S2 = S1 + TR * PS, *S3 = S2 + TR * PS;
+    E *Ks = (E *)smem, *Vs = Ks + TR * P, *Qs = Vs + TR * P, *dOs = Qs + TC * P;
+    E *S1 = dOs + TC * P, *S2 = S1 + TR * PS;
+    float *S3 = (float *)(S2 + TR * PS);
     float *ls = S3 + TR * PS, *Ds = ls + TC, *stage = Ds + TC;
     uint8_t *keep = (uint8_t *)(stage + TR * LY::STAGE);  // [TC queries][TR keys]
     float *T1s = (float *)(keep + TC * TR), *Yqs = T1s + TC * PK, *Yks = Yqs + TC * PK;
@@ -277,8 +284,8 @@ __global__ void __launch_bounds__(NTHREADS)
         __syncthreads();
         const uint32_t bits = sbm_tile_flags_keys<TR>(Yks, T1s, W, kv, qv, s, PK);
         float sc[RPT][8], g[RPT][8];
-        tile_scores<DH, TCORE>(sc, Ks, Qs, stage);
-        tile_scores<DH, TCORE>(g, Vs, dOs, stage);
+        tile_scores<DH, TM>(sc, Ks, Qs, stage);
+        tile_scores<DH, TM>(g, Vs, dOs, stage);
 #pragma unroll
         for (int r = 0; r < RPT; r++) {
             const int kj = tr * RPT + r;
@@ -291,15 +298,15 @@ __global__ void __launch_bounds__(NTHREADS)
                                       &pa);
                     G = sbm_ste_clip(ds + reg);
                 }
-                S1[kj * PS + qi] = ds;
-                S2[kj * PS + qi] = pa;
+                S1[kj * PS + qi] = tile_elem<E>(ds);
+                S2[kj * PS + qi] = tile_elem<E>(pa);
                 S3[kj * PS + qi] = G;
             }
         }
         __syncthreads();
-        tile_accumulate<DH, TCORE>(dk, S1, Qs, stage);
-        tile_accumulate<DH, TCORE>(dv, S2, dOs, stage);
-        sbm_ste_accumulate<TCORE, PS, RPT>(acc, S3, Yqs, kc);
+        tile_accumulate<DH, TM>(dk, S1, Qs, stage);
+        tile_accumulate<DH, TM>(dv, S2, dOs, stage);
+        sbm_ste_accumulate<TM, PS, RPT>(acc, S3, Yqs, kc);
     }
     __syncthreads();
 #pragma unroll

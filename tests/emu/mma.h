@@ -1,31 +1,32 @@
 // mma.h (emulated): the part of CUDA's WMMA API (nvcuda::wmma) that kernels/cuda/tile_mma.cuh
-// uses, for kernels run on the CPU through tests/cuda_emu.h: tf32 fragments of 16 x 16 x 8,
-// float accumulators (filled, or loaded with a layout), loads and stores from shared or global
-// memory, mma_sync, and
-// __float_to_tf32 (round to nearest, ties away, to 10 mantissa bits, as cvt.rna.tf32.f32).
+// uses, for kernels run on the CPU through tests/cuda_emu.h: fragments of 16 x 16 x 8 with tf32
+// operands (loaded from float) and of 16 x 16 x 16 with bf16 operands, float accumulators
+// (filled, or loaded with a layout), loads and stores from shared or global memory, mma_sync,
+// and __float_to_tf32 (round to nearest, ties away, to 10 mantissa bits, as cvt.rna.tf32.f32).
 //
 // What a GPU requires and the emulator checks (each a message and abort): every lane of the warp
-// takes part in every call (each call meets at the warp, so a divergent one is reported as a
-// divergent barrier), the pointer is 32-byte aligned relative to the block's shared memory (or
-// absolutely, elsewhere) and ldm is a multiple of 4 floats.
+// takes part in every call (the lanes still running meet at the warp and none may have
+// returned), the pointer is 32-byte aligned relative to the block's shared memory (or
+// absolutely, elsewhere) and ldm spans a multiple of 16 bytes.
 //
 // How the emulation differs: the element-to-lane mapping of a real fragment is unspecified, so
 // code may only apply the same operation to every element (which the kernels do); here a
 // fragment holds its whole tile in every lane and lane 0 does the work of the warp (loads,
-// products in k order with fmaf, stores). Products of tf32 operands are exact in fp32, so the
-// only difference from the hardware is the accumulation's rounding order.
+// products in k order with fmaf, stores). Products of tf32 or bf16 operands are exact in fp32,
+// so the only difference from the hardware is the accumulation's rounding order.
 #ifndef SBMT_TESTS_EMU_MMA_H
 #define SBMT_TESTS_EMU_MMA_H
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 #include <cstring>
 #include <type_traits>
 
 #include "tests/cuda_emu.h"
+#include "tests/emu/cuda_bf16.h"
 
 namespace nvcuda {
 namespace wmma {
@@ -51,8 +52,15 @@ template <int M, int N, int K> struct frag_shape<accumulator, M, N, K> {
     static constexpr int rows = M, cols = N;
 };
 
+// The element type a fragment loads from, and the shape its precision has.
+template <class T> struct frag_src { using type = T; };
+template <> struct frag_src<precision::tf32> { using type = float; };
+
 template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
-    static_assert(M == 16 && N == 16 && K == 8, "emulated WMMA: only m16n16k8 (tf32)");
+    static_assert(M == 16 && N == 16 && (K == 8 || K == 16), "emulated WMMA: m16n16k8 or k16");
+    static_assert(std::is_same<Use, accumulator>::value ||
+                      (K == 8) == std::is_same<T, precision::tf32>::value,
+                  "emulated WMMA: tf32 is m16n16k8, bf16 m16n16k16");
     static constexpr int rows = frag_shape<Use, M, N, K>::rows, cols = frag_shape<Use, M, N, K>::cols;
     static constexpr int num_elements = rows * cols;
     float x[num_elements];  // [rows][cols], the whole tile (see the top comment)
@@ -67,14 +75,17 @@ inline float __float_to_tf32(float v) {
     return v;
 }
 
-inline void emu_mma_check(const void *p, unsigned ldm, const char *what) {
+inline float emu_mma_val(float v) { return v; }
+inline float emu_mma_val(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+inline void emu_mma_check(const void *p, unsigned ldm_bytes, const char *what) {
     const unsigned char *s = emu().smem.data(), *q = (const unsigned char *)p;
     const bool shared = q >= s && q < s + emu().smem.size();
     const uintptr_t off = shared ? (uintptr_t)(q - s) : (uintptr_t)q;
-    if (off % 32 != 0 || ldm % 4 != 0) {
+    if (off % 32 != 0 || ldm_bytes % 16 != 0) {
         std::fprintf(stderr, "cuda_emu: wmma::%s: pointer %s offset %lu not 32-byte aligned or "
-                     "ldm %u not a multiple of 4\n", what, shared ? "shared" : "global",
-                     (unsigned long)off, ldm);
+                     "ldm of %u bytes not a multiple of 16\n", what, shared ? "shared" : "global",
+                     (unsigned long)off, ldm_bytes);
         std::abort();
     }
 }
@@ -95,20 +106,21 @@ inline bool emu_mma_lead() {
 }
 
 template <class Use, int M, int N, int K, class T, class Layout>
-inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout> &f, const float *p, unsigned ldm) {
+inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout> &f,
+                             const typename frag_src<T>::type *p, unsigned ldm) {
     static_assert(!std::is_same<Use, accumulator>::value, "an accumulator load takes a layout");
-    emu_mma_check(p, ldm, "load_matrix_sync");
+    emu_mma_check(p, ldm * (unsigned)sizeof(*p), "load_matrix_sync");
     if (!emu_mma_lead()) return;
     constexpr bool colm = std::is_same<Layout, col_major>::value;
     for (int r = 0; r < f.rows; r++)
         for (int c = 0; c < f.cols; c++)
-            f.x[r * f.cols + c] = colm ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c];
+            f.x[r * f.cols + c] = emu_mma_val(colm ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c]);
 }
 
 template <int M, int N, int K>
 inline void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const float *p, unsigned ldm,
                              layout_t layout) {
-    emu_mma_check(p, ldm, "load_matrix_sync");
+    emu_mma_check(p, ldm * 4u, "load_matrix_sync");
     if (!emu_mma_lead()) return;
     for (int r = 0; r < M; r++)
         for (int c = 0; c < N; c++)
@@ -120,10 +132,9 @@ inline void fill_fragment(fragment<accumulator, M, N, K, float> &f, float v) {
     for (int i = 0; i < f.num_elements; i++) f.x[i] = v;
 }
 
-template <int M, int N, int K, class LA, class LB>
-inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
-                     const fragment<matrix_a, M, N, K, precision::tf32, LA> &a,
-                     const fragment<matrix_b, M, N, K, precision::tf32, LB> &b,
+template <int M, int N, int K, class T, class LA, class LB>
+inline void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, T, LA> &a,
+                     const fragment<matrix_b, M, N, K, T, LB> &b,
                      const fragment<accumulator, M, N, K, float> &c) {
     if (!emu_mma_lead()) return;
     float out[M * N];
@@ -139,7 +150,7 @@ inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
 template <int M, int N, int K>
 inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f,
                               unsigned ldm, layout_t layout) {
-    emu_mma_check(p, ldm, "store_matrix_sync");
+    emu_mma_check(p, ldm * 4u, "store_matrix_sync");
     if (!emu_mma_lead()) return;
     for (int r = 0; r < M; r++)
         for (int c = 0; c < N; c++)
