@@ -2,11 +2,25 @@
 // edge path share, so both draw the same graph from the same Philox words: Vose's alias table
 // over the (k+1)^2 block-pair weights, the pair draw from an edge's words 0 and 3, and the
 // inverse-CDF target of an endpoint draw. Header-only and host/device; nothing here may depend
-// on floating-point contraction (no a * b + c), so nvcc and gcc compute the same bits.
+// on floating-point contraction (no a * b + c) or reassociation (kept off below), so nvcc and
+// the host compiler compute the same bits.
 #ifndef SBMT_SBM_FASTRG_H
 #define SBMT_SBM_FASTRG_H
 
 #include "kernels/philox.h"
+
+// The CPU build reassociates floating-point sums (-fassociative-math, so reductions
+// vectorise), which would reorder the alias table's sum and updates and the pair weights'
+// products here: an ulp in prob moves a rare pair draw, and the CPU's graph would differ from
+// the GPU's (nvcc keeps the written order) by an edge now and then. The per-unit code up to
+// the matching pop keeps the written order on every host compiler.
+#if defined(__CUDACC__)
+#elif defined(__clang__)
+#pragma float_control(precise, on, push)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("no-associative-math")
+#endif
 
 // Vose's alias table over N weights w[i * stride] (not all zero): prob[i] the chance to keep
 // i, alias[i] the other outcome; stack [N] is work space. Sequential and in index order, so
@@ -39,6 +53,39 @@ SBMT_HD void sbm_alias_build(const float *w, size_t stride, int N, float *prob, 
     while (nl < N) prob[stack[nl++]] = 1.0f;
 }
 
+// Column sums of a unit's memberships Y [L rows, ld apart][kc] into sum [kc], and of its mask
+// (the valid rows) into sum[kc], each in row order as the GPU's column kernel adds them: the
+// totals fastRG's counts, pair weights and endpoint targets come from.
+SBMT_HD void sbm_column_sums(const float *Y, size_t ld, const float *mask, int L, int kc,
+                             double *sum) {
+    for (int u = 0; u <= kc; u++) sum[u] = 0.0;
+    for (int i = 0; i < L; i++) {
+        for (int u = 0; u < kc; u++) sum[u] += Y[(size_t)i * ld + u];
+        sum[kc] += mask[i];
+    }
+}
+
+// The block-pair weight (u, v) of the augmented (k+1) x (k+1) matrix: membership column sums
+// cq, ck [k], the valid rows (the all-ones column's sums) vq, vk, blocks S_h [k, k], the floor
+// eps on the extra diagonal entry.
+SBMT_HD float sbm_pair_weight(const double *cq, const double *ck, double vq, double vk,
+                              const float *Sh, int kc, float eps, int u, int v) {
+    double x = 0.0;
+    if (u < kc && v < kc) x = cq[u] * Sh[(size_t)u * kc + v] * ck[v];
+    if (u == kc && v == kc) x = (double)eps * vq * vk;
+    return (float)x;
+}
+
+#if defined(__CUDACC__)
+#elif defined(__clang__)
+#pragma float_control(pop)
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+
+// The per-edge parts below need no such care: each is exact or a single rounding however it
+// is associated ((w 2^-32) total = w (2^-32 total), powers of two being exact), and they stay
+// inlined into the CPU's per-edge loops.
 SBMT_HD int sbm_alias_draw(const float *prob, const int *alias, int N, double u01) {
     double x = u01 * N;
     int i = (int)x;
@@ -55,17 +102,6 @@ SBMT_HD double sbm_pair_u01(uint32_t w0, uint32_t w3) {
 // the draw is the first row whose running column sum (double, row order) exceeds it.
 SBMT_HD double sbm_draw_target(uint32_t w, double total) {
     return (double)w * (1.0 / 4294967296.0) * total;
-}
-
-// The block-pair weight (u, v) of the augmented (k+1) x (k+1) matrix: membership column sums
-// cq, ck [k], the valid rows (the all-ones column's sums) vq, vk, blocks S_h [k, k], the floor
-// eps on the extra diagonal entry.
-SBMT_HD float sbm_pair_weight(const double *cq, const double *ck, double vq, double vk,
-                              const float *Sh, int kc, float eps, int u, int v) {
-    double x = 0.0;
-    if (u < kc && v < kc) x = cq[u] * Sh[(size_t)u * kc + v] * ck[v];
-    if (u == kc && v == kc) x = (double)eps * vq * vk;
-    return (float)x;
 }
 
 #endif

@@ -765,6 +765,79 @@ static void sbm_fastrg_graphs(void **state) {
     tb_free(&tb);
 }
 
+// fastRG graphs over many draws: 16 batches of fresh memberships and blocks (4 sequences of up
+// to 300 rows, 3 heads of 32 clusters at densities ~0.17, 0.02, 0.008), every unit's CSR
+// identical to the CPU's. A discrepancy as rare as one edge in 10^5 (an ulp in a table entry,
+// a sum reassociated by one compiler and not the other) shows here.
+static void sbm_fastrg_graphs_many(void **state) {
+    (void)state;
+    enum { H = 3, KC = 32, ROUNDS = 16 };
+    const int n = 300, lens[4] = {300, 211, 97, 150};
+    const uint32_t samples[4] = {3, 8, 21, 40};
+    tbatch tb;
+    tb_make(&tb, 4, n, lens, samples, 12);
+    for (int t = 7; t < 211; t += 19) tb_pad(&tb, 1, t);
+    const kbatch *bt = &tb.bt;
+    const int T = bt->T, Hk = H * KC;
+    const float scale[H] = {1.0f, 0.3f, 0.05f};
+    const size_t ny = 2 * (size_t)T * Hk;
+    float *Y = xmalloc(sizeof(float) * ny), *S = xmalloc(sizeof(float) * H * KC * KC);
+    int64_t total = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int r = 0; r < 2 * T; r++)
+            for (int x = 0; x < Hk; x++)
+                Y[(size_t)r * Hk + x] = bt->mask[r % T] * (float)urand() * scale[x / KC];
+        for (int h = 0; h < H; h++) {
+            double sum = 0.0;
+            for (int x = 0; x < KC * KC; x++) sum += S[h * KC * KC + x] = (float)(urand() * urand());
+            for (int x = 0; x < KC * KC; x++) S[h * KC * KC + x] = (float)(S[h * KC * KC + x] / sum);
+        }
+        sbm_graphs gs[2];
+        kctx *ks[2] = {&g_cpu, &g_other};
+        for (int e = 0; e < 2; e++) {
+            kctx *k = ks[e];
+            memset(&gs[e], 0, sizeof(gs[e]));
+            float *dY = k_alloc(k, sizeof(float) * ny), *dS = k_alloc(k, sizeof(float) * H * KC * KC);
+            k_upload(k, dY, Y, sizeof(float) * ny);
+            k_upload(k, dS, S, sizeof(float) * H * KC * KC);
+            k_batch_upload(k, bt);
+            int64_t edges[H];
+            k_sbm_sample(k, &gs[e], dY, dS, bt, H, KC, 0.01f, SBM_SAMPLER_FASTRG, 5 + round, 3, 1,
+                         0, edges);
+            k_free(k, dY);
+            k_free(k, dS);
+        }
+        for (int u = 0; u < gs[0].units; u++) {
+            const sbm_graph *a = &gs[0].g[u], *b = &gs[1].g[u];
+            assert_true(a->expected == b->expected);
+            int *rp = xmalloc(sizeof(int) * ((size_t)b->rows + 1));
+            int *cl = xmalloc(sizeof(int) * ((size_t)b->nnz + 1));
+            assert_int_equal(k_sbm_graph_csr(&g_other, &gs[1], bt, H, u, rp, cl), 0);
+            if (a->nnz != b->nnz || memcmp(rp, a->rowptr, sizeof(int) * ((size_t)a->rows + 1)) ||
+                memcmp(cl, a->col, sizeof(int) * (size_t)a->nnz)) {
+                int row = 0;
+                while (row < a->rows && rp[row + 1] == a->rowptr[row + 1] &&
+                       !memcmp(cl + rp[row], a->col + a->rowptr[row],
+                               sizeof(int) * (size_t)(rp[row + 1] - rp[row])))
+                    row++;
+                print_error("round %d unit %d: %d edges vs the CPU's %d, first differing row %d\n",
+                            round, u, b->nnz, a->nnz, row);
+                fail();
+            }
+            total += a->nnz;
+            free(rp);
+            free(cl);
+        }
+        sbm_graphs_free(&gs[0]);
+        sbm_graphs_free(&gs[1]);
+    }
+    printf("fastRG graphs, %d rounds: %lld edges identical to the CPU's\n", ROUNDS,
+           (long long)total);
+    free(Y);
+    free(S);
+    tb_free(&tb);
+}
+
 // Softmax attention at the head sizes the CUDA backend tiles (16, 32, 64, 128) and one it does
 // not (40), on a batch longer than a tile: lengths that are not multiples of the tile, padded
 // keys inside sequences, a sequence whose keys are all padded (its rows attend to nothing),
@@ -922,6 +995,7 @@ int main(void) {
         cmocka_unit_test(model_step_tf32),
         cmocka_unit_test(model_step_sbm),
         cmocka_unit_test(sbm_fastrg_graphs),
+        cmocka_unit_test(sbm_fastrg_graphs_many),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     kctx_close(&g_other);

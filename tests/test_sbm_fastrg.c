@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 #include <math.h>
+#include <string.h>
 
 #include "tests/testlib.h"
 
@@ -86,6 +87,74 @@ static void alias_reproduces_weights(void **state) {
     }
 }
 
+// The shared parts as written, each floating-point operation forced in order through volatile:
+// what the GPU computes. The CPU build reassociates (-fassociative-math) unless the header
+// stops it, and a reassociated sum moves prob by an ulp, which moves a rare pair draw: the
+// graphs of the two backends would differ by an edge now and then.
+static float ref_pair_weight(const double *cq, const double *ck, double vq, double vk,
+                             const float *Sh, int kc, float eps, int u, int v) {
+    volatile double x = 0.0;
+    if (u < kc && v < kc) {
+        x = cq[u] * Sh[(size_t)u * kc + v];
+        x = x * ck[v];
+    }
+    if (u == kc && v == kc) {
+        x = (double)eps * vq;
+        x = x * vk;
+    }
+    return (float)x;
+}
+
+static void ref_alias_build(const float *w, int N, float *prob, int *alias, int *stack) {
+    volatile double sum = 0.0;
+    for (int i = 0; i < N; i++) sum = sum + w[i];
+    const double scale = N / sum;
+    int ns = 0, nl = N;
+    for (int i = 0; i < N; i++) {
+        prob[i] = (float)(w[i] * scale);
+        alias[i] = i;
+        if (prob[i] < 1.0f) stack[ns++] = i;
+        else stack[--nl] = i;
+    }
+    while (ns > 0 && nl < N) {
+        int sm = stack[--ns], l = stack[nl++];
+        alias[sm] = l;
+        volatile float t = prob[l] + prob[sm];
+        prob[l] = t - 1.0f;
+        if (prob[l] < 1.0f) stack[ns++] = l;
+        else stack[--nl] = l;
+    }
+    while (ns > 0) prob[stack[--ns]] = 1.0f;
+    while (nl < N) prob[stack[nl++]] = 1.0f;
+}
+
+static void shared_parts_in_written_order(void **state) {
+    (void)state;
+    seed_rng(17);
+    enum { KC = 32, K1 = KC + 1, N = K1 * K1 };
+    static float w[N], wr[N], prob[N], probr[N], S[KC * KC];
+    static int alias[N], aliasr[N], stack[N];
+    double cq[K1], ck[K1];
+    int differ = 0;
+    for (int trial = 0; trial < 20; trial++) {
+        for (int u = 0; u < KC; u++) {
+            cq[u] = 300.0 * urand();
+            ck[u] = 300.0 * urand();
+        }
+        for (int i = 0; i < KC * KC; i++) S[i] = (float)(urand() * urand() / (KC * KC));
+        for (int u = 0; u < K1; u++)
+            for (int v = 0; v < K1; v++) {
+                w[u * K1 + v] = sbm_pair_weight(cq, ck, 280.0, 280.0, S, KC, 0.01f, u, v);
+                wr[u * K1 + v] = ref_pair_weight(cq, ck, 280.0, 280.0, S, KC, 0.01f, u, v);
+            }
+        differ += memcmp(w, wr, sizeof(w)) != 0;
+        sbm_alias_build(w, 1, N, prob, alias, stack);
+        ref_alias_build(w, N, probr, aliasr, stack);
+        differ += memcmp(prob, probr, sizeof(prob)) != 0 || memcmp(alias, aliasr, sizeof(alias)) != 0;
+    }
+    assert_int_equal(differ, 0);
+}
+
 static void pair_uniform_and_targets(void **state) {
     (void)state;
     assert_true(sbm_pair_u01(0, 0) == 0.0);
@@ -135,6 +204,7 @@ static void poisson_counts(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(alias_reproduces_weights),
+        cmocka_unit_test(shared_parts_in_written_order),
         cmocka_unit_test(pair_uniform_and_targets),
         cmocka_unit_test(poisson_counts),
     };

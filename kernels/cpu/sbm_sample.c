@@ -231,16 +231,8 @@ static void sample_fastrg(sbm_graph *g, const float *Yq, const float *Yk, int ld
     const int64_t m = sbm_fastrg_count(count_stream, lam_total);
     // Column sums (the last column: number of valid rows), in double.
     double cq[K1], ck[K1];
-    for (int u = 0; u < K1; u++) cq[u] = ck[u] = 0.0;
-    for (int i = 0; i < L; i++) {
-        const float *yq = Yq + (size_t)i * ld, *yk = Yk + (size_t)i * ld;
-        for (int u = 0; u < kc; u++) {
-            cq[u] += yq[u];
-            ck[u] += yk[u];
-        }
-        cq[kc] += mask[i];
-        ck[kc] += mask[i];
-    }
+    sbm_column_sums(Yq, (size_t)ld, mask, L, kc, cq);
+    sbm_column_sums(Yk, (size_t)ld, mask, L, kc, ck);
     GROW(sc, ei, (size_t)m + 1);
     GROW(sc, ej, (size_t)m + 1);
     if (m > 0) {
@@ -422,15 +414,10 @@ void cpu_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, con
             const float *yq = Yq + (size_t)base * Hk + h * kc, *yk = Yk + (size_t)base * Hk + h * kc;
             const float *Sh = S + (size_t)h * kc * kc, *mask = bt->mask + base;
             // Expected edges: (1^T Yq) S (Yk^T 1) + eps * valid^2, O(L k + k^2).
-            double valid = 0.0;
-            double *cq = xcalloc(2 * (size_t)kc, sizeof(double)), *ck = cq + kc;
-            for (int i = 0; i < L; i++) {
-                valid += mask[i];
-                for (int c = 0; c < kc; c++) {
-                    cq[c] += yq[(size_t)i * Hk + c];
-                    ck[c] += yk[(size_t)i * Hk + c];
-                }
-            }
+            double *cq = xmalloc(2 * sizeof(double) * ((size_t)kc + 1)), *ck = cq + kc + 1;
+            sbm_column_sums(yq, (size_t)Hk, mask, L, kc, cq);
+            sbm_column_sums(yk, (size_t)Hk, mask, L, kc, ck);
+            const double valid = cq[kc];
             const double lam = sbm_expected_edges(cq, ck, Sh, kc, eps, valid);
             free(cq);
             g->expected = lam;
