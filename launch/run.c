@@ -4,6 +4,9 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#ifdef SBMT_HAVE_CUDA_BACKEND
+#include "kernels/cuda/cuda_api.h"
+#endif
 
 int run_resolve_config(sbmt_config *cfg, const ds_file *ds, char *err) {
     if (cfg->dual && !ds->dual)
@@ -70,7 +73,18 @@ int run_check_cuda_sbm(const sbmt_config *cfg, const kctx *k, char *err) {
                               "of at most 256", dh);
     if (strcmp(cfg->sampler, "dense") && kc > 256)
         return sbmt_errf(err, "model.clusters = %d: the cuda backend's fastRG edge path takes at "
-                              "most 256 clusters (model.sampler = dense has no such limit)", kc);
+                              "most 256 clusters", kc);
+#ifdef SBMT_HAVE_CUDA_BACKEND
+    if (!fastrg) {
+        const size_t need = cuda_sbm_tiles_smem(k, dh, kc), lim = cuda_sbm_tiles_smem_limit();
+        if (need > lim)
+            return sbmt_errf(err, "model.clusters = %d with model.head_dim = %d: the cuda backend's "
+                                  "SBM tile kernels (model.sampler = %s) would need %zu KB of shared "
+                                  "memory per block%s, more than a GPU's %zu KB (use fewer clusters, "
+                                  "or model.sampler = fastrg)", kc, dh, cfg->sampler, need / 1024,
+                             k->bf16 ? " in bf16" : k->tf32 ? " in tf32" : "", lim / 1024);
+    }
+#endif
     if (strcmp(cfg->sampler, "dense") && cfg->seq_len >= (1 << 20))
         return sbmt_errf(err, "data.seq_len = %d: the cuda backend's fastRG edge path takes "
                               "sequences shorter than %d (model.sampler = dense has no such "

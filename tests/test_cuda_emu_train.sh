@@ -6,7 +6,8 @@
 # edge counts, on one rank and at dp2/tp2 over NCCL; bf16 and tf32 runs (tensor-core GEMMs and
 # tiles) follow the CPU's losses within the operands' rounding; eval on cuda matches eval on
 # cpu; settings the GPU cannot honour (bf16 or tf32 on cpu, a head size without tile kernels
-# for a sampler that may use them, too many clusters for the edge path) are refused.
+# for a sampler that may use them, too many clusters for the edge path or for the tiles'
+# shared memory) are refused.
 set -uo pipefail
 SRC=${SBMT_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 BIN=${SBMT_BIN:-$SRC/build/sbmt}
@@ -162,4 +163,12 @@ expect_refused "model.clusters = 300" --set model.attention=sbm --set model.samp
     --set model.clusters=300 --set train.backend=cuda
 expect_refused "train.precision = bf16 needs train.backend = cuda" --set train.precision=bf16
 expect_refused "train.precision = tf32 needs train.backend = cuda" --set train.precision=tf32
+# Tile kernels past a block's shared memory: refused at start, whatever the precision (tf32's
+# padded tiles need more than fp32's).
+expect_refused "would need 230 KB of shared memory per block in tf32" --set model.attention=sbm \
+    --set model.head_dim=64 --set model.clusters=176 --set model.sampler=dense \
+    --set train.backend=cuda --set train.precision=tf32
+expect_refused "model.clusters = 224 with model.head_dim = 64" --set model.attention=sbm \
+    --set model.head_dim=64 --set model.clusters=224 --set model.sampler=auto \
+    --set train.backend=cuda
 log "PASS"

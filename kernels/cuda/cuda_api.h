@@ -16,6 +16,11 @@ void cuda_ctx_close(kctx *k);
 // The context's cudaStream_t.
 void *cuda_ctx_stream(const kctx *k);
 extern const kops kops_cuda;
+// Shared memory the SBM tile kernels need per block for heads of dh (16, 32 or 64) and kc
+// clusters in the context's precision (kctx.bf16, kctx.tf32), and the most a block may have:
+// train and eval refuse a model that does not fit before any work.
+size_t cuda_sbm_tiles_smem(const kctx *k, int dh, int kc);
+size_t cuda_sbm_tiles_smem_limit(void);
 
 #ifdef __cplusplus
 }

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <algorithm>
+
 #include "kernels/cuda/attention_tiled.cuh"
 #include "kernels/cuda/cuda_ops.cuh"
 #include "kernels/cuda/sbm_attn_tiled.cuh"
@@ -298,6 +300,33 @@ int cuda_sbm_graph_csr(kctx *k, const sbm_graphs *gs, const kbatch *bt, int H, i
     return 0;
 }
 
+
+namespace {
+template <int DH, int TM> size_t tiles_smem(int kc) {
+    size_t m = sbm_attn_smem<DH, 64, TM>::fwd(kc);
+    m = std::max(m, sbm_bwd_smem<DH, TM>::q(kc));
+    return std::max(m, sbm_bwd_smem<DH, TM>::kv(kc));
+}
+template <int DH> size_t tiles_smem_mode(int mode, int kc) {
+    switch (mode) {
+    case TM_TF32: return tiles_smem<DH, TM_TF32>(kc);
+    case TM_BF16: return tiles_smem<DH, TM_BF16>(kc);
+    default: return tiles_smem<DH, TM_SIMT>(kc);
+    }
+}
+}  // namespace
+
+size_t cuda_sbm_tiles_smem(const kctx *k, int dh, int kc) {
+    const int mode = cuda_tile_mode(k);
+    switch (dh) {
+    case 16: return tiles_smem_mode<16>(mode, kc);
+    case 32: return tiles_smem_mode<32>(mode, kc);
+    case 64: return tiles_smem_mode<64>(mode, kc);
+    default: return 0;
+    }
+}
+
+size_t cuda_sbm_tiles_smem_limit(void) { return SBM_MAX_SMEM; }
 
 void cuda_sbm_attn_fwd(kctx *k, float *out, sbm_graphs *gs, const float *qkv, const kbatch *bt,
                        int H, int dh, float p, kdrop d) {
