@@ -425,25 +425,25 @@ static void run_sbm_attn_fastrg24(kctx *k, float **b, const kbatch *bt, op_case 
 static void run_sbm_attn_auto(kctx *k, float **b, const kbatch *bt, op_case *c) {
     sbm_attn_case(k, b, bt, c, 16, SBM_SAMPLER_AUTO, 0.15f);
 }
-// The tiles' products on tensor cores (train.precision = tf32) on the backend under test: the
-// sampler's products stay fp32, so the graphs are still the CPU's exactly; the attention
-// differs by the operands' tf32 rounding (relative 2^-11 each).
-static void run_sbm_attn_tf32(kctx *k, float **b, const kbatch *bt, op_case *c) {
-    k->tf32 = k->backend != KB_CPU;
+// The tiles' products on tensor cores on the backend under test (train.precision = tf32:
+// operands rounded to tf32, relative 2^-11 each; bf16: the attention operands in bfloat16,
+// 2^-9, the straight-through products tf32). The sampler's products stay fp32, so the graphs
+// are still the CPU's exactly.
+static void sbm_attn_reduced(kctx *k, float **b, const kbatch *bt, op_case *c, int *flag) {
+    *flag = k->backend != KB_CPU;
     sbm_attn_case(k, b, bt, c, 16, SBM_SAMPLER_DENSE, 1.0f);
-    k->tf32 = 0;
+    *flag = 0;
+}
+static void run_sbm_attn_tf32(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    sbm_attn_reduced(k, b, bt, c, &k->tf32);
+}
+static void run_sbm_attn_bf16(kctx *k, float **b, const kbatch *bt, op_case *c) {
+    sbm_attn_reduced(k, b, bt, c, &k->bf16);
 }
 SHAPE(shape_sbm_attn_tf32) {
     shape_sbm_attn_dh(c, bt, 16);
     c->tol = 5e-3;
     c->min_err = 1e-6;
-}
-// bf16 (train.precision = bf16): the attention tiles' operands in bfloat16 (relative 2^-9),
-// the straight-through products in tf32, the graphs still exact.
-static void run_sbm_attn_bf16(kctx *k, float **b, const kbatch *bt, op_case *c) {
-    k->bf16 = k->backend != KB_CPU;
-    sbm_attn_case(k, b, bt, c, 16, SBM_SAMPLER_DENSE, 1.0f);
-    k->bf16 = 0;
 }
 SHAPE(shape_sbm_attn_bf16) {
     shape_sbm_attn_dh(c, bt, 16);
