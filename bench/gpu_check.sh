@@ -130,7 +130,8 @@ for kc in 32 128; do
         --dh 32 --clusters $kc 2>&1 | tee -a /tmp/gpu_check_sbm.log
 done
 # A training step of the reference listops model (batch 32, n = 2048, lengths 500..2000) with
-# softmax and with SBM attention: sbmt on cuda in fp32, tf32 and bf16, then the same model in PyTorch
+# softmax and with SBM attention: sbmt on cuda in fp32, tf32 and bf16, then the same model in
+# PyTorch
 # on the same GPU (explicit attention as the reference code, SDPA, and the authors' dense SBM),
 # fp32 and bf16 autocast.
 echo "== training step: listops reference model, softmax attention"

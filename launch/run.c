@@ -78,10 +78,11 @@ int run_check_cuda_sbm(const sbmt_config *cfg, const kctx *k, char *err) {
     if (!fastrg) {
         const size_t need = cuda_sbm_tiles_smem(k, dh, kc), lim = cuda_sbm_tiles_smem_limit();
         if (need > lim)
-            return sbmt_errf(err, "model.clusters = %d with model.head_dim = %d: the cuda backend's "
-                                  "SBM tile kernels (model.sampler = %s) would need %zu KB of shared "
-                                  "memory per block%s, more than a GPU's %zu KB (use fewer clusters, "
-                                  "or model.sampler = fastrg)", kc, dh, cfg->sampler, need / 1024,
+            return sbmt_errf(err, "model.clusters = %d with model.head_dim = %d: the cuda "
+                                  "backend's SBM tile kernels (model.sampler = %s) would need "
+                                  "%zu KB of shared memory per block%s, more than a GPU's %zu KB "
+                                  "(use fewer clusters, or model.sampler = fastrg)",
+                             kc, dh, cfg->sampler, need / 1024,
                              k->bf16 ? " in bf16" : k->tf32 ? " in tf32" : "", lim / 1024);
     }
 #endif

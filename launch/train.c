@@ -556,7 +556,8 @@ static int train_main(train_run *r, char *err) {
         if (root && rundir_describe(r->out_dir, found, sizeof(found))) {
             if (r->overwrite) {
                 rc = rundir_clear(r->out_dir, err);
-                if (rc == 0) printf("--overwrite: removed the earlier run in %s (%s)\n", r->out_dir, found);
+                if (rc == 0)
+                    printf("--overwrite: removed the earlier run in %s (%s)\n", r->out_dir, found);
             } else {
                 rc = sbmt_errf(err, "--out %s holds an earlier run (%s): continue it with --resume "
                                "auto, train into another --out, or pass --overwrite to replace it",

@@ -414,7 +414,8 @@ void cpu_sbm_sample(kctx *k, sbm_graphs *gs, const float *Y, const float *S, con
             const float *yq = Yq + (size_t)base * Hk + h * kc, *yk = Yk + (size_t)base * Hk + h * kc;
             const float *Sh = S + (size_t)h * kc * kc, *mask = bt->mask + base;
             // Expected edges: (1^T Yq) S (Yk^T 1) + eps * valid^2, O(L k + k^2).
-            double *cq = xmalloc(2 * sizeof(double) * ((size_t)kc + 1)), *ck = cq + kc + 1;
+            double *cq = xmalloc(2 * sizeof(double) * ((size_t)kc + 1));
+            double *ck = cq + kc + 1;
             sbm_column_sums(yq, (size_t)Hk, mask, L, kc, cq);
             sbm_column_sums(yk, (size_t)Hk, mask, L, kc, ck);
             const double valid = cq[kc];

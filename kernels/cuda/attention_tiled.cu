@@ -1,7 +1,7 @@
 // attention_tiled.cu: tiled softmax attention for the CUDA backend (FlashAttention-2's schedule;
 // the tile products in fp32 on the SIMT cores, or with train.precision tf32 / bf16 on tensor
-// cores through tile_mma.cuh, where rows are padded to DH + 4): a block owns a tile of query rows (forward, dQ) or of key rows
-// (dK, dV), streams the other side through shared memory in tiles, keeps an online softmax in
+// cores through tile_mma.cuh, with rows padded for WMMA): a block owns a tile of query rows
+// (forward, dQ) or of key rows (dK, dV), streams the other side through shared memory in tiles, keeps an online softmax in
 // registers and never stores a score matrix. Backward is two kernels (query tiles, key tiles)
 // that each recompute the scores, so no gradient is accumulated atomically and results are
 // deterministic. Dropout masks come from the same Philox words as the CPU (dropout.h), drawn

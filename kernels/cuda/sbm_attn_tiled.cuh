@@ -32,13 +32,14 @@ template <int DH, int TM> struct sbm_bwd_smem {
     using LY = tile_layout<DH, TM>;
     static constexpr int R = SBM_BTR, P = LY::P, PS = LY::PS, ST = R * LY::STAGE;
     static constexpr size_t e = sizeof(typename LY::E);
+    using PAD = sbm_pad<(TM != TM_SIMT)>;
     // Q, dO (R rows), K, V (TC), ds and G tiles, lse and D, dropout flags, then T1 (R), Yk (TC),
     // words, validity and the accumulator G Yk [R][kc].
     static size_t q(int kc) {
         return e * (2 * (size_t)R * P + 2 * (size_t)TC * P + (size_t)R * PS) +
                sizeof(float) * ((size_t)R * PS + 2 * (size_t)R + ST) +
-               (size_t)R * TC + sbm_tile_smem<R>::bytes_pk(sbm_pad<(TM != TM_SIMT)>::pk(kc)) +
-               sizeof(float) * (size_t)R * sbm_pad<(TM != TM_SIMT)>::ks(kc);
+               (size_t)R * TC + sbm_tile_smem<R>::bytes_pk(PAD::pk(kc)) +
+               sizeof(float) * (size_t)R * PAD::ks(kc);
     }
     // K, V (R keys), Q, dO (TC queries), ds, p~ and G tiles, lse and D of the queries, flags,
     // then T1 and Yq of the queries, Yk of the keys, words, validity, accumulator G^T Yq [R][kc].
@@ -46,9 +47,10 @@ template <int DH, int TM> struct sbm_bwd_smem {
         return e * (2 * (size_t)R * P + 2 * (size_t)TC * P + 2 * (size_t)R * PS) +
                sizeof(float) * ((size_t)R * PS + 2 * (size_t)TC + ST) +
                (size_t)TC * R +
-               sizeof(float) * (2 * (size_t)TC * sbm_pad<(TM != TM_SIMT)>::pk(kc) +
-                                (size_t)R * sbm_pad<(TM != TM_SIMT)>::pk(kc) + TC + R) +
-               sizeof(uint32_t) * (size_t)TC * R + sizeof(float) * (size_t)R * sbm_pad<(TM != TM_SIMT)>::ks(kc);
+               sizeof(float) * (2 * (size_t)TC * PAD::pk(kc) +
+                                (size_t)R * PAD::pk(kc) + TC + R) +
+               sizeof(uint32_t) * (size_t)TC * R +
+               sizeof(float) * (size_t)R * PAD::ks(kc);
     }
 };
 
@@ -154,7 +156,8 @@ __global__ void __launch_bounds__(NTHREADS)
     constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, i0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, Hk = s.H * kc;
-    const int PK = sbm_pad<(TM != TM_SIMT)>::pk(kc), KW = sbm_pad<(TM != TM_SIMT)>::width(kc), KS = sbm_pad<(TM != TM_SIMT)>::ks(kc);
+    using PAD = sbm_pad<(TM != TM_SIMT)>;
+    const int PK = PAD::pk(kc), KW = PAD::width(kc), KS = PAD::ks(kc);
     if (i0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
     E *Qs = (E *)smem, *dOs = Qs + TR * P, *Ks = dOs + TR * P, *Vs = Ks + TC * P;
@@ -225,7 +228,8 @@ __global__ void __launch_bounds__(NTHREADS)
         float *d = dqkv + (size_t)(base + i) * a.ld + h * DH;
 #pragma unroll
         for (int c = 0; c < CPT; c++) d[tc + 8 * c] = dq[r][c] * a.sc;
-        for (int u = tc; u < kc; u += 8) GYk[(size_t)(base + i) * Hk + h * kc + u] = acc[qi * KS + u];
+        for (int u = tc; u < kc; u += 8)
+            GYk[(size_t)(base + i) * Hk + h * kc + u] = acc[qi * KS + u];
     }
 }
 
@@ -241,7 +245,8 @@ __global__ void __launch_bounds__(NTHREADS)
     constexpr int TR = SBM_BTR, RPT = TR / 16, CPT = DH / 8, P = LY::P, PS = LY::PS;
     const int b = blockIdx.y, h = blockIdx.z, j0 = blockIdx.x * TR;
     const int L = a.bt.len[b], base = a.bt.off[b], kc = s.kc, Hk = s.H * kc;
-    const int PK = sbm_pad<(TM != TM_SIMT)>::pk(kc), KW = sbm_pad<(TM != TM_SIMT)>::width(kc), KS = sbm_pad<(TM != TM_SIMT)>::ks(kc);
+    using PAD = sbm_pad<(TM != TM_SIMT)>;
+    const int PK = PAD::pk(kc), KW = PAD::width(kc), KS = PAD::ks(kc);
     if (j0 >= L || sbm_tile_skips(s, b, h)) return;
     SBMT_DYN_SMEM(float, smem);
     E *Ks = (E *)smem, *Vs = Ks + TR * P, *Qs = Vs + TR * P, *dOs = Qs + TC * P;
@@ -319,7 +324,8 @@ __global__ void __launch_bounds__(NTHREADS)
             d[tc + 8 * c] = dk[r][c] * a.sc;
             d[a.HD + tc + 8 * c] = dv[r][c];
         }
-        for (int u = tc; u < kc; u += 8) GTYq[(size_t)(base + j) * Hk + h * kc + u] = acc[kj * KS + u];
+        for (int u = tc; u < kc; u += 8)
+            GTYq[(size_t)(base + j) * Hk + h * kc + u] = acc[kj * KS + u];
     }
 }
 

@@ -61,7 +61,8 @@ template <class Use, int M, int N, int K, class T, class Layout = void> struct f
     static_assert(std::is_same<Use, accumulator>::value ||
                       (K == 8) == std::is_same<T, precision::tf32>::value,
                   "emulated WMMA: tf32 is m16n16k8, bf16 m16n16k16");
-    static constexpr int rows = frag_shape<Use, M, N, K>::rows, cols = frag_shape<Use, M, N, K>::cols;
+    static constexpr int rows = frag_shape<Use, M, N, K>::rows;
+    static constexpr int cols = frag_shape<Use, M, N, K>::cols;
     static constexpr int num_elements = rows * cols;
     float x[num_elements];  // [rows][cols], the whole tile (see the top comment)
 };
@@ -114,7 +115,8 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout> &f,
     constexpr bool colm = std::is_same<Layout, col_major>::value;
     for (int r = 0; r < f.rows; r++)
         for (int c = 0; c < f.cols; c++)
-            f.x[r * f.cols + c] = emu_mma_val(colm ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c]);
+            f.x[r * f.cols + c] =
+                emu_mma_val(colm ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c]);
 }
 
 template <int M, int N, int K>
@@ -124,7 +126,8 @@ inline void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const flo
     if (!emu_mma_lead()) return;
     for (int r = 0; r < M; r++)
         for (int c = 0; c < N; c++)
-            f.x[r * N + c] = layout == mem_col_major ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c];
+            f.x[r * N + c] =
+                layout == mem_col_major ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c];
 }
 
 template <int M, int N, int K>
@@ -133,7 +136,8 @@ inline void fill_fragment(fragment<accumulator, M, N, K, float> &f, float v) {
 }
 
 template <int M, int N, int K, class T, class LA, class LB>
-inline void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, T, LA> &a,
+inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
+                     const fragment<matrix_a, M, N, K, T, LA> &a,
                      const fragment<matrix_b, M, N, K, T, LB> &b,
                      const fragment<accumulator, M, N, K, float> &c) {
     if (!emu_mma_lead()) return;
@@ -154,7 +158,8 @@ inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, flo
     if (!emu_mma_lead()) return;
     for (int r = 0; r < M; r++)
         for (int c = 0; c < N; c++)
-            (layout == mem_col_major ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c]) = f.x[r * N + c];
+            (layout == mem_col_major ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c]) =
+                f.x[r * N + c];
 }
 
 }  // namespace wmma
