@@ -661,6 +661,21 @@ static void model_step(int cls, int dual, int prec, int sbm) {
     }
 }
 
+// Random memberships Y [2T, H*kc] (queries then keys; padded rows zero, head h scaled by
+// scale[h]) and blocks S [H, kc, kc], each head's summing to 1: fastRG's inputs in the tests.
+static void fastrg_inputs(float *Y, float *S, const kbatch *bt, int H, int KC,
+                          const float *scale) {
+    const int T = bt->T, Hk = H * KC;
+    for (int r = 0; r < 2 * T; r++)
+        for (int x = 0; x < Hk; x++)
+            Y[(size_t)r * Hk + x] = bt->mask[r % T] * (float)urand() * scale[x / KC];
+    for (int h = 0; h < H; h++) {
+        double sum = 0.0;
+        for (int x = 0; x < KC * KC; x++) sum += S[h * KC * KC + x] = (float)(urand() * urand());
+        for (int x = 0; x < KC * KC; x++) S[h * KC * KC + x] = (float)(S[h * KC * KC + x] / sum);
+    }
+}
+
 // fastRG on every backend against the CPU's at scale: 4 sequences (300, 211, 97 rows and one
 // of 9 all padded, padding inside the others), 3 heads of 32 clusters at three densities (head
 // h's memberships scaled by 1, 0.3, 0.05), tens of thousands of edges. Every unit's expected
@@ -679,14 +694,7 @@ static void sbm_fastrg_graphs(void **state) {
     const int T = bt->T, Hk = H * KC, HD = H * DHH;
     const float scale[H] = {1.0f, 0.3f, 0.05f};
     float *Y = xmalloc(sizeof(float) * 2 * (size_t)T * Hk), *S = xmalloc(sizeof(float) * H * KC * KC);
-    for (int r = 0; r < 2 * T; r++)
-        for (int x = 0; x < Hk; x++)
-            Y[(size_t)r * Hk + x] = bt->mask[r % T] * (float)urand() * scale[x / KC];
-    for (int h = 0; h < H; h++) {
-        double sum = 0.0;
-        for (int x = 0; x < KC * KC; x++) sum += S[h * KC * KC + x] = (float)(urand() * urand());
-        for (int x = 0; x < KC * KC; x++) S[h * KC * KC + x] = (float)(S[h * KC * KC + x] / sum);
-    }
+    fastrg_inputs(Y, S, bt, H, KC, scale);
     const size_t nq = (size_t)T * 3 * HD, no = (size_t)T * HD, ny = 2 * (size_t)T * Hk;
     float *qkv = randn_buf(nq, 1.0f), *dout = randn_buf(no, 1.0f);
     sbm_graphs gs[2];
@@ -787,14 +795,7 @@ static void sbm_fastrg_graphs_many(void **state) {
     float *Y = xmalloc(sizeof(float) * ny), *S = xmalloc(sizeof(float) * H * KC * KC);
     int64_t total = 0;
     for (int round = 0; round < ROUNDS; round++) {
-        for (int r = 0; r < 2 * T; r++)
-            for (int x = 0; x < Hk; x++)
-                Y[(size_t)r * Hk + x] = bt->mask[r % T] * (float)urand() * scale[x / KC];
-        for (int h = 0; h < H; h++) {
-            double sum = 0.0;
-            for (int x = 0; x < KC * KC; x++) sum += S[h * KC * KC + x] = (float)(urand() * urand());
-            for (int x = 0; x < KC * KC; x++) S[h * KC * KC + x] = (float)(S[h * KC * KC + x] / sum);
-        }
+        fastrg_inputs(Y, S, bt, H, KC, scale);
         sbm_graphs gs[2];
         kctx *ks[2] = {&g_cpu, &g_other};
         for (int e = 0; e < 2; e++) {
