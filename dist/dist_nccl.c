@@ -11,7 +11,8 @@
 // the compute stream left it at the call), enqueues the sum and records a completion event.
 // dist_wait then makes the compute stream wait for that event (cudaStreamWaitEvent): it never
 // blocks the host; work queued on the compute stream after dist_wait sees the summed buffer.
-// dist_test cannot see a stream event and answers 0 until dist_wait.
+// dist_test queries the completion event: 1 once the sum has run (the request then ends, and
+// dist_wait has nothing left to order), 0 before.
 // dist_barrier stays an MPI barrier (host order, not stream order).
 #include <stdio.h>
 

@@ -5,16 +5,28 @@
 // shuffles of floats, static and dynamic __shared__ memory, and the qualifiers as nothing.
 //
 // emu_launch(grid, threads, smem_bytes, body) runs the blocks one after another. A block's
-// threads are fibers (ucontext) on the calling thread, switched only at __syncthreads and
-// shuffles, so a thread runs until it must wait. __syncthreads waits for every thread of the
-// block that has not returned (as on the GPU), a shuffle for every live thread of its warp:
-// each deposits its value, then all read. A barrier that some threads can never reach (a
-// divergent __syncthreads) is reported and aborts, where a GPU would hang or misbehave.
-// Because blocks never overlap, a kernel's `__shared__` variables can be plain statics.
+// threads are fibers (ucontext) on the calling thread, switched only at barriers (__syncthreads,
+// __syncwarp, shuffles and the WMMA calls of tests/emu/mma.h), so a thread runs until it must
+// wait. __syncthreads waits for every thread of the block that has not returned (as on the GPU),
+// a warp barrier for every live thread of its warp. A shuffle is two warp barriers: each lane
+// deposits its value, then all read. A barrier that some threads can never reach (a divergent
+// __syncthreads) is reported and aborts, where a GPU would hang or misbehave. Because blocks
+// never overlap, a kernel's `__shared__` variables can be plain statics.
 //
-// What this cannot show: timing, occupancy, shared-memory limits, bank conflicts, or a kernel
-// that relies on warps running in lock step without synchronising (the kernels here never do).
-// Test code only (one launch at a time, single-threaded).
+// Schedule. Between two __syncthreads each warp in turn runs as far as it can (through its warp
+// barriers up to the next __syncthreads or its end) before the next warp starts: warps are as
+// far apart as a GPU allows, so a missing __syncthreads between one warp's write and another
+// warp's read (or between a read and the next overwrite) shows as a wrong or poisoned value,
+// even when the warps meet at warp barriers in between. On a GPU nothing orders the warps of a
+// block, the lanes of a warp between barriers, or the blocks of a launch; SBMT_EMU_ORDER picks
+// the order here: `forward` (the default: by index), `reverse`, or `shuffle[:SEED]` (a fresh
+// pseudo-random order of the warps and of the lanes at every step, and of the blocks at every
+// launch). A race gives the other value in some order, so running the tests in more than one
+// order catches it.
+//
+// What this cannot show: timing, occupancy, bank conflicts, a race whose orders all give the
+// same bits, or a kernel that relies on warps running in lock step without synchronising (the
+// kernels here never do). Test code only (one launch at a time, single-threaded).
 #ifndef SBMT_TESTS_CUDA_EMU_H
 #define SBMT_TESTS_CUDA_EMU_H
 
@@ -22,6 +34,7 @@
 #include <ucontext.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -64,7 +77,12 @@ struct emu_state {
     std::vector<unsigned char> smem;
     std::function<void()> body;
     dim3 thread, block, block_dim, grid_dim;
+    int order;         // EMU_ORDER_*: from SBMT_EMU_ORDER, read at the first launch
+    uint64_t shuffle;  // the shuffle order's generator state
+    std::vector<unsigned> perm;
 };
+
+enum { EMU_ORDER_UNSET = 0, EMU_ORDER_FORWARD, EMU_ORDER_REVERSE, EMU_ORDER_SHUFFLE };
 
 inline emu_state &emu() {
     static emu_state s;
@@ -150,6 +168,41 @@ template <class T> inline T atomicAdd(T *p, T v) {
     return old;
 }
 
+inline void emu_order_init(emu_state &s) {
+    if (s.order != EMU_ORDER_UNSET) return;
+    const char *v = std::getenv("SBMT_EMU_ORDER");
+    s.order = EMU_ORDER_FORWARD;
+    s.shuffle = 0x9E3779B97F4A7C15ull;
+    if (!v || !*v || !std::strcmp(v, "forward")) return;
+    if (!std::strcmp(v, "reverse")) {
+        s.order = EMU_ORDER_REVERSE;
+        return;
+    }
+    if (!std::strncmp(v, "shuffle", 7) && (v[7] == 0 || v[7] == ':')) {
+        s.order = EMU_ORDER_SHUFFLE;
+        if (v[7] == ':') s.shuffle ^= std::strtoull(v + 8, nullptr, 10) * 0xBF58476D1CE4E5B9ull;
+        return;
+    }
+    std::fprintf(stderr, "cuda_emu: SBMT_EMU_ORDER = '%s': not one of forward, reverse, "
+                 "shuffle[:SEED]\n", v);
+    std::exit(2);
+}
+
+// s.perm becomes the order of 0..n-1 to visit (threads of a pass, or blocks of a launch).
+inline const std::vector<unsigned> &emu_order(emu_state &s, unsigned n) {
+    s.perm.resize(n);
+    for (unsigned i = 0; i < n; i++) s.perm[i] = s.order == EMU_ORDER_REVERSE ? n - 1 - i : i;
+    if (s.order == EMU_ORDER_SHUFFLE)
+        for (unsigned i = n; i > 1; i--) {  // Fisher-Yates with a splitmix64 stream
+            uint64_t z = (s.shuffle += 0x9E3779B97F4A7C15ull);
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+            z ^= z >> 31;
+            std::swap(s.perm[i - 1], s.perm[z % i]);
+        }
+    return s.perm;
+}
+
 inline void emu_fiber_main() {
     emu_state &s = emu();
     s.body();
@@ -174,57 +227,67 @@ template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem_bytes, F b
     for (auto &f : s.f) f.stack.resize(64 * 1024);
     const unsigned warps = (threads + 31) / 32;
     s.warp_slot.assign((size_t)warps * 32, 0.0);
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                s.block = dim3(x, y, z);
-                s.smem.assign(smem_bytes ? smem_bytes : 1, 0xFF);  // poisoned, as on a GPU
-                for (unsigned t = 0; t < threads; t++) {
-                    emu_fiber &f = s.f[t];
-                    getcontext(&f.ctx);
-                    f.ctx.uc_stack.ss_sp = f.stack.data();
-                    f.ctx.uc_stack.ss_size = f.stack.size();
-                    f.ctx.uc_link = nullptr;
-                    makecontext(&f.ctx, emu_fiber_main, 0);
-                    f.state = EMU_RUN;
-                    f.started = false;
-                }
+    emu_order_init(s);
+    const size_t nblocks = (size_t)grid.x * grid.y * grid.z;
+    if (nblocks > 0xFFFFFFFFu) {
+        std::fprintf(stderr, "cuda_emu: grid (%u,%u,%u): more than 2^32 blocks\n", grid.x, grid.y,
+                     grid.z);
+        std::abort();
+    }
+    const std::vector<unsigned> blocks = emu_order(s, (unsigned)nblocks);
+    std::vector<unsigned> warp_order, lane_order;
+    for (unsigned b : blocks) {
+        const unsigned x = b % grid.x, y = b / grid.x % grid.y, z = b / grid.x / grid.y;
+        s.block = dim3(x, y, z);
+        s.smem.assign(smem_bytes ? smem_bytes : 1, 0xFF);  // poisoned, as on a GPU
+        for (unsigned t = 0; t < threads; t++) {
+            emu_fiber &f = s.f[t];
+            getcontext(&f.ctx);
+            f.ctx.uc_stack.ss_sp = f.stack.data();
+            f.ctx.uc_stack.ss_size = f.stack.size();
+            f.ctx.uc_link = nullptr;
+            makecontext(&f.ctx, emu_fiber_main, 0);
+            f.state = EMU_RUN;
+            f.started = false;
+        }
+        for (;;) {
+            // Each warp in turn runs as far as it can: through its warp barriers, up to a
+            // __syncthreads or its end. Warps are as far apart as a GPU lets them be, so a
+            // barrier missing between warps shows, and not only one missing inside a warp.
+            warp_order = emu_order(s, warps);
+            for (unsigned w : warp_order) {
+                const unsigned t0 = w * 32, n = threads - t0 < 32 ? threads - t0 : 32;
                 for (;;) {
-                    for (unsigned t = 0; t < threads; t++)
-                        if (s.f[t].state == EMU_RUN) emu_resume(t);
-                    // Every fiber now waits or is done: release whole groups.
-                    unsigned live = 0, at_block = 0, released = 0;
-                    for (unsigned t = 0; t < threads; t++) {
-                        live += s.f[t].state != EMU_DONE;
-                        at_block += s.f[t].state == EMU_AT_BLOCK;
+                    lane_order = emu_order(s, n);
+                    for (unsigned l : lane_order)
+                        if (s.f[t0 + l].state == EMU_RUN) emu_resume(t0 + l);
+                    unsigned wl = 0, ww = 0;
+                    for (unsigned t = t0; t < t0 + n; t++) {
+                        wl += s.f[t].state != EMU_DONE;
+                        ww += s.f[t].state == EMU_AT_WARP;
                     }
-                    if (live == 0) break;
-                    for (unsigned w = 0; w < warps; w++) {
-                        unsigned wl = 0, ww = 0;
-                        for (unsigned t = w * 32; t < (w + 1) * 32 && t < threads; t++) {
-                            wl += s.f[t].state != EMU_DONE;
-                            ww += s.f[t].state == EMU_AT_WARP;
-                        }
-                        if (ww && ww == wl) {  // (a lane that returned stays done)
-                            for (unsigned t = w * 32; t < (w + 1) * 32 && t < threads; t++)
-                                if (s.f[t].state == EMU_AT_WARP) s.f[t].state = EMU_RUN;
-                            released += ww;
-                        }
-                    }
-                    if (!released && at_block == live) {
-                        for (unsigned t = 0; t < threads; t++)
-                            if (s.f[t].state == EMU_AT_BLOCK) s.f[t].state = EMU_RUN;
-                        released = at_block;
-                    }
-                    if (!released) {
-                        std::fprintf(stderr, "cuda_emu: block (%u,%u,%u): %u live threads wait "
-                                     "at barriers that cannot all be reached (%u at "
-                                     "__syncthreads): a divergent barrier\n",
-                                     x, y, z, live, at_block);
-                        std::abort();
-                    }
+                    if (!ww || ww != wl) break;  // (a lane that returned stays done)
+                    for (unsigned t = t0; t < t0 + n; t++)
+                        if (s.f[t].state == EMU_AT_WARP) s.f[t].state = EMU_RUN;
                 }
             }
+            unsigned live = 0, at_block = 0;
+            for (unsigned t = 0; t < threads; t++) {
+                live += s.f[t].state != EMU_DONE;
+                at_block += s.f[t].state == EMU_AT_BLOCK;
+            }
+            if (live == 0) break;
+            if (at_block != live) {
+                std::fprintf(stderr, "cuda_emu: block (%u,%u,%u): %u live threads wait "
+                             "at barriers that cannot all be reached (%u at "
+                             "__syncthreads): a divergent barrier\n",
+                             x, y, z, live, at_block);
+                std::abort();
+            }
+            for (unsigned t = 0; t < threads; t++)
+                if (s.f[t].state == EMU_AT_BLOCK) s.f[t].state = EMU_RUN;
+        }
+    }
 }
 
 #endif

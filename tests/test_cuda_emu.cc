@@ -2,7 +2,8 @@
 // runs the whole CUDA backend on: __syncthreads orders shared memory and waits only for threads
 // that have not returned, shuffles read the partner lane (floats and doubles, per warp),
 // atomicAdd accumulates, static __shared__ variables are one per block, every block and thread
-// index runs exactly once, and a divergent barrier is reported instead of hanging. Then CUDA
+// index runs exactly once, a divergent barrier is reported instead of hanging, and the schedule
+// (warps apart, in the order SBMT_EMU_ORDER names) makes a missing barrier show. Then CUDA
 // device code not yet behind an op, run directly: the GPU dense sampler of
 // kernels/cuda/sbm_tile.cuh draws the CPU dense sampler's graphs, and the sampled-tile SBM
 // attention of kernels/cuda/sbm_attn_tiled.cuh gives the CPU's edge attention on them.
@@ -66,6 +67,65 @@ void test_shuffle_and_barrier(void **state) {
             assert_true(out[b * 64 + t] == (float)(63 - t + 100 * b) + (float)(t ^ 5));
             assert_true(outd[b * 64 + t] == 0.5 + (t ^ 17));
         }
+}
+
+// The schedule makes races visible (tests/cuda_emu.h): a warp runs through its warp barriers
+// before the next warp starts, so a read of another warp's slot without __syncthreads gets the
+// poison even with a __syncwarp between; lanes between barriers, warps and blocks run in the
+// order SBMT_EMU_ORDER names; with the barrier, every order gives the same result.
+void test_schedule_shows_races(void **state) {
+    (void)state;
+    const int saved = emu().order;
+    const int orders[3] = {EMU_ORDER_FORWARD, EMU_ORDER_REVERSE, EMU_ORDER_SHUFFLE};
+    for (int o : orders) {
+        emu().order = o;
+        std::vector<unsigned> warps(64), lanes(64), fixed(64), blocks;
+        emu_launch(dim3(4), 64, sizeof(unsigned) * 64, [&] {
+            SBMT_DYN_SMEM(unsigned, sh);
+            const unsigned t = threadIdx.x;
+            if (t == 0) blocks.push_back(blockIdx.x);
+            sh[t] = t;
+            if (blockIdx.x == 1) lanes[t] = sh[t ^ 1];  // the partner lane, no barrier between
+            __syncwarp();  // orders the warp, not the block
+            if (blockIdx.x == 0) warps[t] = sh[(t + 32) % 64];
+            __syncthreads();
+            if (blockIdx.x == 2) fixed[t] = sh[(t + 32) % 64];
+        });
+        // warps: the warp that runs first reads the other's poison, the second the values.
+        int poisoned_warps = 0, poisoned_lanes = 0;
+        for (int w = 0; w < 2; w++) {
+            bool all = true, none = true;
+            for (int l = 0; l < 32; l++) {
+                const unsigned t = 32 * w + l, v = warps[t];
+                all = all && v == 0xFFFFFFFFu;
+                none = none && v == (t + 32) % 64;
+            }
+            assert_true(all || none);
+            poisoned_warps += all;
+        }
+        assert_int_equal(poisoned_warps, 1);
+        for (int t = 0; t < 64; t++) {
+            assert_true(lanes[t] == 0xFFFFFFFFu || lanes[t] == (unsigned)(t ^ 1));
+            poisoned_lanes += lanes[t] == 0xFFFFFFFFu;
+            assert_int_equal(fixed[t], (t + 32) % 64);
+        }
+        // In each pair of lanes the one that ran first read its partner's poison.
+        assert_int_equal(poisoned_lanes, 32);
+        if (o == EMU_ORDER_FORWARD) {
+            assert_true(warps[0] == 0xFFFFFFFFu && warps[32] == 0);
+            assert_true(lanes[0] == 0xFFFFFFFFu && lanes[1] == 0);
+            assert_true(blocks == std::vector<unsigned>({0, 1, 2, 3}));
+        } else if (o == EMU_ORDER_REVERSE) {
+            assert_true(warps[0] == 32 && warps[32] == 0xFFFFFFFFu);
+            assert_true(lanes[0] == 1 && lanes[1] == 0xFFFFFFFFu);
+            assert_true(blocks == std::vector<unsigned>({3, 2, 1, 0}));
+        } else {
+            std::vector<unsigned> sorted = blocks;
+            std::sort(sorted.begin(), sorted.end());
+            assert_true(sorted == std::vector<unsigned>({0, 1, 2, 3}));
+        }
+    }
+    emu().order = saved;
 }
 
 void test_exited_threads_and_atomics(void **state) {
@@ -538,6 +598,7 @@ int main(void) {
         cmocka_unit_test(test_exited_threads_and_atomics),
         cmocka_unit_test(test_divergent_barrier_reported),
         cmocka_unit_test(test_returned_lanes),
+        cmocka_unit_test(test_schedule_shows_races),
         cmocka_unit_test(test_mma_tile),
         cmocka_unit_test(test_tile_sampler_matches_cpu),
         cmocka_unit_test(test_sbm_attention_forward_matches_cpu),

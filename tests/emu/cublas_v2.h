@@ -1,6 +1,9 @@
 // cublas_v2.h (emulated): the cuBLAS calls of the CUDA backend, on the CPU through CBLAS with
 // cuBLAS's column-major conventions, so the backend's transposes and leading dimensions are
 // tested as written. cublasGemmEx takes bf16 (CUDA_R_16BF) or fp32 operands and fp32 output.
+// Arguments are checked at the call; the product is queued on the handle's stream
+// (cublasSetStream) and runs when that stream does. alpha and beta are host scalars
+// (CUBLAS_POINTER_MODE_HOST), read at the call as cuBLAS reads them.
 #ifndef SBMT_EMU_CUBLAS_V2_H
 #define SBMT_EMU_CUBLAS_V2_H
 
@@ -22,20 +25,26 @@ typedef enum { CUBLAS_DEFAULT_MATH = 0 } cublasMath_t;
 typedef enum { CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77 } cublasComputeType_t;
 typedef enum { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
 typedef enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 } cudaDataType;
-typedef struct emu_blas *cublasHandle_t;
+struct emu_blas {
+    cudaStream_t stream;
+};
+typedef emu_blas *cublasHandle_t;
 
 inline const char *cublasGetStatusString(cublasStatus_t s) {
     return s == CUBLAS_STATUS_SUCCESS ? "success (emulated)" : "error (emulated)";
 }
 inline cublasStatus_t cublasCreate(cublasHandle_t *h) {
-    *h = (cublasHandle_t)std::malloc(1);
+    *h = new emu_blas{nullptr};
     return CUBLAS_STATUS_SUCCESS;
 }
 inline cublasStatus_t cublasDestroy(cublasHandle_t h) {
-    std::free((void *)h);
+    delete h;
     return CUBLAS_STATUS_SUCCESS;
 }
-inline cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+inline cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
+    h->stream = s;
+    return CUBLAS_STATUS_SUCCESS;
+}
 inline cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) {
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -49,15 +58,22 @@ inline bool emu_gemm_args_ok(cublasOperation_t oa, cublasOperation_t ob, int m, 
     return lda >= (ra > 1 ? ra : 1) && ldb >= (rb > 1 ? rb : 1) && ldc >= (m > 1 ? m : 1);
 }
 
-inline cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t oa, cublasOperation_t ob,
+inline void emu_sgemm(cublasOperation_t oa, cublasOperation_t ob, int m, int n, int k,
+                      float alpha, const float *A, int lda, const float *B, int ldb, float beta,
+                      float *C, int ldc) {
+    cblas_sgemm(CblasColMajor, oa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
+                ob == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha, A, lda, B, ldb,
+                beta, C, ldc);
+}
+
+inline cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t oa, cublasOperation_t ob,
                                   int m, int n, int k, const float *alpha, const float *A,
                                   int lda, const float *B, int ldb, const float *beta, float *C,
                                   int ldc) {
     if (!emu_gemm_args_ok(oa, ob, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-    cblas_sgemm(CblasColMajor, oa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-                ob == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, *alpha, A, lda, B, ldb,
-                *beta, C, ldc);
+    const float al = *alpha, be = *beta;
+    emu_stream_enqueue(h->stream, [=] { emu_sgemm(oa, ob, m, n, k, al, A, lda, B, ldb, be, C, ldc); });
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -84,14 +100,19 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t oa, cubla
     if (tc != CUDA_R_32F || (ct != CUBLAS_COMPUTE_32F && !tf32)) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (!emu_gemm_args_ok(oa, ob, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-    std::vector<float> a = emu_operand(A, ta, oa == CUBLAS_OP_N ? m : k, oa == CUBLAS_OP_N ? k : m, lda);
-    std::vector<float> b = emu_operand(B, tb, ob == CUBLAS_OP_N ? k : n, ob == CUBLAS_OP_N ? n : k, ldb);
-    if (tf32) {  // the tensor cores' operands: 10 mantissa bits, rounded to nearest
-        for (float &v : a) v = nvcuda::wmma::__float_to_tf32(v);
-        for (float &v : b) v = nvcuda::wmma::__float_to_tf32(v);
-    }
-    return cublasSgemm(h, oa, ob, m, n, k, (const float *)alpha, a.data(), lda, b.data(), ldb,
-                       (const float *)beta, (float *)C, ldc);
+    const float al = *(const float *)alpha, be = *(const float *)beta;
+    emu_stream_enqueue(h->stream, [=] {
+        std::vector<float> a =
+            emu_operand(A, ta, oa == CUBLAS_OP_N ? m : k, oa == CUBLAS_OP_N ? k : m, lda);
+        std::vector<float> b =
+            emu_operand(B, tb, ob == CUBLAS_OP_N ? k : n, ob == CUBLAS_OP_N ? n : k, ldb);
+        if (tf32) {  // the tensor cores' operands: 10 mantissa bits, rounded to nearest
+            for (float &v : a) v = nvcuda::wmma::__float_to_tf32(v);
+            for (float &v : b) v = nvcuda::wmma::__float_to_tf32(v);
+        }
+        emu_sgemm(oa, ob, m, n, k, al, a.data(), lda, b.data(), ldb, be, (float *)C, ldc);
+    });
+    return CUBLAS_STATUS_SUCCESS;
 }
 
 #endif

@@ -92,7 +92,9 @@ inline void emu_mma_check(const void *p, unsigned ldm_bytes, const char *what) {
 }
 
 // Every lane of the warp must be here: the lanes still running meet at the warp, and none of
-// the warp's lanes may have returned.
+// the warp's lanes may have returned. A load or a store is one instruction of the whole warp on a
+// GPU, so no lane goes on before it is done: the lead does it between two meetings of the warp
+// (emu_mma_lead, then __syncwarp), whichever order the lanes run in.
 inline bool emu_mma_lead() {
     __syncwarp();
     emu_state &s = emu();
@@ -111,23 +113,26 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout> &f,
                              const typename frag_src<T>::type *p, unsigned ldm) {
     static_assert(!std::is_same<Use, accumulator>::value, "an accumulator load takes a layout");
     emu_mma_check(p, ldm * (unsigned)sizeof(*p), "load_matrix_sync");
-    if (!emu_mma_lead()) return;
-    constexpr bool colm = std::is_same<Layout, col_major>::value;
-    for (int r = 0; r < f.rows; r++)
-        for (int c = 0; c < f.cols; c++)
-            f.x[r * f.cols + c] =
-                emu_mma_val(colm ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c]);
+    if (emu_mma_lead()) {
+        constexpr bool colm = std::is_same<Layout, col_major>::value;
+        for (int r = 0; r < f.rows; r++)
+            for (int c = 0; c < f.cols; c++)
+                f.x[r * f.cols + c] =
+                    emu_mma_val(colm ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c]);
+    }
+    __syncwarp();
 }
 
 template <int M, int N, int K>
 inline void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const float *p, unsigned ldm,
                              layout_t layout) {
     emu_mma_check(p, ldm * 4u, "load_matrix_sync");
-    if (!emu_mma_lead()) return;
-    for (int r = 0; r < M; r++)
-        for (int c = 0; c < N; c++)
-            f.x[r * N + c] =
-                layout == mem_col_major ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c];
+    if (emu_mma_lead())
+        for (int r = 0; r < M; r++)
+            for (int c = 0; c < N; c++)
+                f.x[r * N + c] =
+                    layout == mem_col_major ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c];
+    __syncwarp();
 }
 
 template <int M, int N, int K>
@@ -155,11 +160,12 @@ template <int M, int N, int K>
 inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f,
                               unsigned ldm, layout_t layout) {
     emu_mma_check(p, ldm * 4u, "store_matrix_sync");
-    if (!emu_mma_lead()) return;
-    for (int r = 0; r < M; r++)
-        for (int c = 0; c < N; c++)
-            (layout == mem_col_major ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c]) =
-                f.x[r * N + c];
+    if (emu_mma_lead())
+        for (int r = 0; r < M; r++)
+            for (int c = 0; c < N; c++)
+                (layout == mem_col_major ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c]) =
+                    f.x[r * N + c];
+    __syncwarp();
 }
 
 }  // namespace wmma

@@ -2,8 +2,9 @@
  * communicators, collectives and the trainer's device collectives run in the emulated build
  * (tests/emu/) under mpirun. A communicator is an MPI communicator split from the world by the
  * unique id (every rank initialises the groups in the same order, as dist_nccl_init does);
- * send/recv between ncclGroupStart and ncclGroupEnd are posted together at the end. Implemented
- * in nccl_emu.c. */
+ * send/recv between ncclGroupStart and ncclGroupEnd are posted together at the end. Each call
+ * reads its input when called (after its stream's queued work) and writes its output when its
+ * stream gets there (cuda_runtime_api.h). Implemented in nccl_emu.c. */
 #ifndef SBMT_EMU_NCCL_H
 #define SBMT_EMU_NCCL_H
 

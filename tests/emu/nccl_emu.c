@@ -1,5 +1,7 @@
 /* nccl_emu.c: NCCL over MPI for the emulated build (see nccl.h). Test code: the pending
- * send/recv list of an open group is process state, as in NCCL. */
+ * send/recv list of an open group is process state, as in NCCL. A call first runs what its stream
+ * has queued (emu_stream_drain), exchanges over MPI at once into a staging buffer, and queues the
+ * result's landing on its stream (emu_stream_land; see cuda_runtime_api.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "nccl.h"
 
@@ -17,14 +19,18 @@ struct emu_nccl_comm {
 
 typedef struct {
     int send;
-    void *buf;
+    void *buf;    // the caller's buffer
+    void *stage;  // a receive's staging buffer (landed on `stream` after the exchange)
+    size_t bytes;
     int count;
     MPI_Datatype type;
     int peer;
     MPI_Comm comm;
+    cudaStream_t stream;
 } emu_p2p;
 
 static emu_p2p *pending;
+static ncclResult_t group_flush(void);
 static int npending, cap_pending, group_depth;
 
 static MPI_Datatype mpi_type(ncclDataType_t t) {
@@ -86,67 +92,87 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
     return ncclSuccess;
 }
 
+// A staging buffer for a call's result (freed by the landing).
+static void *staging(size_t bytes) { return malloc(bytes ? bytes : 1); }
+
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t t,
                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t s) {
-    (void)s;
+    emu_stream_drain(s);
     MPI_Op mop = op == ncclMax ? MPI_MAX : op == ncclMin ? MPI_MIN : MPI_SUM;
-    const void *src = send == recv ? MPI_IN_PLACE : send;
-    if (MPI_Allreduce(src, recv, (int)count, mpi_type(t), mop, comm->comm) != MPI_SUCCESS)
+    const size_t bytes = count * type_size(t);
+    void *tmp = staging(bytes);
+    if (!tmp) return ncclSystemError;
+    if (MPI_Allreduce(send, tmp, (int)count, mpi_type(t), mop, comm->comm) != MPI_SUCCESS) {
+        free(tmp);
         return ncclSystemError;
+    }
     if (op == ncclAvg) {
         for (size_t i = 0; i < count; i++) {
-            if (t == ncclFloat32) ((float *)recv)[i] /= (float)comm->size;
-            else if (t == ncclFloat64) ((double *)recv)[i] /= (double)comm->size;
-            else return ncclInvalidArgument;
+            if (t == ncclFloat32) ((float *)tmp)[i] /= (float)comm->size;
+            else if (t == ncclFloat64) ((double *)tmp)[i] /= (double)comm->size;
+            else {
+                free(tmp);
+                return ncclInvalidArgument;
+            }
         }
     }
+    emu_stream_land(s, recv, tmp, bytes);
     return ncclSuccess;
 }
 
 ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataType_t t, int root,
                            ncclComm_t comm, cudaStream_t s) {
-    (void)s;
-    if (comm->rank == root && send != recv) memmove(recv, send, count * type_size(t));
-    return MPI_Bcast(recv, (int)count, mpi_type(t), root, comm->comm) == MPI_SUCCESS
-               ? ncclSuccess
-               : ncclSystemError;
+    emu_stream_drain(s);
+    const size_t bytes = count * type_size(t);
+    void *tmp = staging(bytes);
+    if (!tmp) return ncclSystemError;
+    if (comm->rank == root) memcpy(tmp, send, bytes);
+    if (MPI_Bcast(tmp, (int)count, mpi_type(t), root, comm->comm) != MPI_SUCCESS) {
+        free(tmp);
+        return ncclSystemError;
+    }
+    emu_stream_land(s, recv, tmp, bytes);
+    return ncclSuccess;
 }
 
 ncclResult_t ncclAllGather(const void *send, void *recv, size_t count, ncclDataType_t t,
                            ncclComm_t comm, cudaStream_t s) {
-    (void)s;
-    return MPI_Allgather(send, (int)count, mpi_type(t), recv, (int)count, mpi_type(t),
-                         comm->comm) == MPI_SUCCESS
-               ? ncclSuccess
-               : ncclSystemError;
+    emu_stream_drain(s);
+    const size_t bytes = count * type_size(t) * (size_t)comm->size;
+    void *tmp = staging(bytes);
+    if (!tmp) return ncclSystemError;
+    if (MPI_Allgather(send, (int)count, mpi_type(t), tmp, (int)count, mpi_type(t), comm->comm) !=
+        MPI_SUCCESS) {
+        free(tmp);
+        return ncclSystemError;
+    }
+    emu_stream_land(s, recv, tmp, bytes);
+    return ncclSuccess;
 }
 
 static ncclResult_t p2p(int is_send, void *buf, size_t count, ncclDataType_t t, int peer,
-                        ncclComm_t comm) {
-    if (group_depth == 0) {
-        int rc = is_send ? MPI_Send(buf, (int)count, mpi_type(t), peer, 77, comm->comm)
-                         : MPI_Recv(buf, (int)count, mpi_type(t), peer, 77, comm->comm,
-                                    MPI_STATUS_IGNORE);
-        return rc == MPI_SUCCESS ? ncclSuccess : ncclSystemError;
-    }
+                        ncclComm_t comm, cudaStream_t s) {
+    emu_stream_drain(s);
     if (npending == cap_pending) {
         cap_pending = cap_pending ? 2 * cap_pending : 16;
         pending = realloc(pending, sizeof(emu_p2p) * (size_t)cap_pending);
         if (!pending) return ncclSystemError;
     }
-    pending[npending++] = (emu_p2p){is_send, buf, (int)count, mpi_type(t), peer, comm->comm};
-    return ncclSuccess;
+    emu_p2p p = {is_send, buf, NULL, count * type_size(t), (int)count, mpi_type(t), peer,
+                 comm->comm, s};
+    if (!is_send && !(p.stage = staging(p.bytes))) return ncclSystemError;
+    pending[npending++] = p;
+    // Outside a group a call is a group of its own.
+    return group_depth == 0 ? group_flush() : ncclSuccess;
 }
 
 ncclResult_t ncclSend(const void *send, size_t count, ncclDataType_t t, int peer, ncclComm_t comm,
                       cudaStream_t s) {
-    (void)s;
-    return p2p(1, (void *)send, count, t, peer, comm);
+    return p2p(1, (void *)send, count, t, peer, comm, s);
 }
 ncclResult_t ncclRecv(void *recv, size_t count, ncclDataType_t t, int peer, ncclComm_t comm,
                       cudaStream_t s) {
-    (void)s;
-    return p2p(0, recv, count, t, peer, comm);
+    return p2p(0, recv, count, t, peer, comm, s);
 }
 
 ncclResult_t ncclGroupStart(void) {
@@ -154,18 +180,26 @@ ncclResult_t ncclGroupStart(void) {
     return ncclSuccess;
 }
 
-ncclResult_t ncclGroupEnd(void) {
-    if (group_depth <= 0) return ncclInvalidUsage;
-    if (--group_depth > 0) return ncclSuccess;
+// Posts the pending sends and receives together, waits for them, and lands the receives.
+static ncclResult_t group_flush(void) {
     MPI_Request *req = malloc(sizeof(MPI_Request) * (size_t)(npending ? npending : 1));
     if (!req) return ncclSystemError;
     for (int i = 0; i < npending; i++) {
         emu_p2p *p = &pending[i];
         if (p->send) MPI_Isend(p->buf, p->count, p->type, p->peer, 77, p->comm, &req[i]);
-        else MPI_Irecv(p->buf, p->count, p->type, p->peer, 77, p->comm, &req[i]);
+        else MPI_Irecv(p->stage, p->count, p->type, p->peer, 77, p->comm, &req[i]);
     }
     int rc = MPI_Waitall(npending, req, MPI_STATUSES_IGNORE);
     free(req);
+    for (int i = 0; i < npending; i++)
+        if (!pending[i].send) emu_stream_land(pending[i].stream, pending[i].buf, pending[i].stage,
+                                              pending[i].bytes);
     npending = 0;
     return rc == MPI_SUCCESS ? ncclSuccess : ncclSystemError;
+}
+
+ncclResult_t ncclGroupEnd(void) {
+    if (group_depth <= 0) return ncclInvalidUsage;
+    if (--group_depth > 0) return ncclSuccess;
+    return group_flush();
 }

@@ -10,10 +10,12 @@ cuda_bf16.h), found first on the include path. Each launch
 
 becomes
 
-    emu_launch(dim3(grid), dim3(block), smem, [&] { kernel(args); });
+    emu_launch_kernel("kernel", dim3(grid), dim3(block), smem, (cudaStream_t)(stream), kernel,
+                      emu_args_of(kernel)(args));
 
-(launches run to completion at once, so the stream is dropped). The source is otherwise kept
-line for line, and a #line directive points compiler messages at the .cu file.
+which takes the arguments at once and queues the kernel on its stream (tests/emu/cuda_runtime.h).
+The source is otherwise kept line for line, and a #line directive points compiler messages at
+the .cu file.
 """
 import re
 import sys
@@ -66,8 +68,11 @@ def translate(src, path):
             sys.exit("%s: launch of %s: <<<grid, block[, smem[, stream]]>>> expected" %
                      (path, m.group(1)))
         smem = conf[2] if len(conf) > 2 else "0"
-        out.append("emu_launch(dim3(%s), dim3(%s), (size_t)(%s), [&] { %s(%s); })" %
-                   (conf[0], conf[1], smem, m.group(1), args))
+        name = m.group(1)
+        stream = conf[3] if len(conf) > 3 else "0"
+        out.append("emu_launch_kernel(\"%s\", dim3(%s), dim3(%s), (size_t)(%s), "
+                   "(cudaStream_t)(%s), %s, emu_args_of(%s)(%s))" %
+                   (name, conf[0], conf[1], smem, stream, name, name, args))
         i = k + 1
     return '#line 1 "%s"\n' % path + "".join(out)
 

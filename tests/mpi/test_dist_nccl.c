@@ -1,6 +1,7 @@
 // test_dist_nccl.c: the NCCL backend of dist/ on device buffers (ctest test_dist_nccl, one
 // process, an MPI singleton; also runs under mpiexec with any number of ranks that each have a
-// GPU). Exits 77 (skipped) when the build has no NCCL or no rank sees a GPU.
+// GPU). Exits 77 (skipped) when the build has no NCCL or no rank sees a GPU. Built against the
+// emulated runtime and NCCL of tests/emu/ it is test_dist_nccl_emu, two ranks under mpiexec.
 //
 // With one rank the public collectives never reach NCCL (a group of one is the identity), so
 // the backend's entry points (dist_nccl.h) are also called directly: every op and dtype, bcast,
@@ -118,8 +119,9 @@ static void test_entry_points(void **state) {
 }
 
 // dist_nccl_iallreduce_sum on a compute stream of the test's own: the sum sees what the stream
-// wrote before the call (an async copy in), and work queued after dist_wait sees the sum (an
-// async copy out), with no host synchronisation in between.
+// wrote before the call (an async copy in), and work queued after dist_test and dist_wait sees
+// the sum (an async copy out), with no host synchronisation in between. (In the emulated build
+// the streams do not run in host order, so a missing event wait shows here.)
 static void test_stream_order(void **state) {
     (void)state;
     char err[SBMT_ERR_LEN] = "";
@@ -143,7 +145,11 @@ static void test_stream_order(void **state) {
     dist_nccl_iallreduce_sum(&D, DIST_WORLD, dv, count, &r);
     EXPECT_ALL(r.active == 2 && r.event != NULL,
                "request after dist_nccl_iallreduce_sum: active %d", r.active);
-    EXPECT_ALL(dist_test(&r) == 0, "dist_test reports an NCCL request done before dist_wait");
+    // dist_test may find the sum done or not yet; done ends the request (dist_wait then has
+    // nothing to order), so the copy below sees the sum only if it really had run.
+    int done = dist_test(&r);
+    EXPECT_ALL(done == 0 ? r.active == 2 && r.event != NULL : r.active == 0 && r.event == NULL,
+               "request after dist_test answered %d: active %d", done, r.active);
     dist_wait(&r);
     EXPECT_ALL(r.active == 0 && r.event == NULL, "request after dist_wait: active %d", r.active);
     TCUDA(cudaMemcpyAsync(hout, dv, count * sizeof(float), cudaMemcpyDeviceToHost, st));

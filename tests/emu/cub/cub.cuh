@@ -3,7 +3,8 @@
 // only reports the bytes of temporary storage needed (never zero, so a caller that skips the
 // allocation is caught by the NULL check), a radix sort is stable and orders by bits
 // [begin_bit, end_bit) of the key alone, Unique keeps the first of each run of equal items, and
-// none of them may run in place.
+// none of them may run in place. The temporary-storage query and the argument checks happen at
+// the call; the work is queued on the call's stream and runs when that stream does.
 #ifndef SBMT_EMU_CUB_CUH
 #define SBMT_EMU_CUB_CUH
 
@@ -45,41 +46,48 @@ struct DeviceRadixSort {
     template <class K, class V, class N>
     static cudaError_t SortPairs(void *d_temp, size_t &bytes, const K *kin, K *kout, const V *vin,
                                  V *vout, N num, int begin_bit = 0, int end_bit = sizeof(K) * 8,
-                                 cudaStream_t = 0) {
+                                 cudaStream_t stream = 0) {
         bool query;
         cudaError_t e = emu_detail::temp_check(d_temp, bytes, 256 + (size_t)num * 16, &query);
         if (query || e != cudaSuccess) return e;
         emu_detail::no_alias(kin, kout, "DeviceRadixSort::SortPairs (keys)");
         emu_detail::no_alias(vin, vout, "DeviceRadixSort::SortPairs (values)");
-        std::vector<size_t> idx((size_t)num);
-        std::iota(idx.begin(), idx.end(), (size_t)0);
-        std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
-            return emu_detail::key_bits(kin[a], begin_bit, end_bit) <
-                   emu_detail::key_bits(kin[b], begin_bit, end_bit);
+        const size_t n = (size_t)num;
+        emu_stream_enqueue(stream, [=] {
+            std::vector<size_t> idx(n);
+            std::iota(idx.begin(), idx.end(), (size_t)0);
+            std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+                return emu_detail::key_bits(kin[a], begin_bit, end_bit) <
+                       emu_detail::key_bits(kin[b], begin_bit, end_bit);
+            });
+            std::vector<K> ks(n);
+            std::vector<V> vs(n);
+            for (size_t i = 0; i < n; i++) {
+                ks[i] = kin[idx[i]];
+                vs[i] = vin[idx[i]];
+            }
+            std::copy(ks.begin(), ks.end(), kout);
+            std::copy(vs.begin(), vs.end(), vout);
         });
-        std::vector<K> ks((size_t)num);
-        std::vector<V> vs((size_t)num);
-        for (size_t i = 0; i < (size_t)num; i++) {
-            ks[i] = kin[idx[i]];
-            vs[i] = vin[idx[i]];
-        }
-        std::copy(ks.begin(), ks.end(), kout);
-        std::copy(vs.begin(), vs.end(), vout);
         return cudaSuccess;
     }
     template <class K, class N>
     static cudaError_t SortKeys(void *d_temp, size_t &bytes, const K *kin, K *kout, N num,
-                                int begin_bit = 0, int end_bit = sizeof(K) * 8, cudaStream_t = 0) {
+                                int begin_bit = 0, int end_bit = sizeof(K) * 8,
+                                cudaStream_t stream = 0) {
         bool query;
         cudaError_t e = emu_detail::temp_check(d_temp, bytes, 256 + (size_t)num * 8, &query);
         if (query || e != cudaSuccess) return e;
         emu_detail::no_alias(kin, kout, "DeviceRadixSort::SortKeys");
-        std::vector<K> ks(kin, kin + (size_t)num);
-        std::stable_sort(ks.begin(), ks.end(), [&](K a, K b) {
-            return emu_detail::key_bits(a, begin_bit, end_bit) <
-                   emu_detail::key_bits(b, begin_bit, end_bit);
+        const size_t n = (size_t)num;
+        emu_stream_enqueue(stream, [=] {
+            std::vector<K> ks(kin, kin + n);
+            std::stable_sort(ks.begin(), ks.end(), [&](K a, K b) {
+                return emu_detail::key_bits(a, begin_bit, end_bit) <
+                       emu_detail::key_bits(b, begin_bit, end_bit);
+            });
+            std::copy(ks.begin(), ks.end(), kout);
         });
-        std::copy(ks.begin(), ks.end(), kout);
         return cudaSuccess;
     }
 };
@@ -87,15 +95,18 @@ struct DeviceRadixSort {
 struct DeviceSelect {
     template <class In, class Out, class NS, class N>
     static cudaError_t Unique(void *d_temp, size_t &bytes, In in, Out out, NS num_selected, N num,
-                              cudaStream_t = 0) {
+                              cudaStream_t stream = 0) {
         bool query;
         cudaError_t e = emu_detail::temp_check(d_temp, bytes, 256, &query);
         if (query || e != cudaSuccess) return e;
         emu_detail::no_alias(&in[0], &out[0], "DeviceSelect::Unique");
-        size_t o = 0;
-        for (size_t i = 0; i < (size_t)num; i++)
-            if (i == 0 || !(in[i] == in[i - 1])) out[o++] = in[i];
-        *num_selected = (typename std::remove_reference<decltype(*num_selected)>::type)o;
+        const size_t n = (size_t)num;
+        emu_stream_enqueue(stream, [=] {
+            size_t o = 0;
+            for (size_t i = 0; i < n; i++)
+                if (i == 0 || !(in[i] == in[i - 1])) out[o++] = in[i];
+            *num_selected = (typename std::remove_reference<decltype(*num_selected)>::type)o;
+        });
         return cudaSuccess;
     }
 };
