@@ -239,7 +239,9 @@ template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem_bytes, F b
     for (unsigned b : blocks) {
         const unsigned x = b % grid.x, y = b / grid.x % grid.y, z = b / grid.x / grid.y;
         s.block = dim3(x, y, z);
-        s.smem.assign(smem_bytes ? smem_bytes : 1, 0xFF);  // poisoned, as on a GPU
+        // Poisoned, as on a GPU, and a fresh allocation of exactly the launch's size, so an
+        // access past the dynamic shared memory is a heap overflow to AddressSanitizer.
+        s.smem = std::vector<unsigned char>(smem_bytes ? smem_bytes : 1, 0xFF);
         for (unsigned t = 0; t < threads; t++) {
             emu_fiber &f = s.f[t];
             getcontext(&f.ctx);

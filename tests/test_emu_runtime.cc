@@ -5,8 +5,14 @@
 // staged at the call and pinned ones read when they run; a stream that waits for another's event
 // gets that stream's work first, and one that does not wait does not; refused launches (too
 // much shared memory for the kernel's limit, a grid too large) leave the error for
-// cudaGetLastError and do not run; a copy of the wrong kind is refused.
+// cudaGetLastError and do not run; a copy of the wrong kind is refused; a collective's buffer
+// written before the collective completed is reported.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -201,6 +207,49 @@ void test_cublas_on_its_stream(void **state) {
     assert_int_equal(cudaStreamDestroy(st), cudaSuccess);
 }
 
+// Runs body in a child process and expects it to abort (an emulator report).
+bool aborts(void (*body)()) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr)) _exit(3);
+        body();
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
+}
+
+// A collective's buffer watched from its call to its completion (what nccl_emu.c does for every
+// call): work ordered before the completion that writes it is reported, work after is not.
+void watched(bool race) {
+    cudaStream_t comm = new_stream(), compute = new_stream();
+    cudaEvent_t done;
+    assert_int_equal(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), cudaSuccess);
+    uint32_t *d = nullptr;
+    assert_int_equal(cudaMalloc(&d, 64), cudaSuccess);
+    fill(comm, d, 1, 16);
+    assert_int_equal(cudaStreamSynchronize(comm), cudaSuccess);
+    emu_stream_watch(comm, d, 64, "the test's buffer");
+    assert_int_equal(cudaEventRecord(done, comm), cudaSuccess);
+    if (!race) assert_int_equal(cudaStreamWaitEvent(compute, done, 0), cudaSuccess);
+    fill(compute, d, 2, 16);
+    assert_int_equal(cudaStreamSynchronize(compute), cudaSuccess);
+    assert_int_equal(cudaStreamSynchronize(comm), cudaSuccess);  // the check runs by now
+    assert_int_equal(word(comm, d), 2);
+    assert_int_equal(cudaFree(d), cudaSuccess);
+    assert_int_equal(cudaEventDestroy(done), cudaSuccess);
+    assert_int_equal(cudaStreamDestroy(compute), cudaSuccess);
+    assert_int_equal(cudaStreamDestroy(comm), cudaSuccess);
+}
+
+void test_watch_reports_a_race(void **state) {
+    (void)state;
+    watched(false);
+    assert_true(aborts([] { watched(true); }));
+}
+
 }  // namespace
 
 int main(void) {
@@ -210,6 +259,7 @@ int main(void) {
         cmocka_unit_test(test_events_order_streams),
         cmocka_unit_test(test_refused_launches),
         cmocka_unit_test(test_cublas_on_its_stream),
+        cmocka_unit_test(test_watch_reports_a_race),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

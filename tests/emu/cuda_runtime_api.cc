@@ -276,6 +276,18 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     return cudaSuccess;
 }
 void emu_stream_drain(cudaStream_t s) { cudaStreamSynchronize(s); }
+void emu_stream_watch(cudaStream_t s, const void *p, size_t bytes, const char *what) {
+    if (!bytes) return;
+    std::vector<char> was((const char *)p, (const char *)p + bytes);
+    emu_stream_enqueue(s, [p, what, was = std::move(was)] {
+        if (std::memcmp(p, was.data(), was.size())) {
+            std::fprintf(stderr, "cuda_emu: %s (%p, %zu bytes) changed between the call and its "
+                         "completion: other work touched it while the collective ran (a race "
+                         "on a GPU)\n", what, p, was.size());
+            std::abort();
+        }
+    });
+}
 void emu_stream_land(cudaStream_t s, void *dst, void *staged, size_t bytes) {
     emu_stream_enqueue(s, [dst, staged, bytes] {
         if (bytes) std::memmove(dst, staged, bytes);

@@ -96,6 +96,11 @@ cudaError_t cudaEventDestroy(cudaEvent_t e);
  * there, and work on another stream that does not wait for it sees the old bytes. */
 void emu_stream_drain(cudaStream_t s);
 void emu_stream_land(cudaStream_t s, void *dst, void *staged, size_t bytes);
+/* Emulator only: a buffer a collective reads or writes must not change from its call until it
+ * completes (other work touching it then races with the collective on a GPU). Takes a copy of
+ * [p, p + bytes) now and queues on s a comparison, which reports `what` and aborts if it
+ * changed. Queued before the landing, it runs when the collective would complete. */
+void emu_stream_watch(cudaStream_t s, const void *p, size_t bytes, const char *what);
 /* Emulator only: the error the next cudaGetLastError returns (a refused launch). */
 void emu_set_last_error(cudaError_t e);
 

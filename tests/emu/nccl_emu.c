@@ -116,6 +116,8 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
             }
         }
     }
+    emu_stream_watch(s, send, bytes, "ncclAllReduce's send buffer");
+    if (recv != send) emu_stream_watch(s, recv, bytes, "ncclAllReduce's receive buffer");
     emu_stream_land(s, recv, tmp, bytes);
     return ncclSuccess;
 }
@@ -131,6 +133,9 @@ ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataT
         free(tmp);
         return ncclSystemError;
     }
+    if (comm->rank == root && send != recv)
+        emu_stream_watch(s, send, bytes, "ncclBroadcast's send buffer");
+    emu_stream_watch(s, recv, bytes, "ncclBroadcast's buffer");
     emu_stream_land(s, recv, tmp, bytes);
     return ncclSuccess;
 }
@@ -146,6 +151,8 @@ ncclResult_t ncclAllGather(const void *send, void *recv, size_t count, ncclDataT
         free(tmp);
         return ncclSystemError;
     }
+    emu_stream_watch(s, send, count * type_size(t), "ncclAllGather's send buffer");
+    emu_stream_watch(s, recv, bytes, "ncclAllGather's receive buffer");
     emu_stream_land(s, recv, tmp, bytes);
     return ncclSuccess;
 }
@@ -191,9 +198,12 @@ static ncclResult_t group_flush(void) {
     }
     int rc = MPI_Waitall(npending, req, MPI_STATUSES_IGNORE);
     free(req);
-    for (int i = 0; i < npending; i++)
-        if (!pending[i].send) emu_stream_land(pending[i].stream, pending[i].buf, pending[i].stage,
-                                              pending[i].bytes);
+    for (int i = 0; i < npending; i++) {
+        emu_p2p *p = &pending[i];
+        emu_stream_watch(p->stream, p->buf, p->bytes,
+                         p->send ? "ncclSend's buffer" : "ncclRecv's buffer");
+        if (!p->send) emu_stream_land(p->stream, p->buf, p->stage, p->bytes);
+    }
     npending = 0;
     return rc == MPI_SUCCESS ? ncclSuccess : ncclSystemError;
 }
