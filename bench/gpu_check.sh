@@ -11,7 +11,10 @@
 #               unpacks gpu.tgz when there is no gpu/, runs the binaries from gpu/ and prints a
 #               summary table last; exit status non-zero when a check failed. Sized to finish in
 #               a few minutes. `bash bench/gpu_check.sh --sanitize` also runs the tests under
-#               compute-sanitizer (memcheck, racecheck) first.
+#               compute-sanitizer (memcheck, racecheck) first. SBMT_GPU_CHECK_BUDGET (seconds,
+#               default 480) bounds the whole run: every step's timeout is cut to what is left,
+#               and the steps that no longer fit are listed as skipped, so the summary always
+#               comes (a device call is one chance, and its output is all that comes back).
 #
 # It runs test_backend_ops (every dense primitive of the CUDA backend, the tiled attention
 # kernels among them, against the CPU backend on the same inputs), then the attention benchmark:
@@ -74,10 +77,27 @@ if [ -n "$missing" ]; then
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2> /dev/null ||
     echo "gpu_check: nvidia-smi not available"
+BUDGET=${SBMT_GPU_CHECK_BUDGET:-480}
+T_START=$SECONDS
+SKIPPED=()
+# lim S WHAT: TO becomes the timeout for a step that wants S seconds, cut to the budget left;
+# under 10 s left, the step is listed as skipped instead (status 1).
+lim() {
+    local left=$((BUDGET - (SECONDS - T_START)))
+    if [ "$left" -lt 10 ]; then
+        SKIPPED+=("$2")
+        echo "gpu_check: skipped (time budget of ${BUDGET}s spent): $2"
+        return 1
+    fi
+    TO=$(($1 < left ? $1 : left))
+}
 declare -A RC
 for t in "${TESTS[@]}"; do
     echo "== $t"
-    timeout 300 "$PACK/$t" 2>&1 | tee "/tmp/gpu_check_$t.log"
+    : > "/tmp/gpu_check_$t.log"
+    RC[$t]=75
+    lim 300 "$t" || continue
+    timeout "$TO" "$PACK/$t" 2>&1 | tee "/tmp/gpu_check_$t.log"
     RC[$t]=${PIPESTATUS[0]}
 done
 # --sanitize: the same tests (the quick tile set) under compute-sanitizer's memcheck and
@@ -94,7 +114,9 @@ if [ "${1:-}" = "--sanitize" ]; then
             continue
         fi
         for t in "${TESTS[@]}"; do
-            SBMT_ATTN_TILES_QUICK=1 timeout 400 "$CS" --tool "$tool" --error-exitcode 3 \
+            RC["sanitize-$tool"]=75
+            lim 400 "compute-sanitizer $tool" || continue
+            SBMT_ATTN_TILES_QUICK=1 timeout "$TO" "$CS" --tool "$tool" --error-exitcode 3 \
                 "$PACK/$t" 2>&1 | tail -n 30 | tee "/tmp/gpu_check_sanitize-$tool.log"
             RC["sanitize-$tool"]=${PIPESTATUS[0]}
         done
@@ -104,14 +126,17 @@ fi
 : > /tmp/gpu_check_bench.log
 for shape in "--dh 64 --heads 8" "--dh 32 --heads 2"; do
     echo "== attention benchmark: $shape"
-    timeout 120 "$PACK/bench_attn_gpu" $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
-    for prec in tf32 bf16; do
-        timeout 120 "$PACK/bench_attn_gpu" --precision $prec $shape 2>&1 |
+    for prec in fp32 tf32 bf16; do
+        lim 120 "attention $prec $shape" || continue
+        timeout "$TO" "$PACK/bench_attn_gpu" --precision $prec $shape 2>&1 |
             tee -a /tmp/gpu_check_bench.log
     done
-    timeout 60 "$PACK/bench_attn_gpu" --rowwise --max-n 4096 $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
+    lim 60 "attention rowwise $shape" &&
+        timeout "$TO" "$PACK/bench_attn_gpu" --rowwise --max-n 4096 $shape 2>&1 |
+        tee -a /tmp/gpu_check_bench.log
     if python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
-        timeout 120 python3 bench/torch_sdpa.py $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
+        lim 120 "SDPA $shape" &&
+            timeout "$TO" python3 bench/torch_sdpa.py $shape 2>&1 | tee -a /tmp/gpu_check_bench.log
     else
         echo "gpu_check: no PyTorch with CUDA: SDPA comparison not run"
     fi
@@ -120,13 +145,15 @@ done
 for shape in "--dh 64 --heads 8" "--dh 32 --heads 2"; do
     echo "== SBM sampled tiles: $shape"
     for prec in fp32 tf32; do
-        timeout 120 "$PACK/bench_sbm_paths" tiles --backend cuda --n 1024 --batch 16 --clusters 32 \
-            --precision $prec $shape 2>&1 | tee -a /tmp/gpu_check_sbm.log
+        lim 120 "SBM tiles $prec $shape" || continue
+        timeout "$TO" "$PACK/bench_sbm_paths" tiles --backend cuda --n 1024 --batch 16 \
+            --clusters 32 --precision $prec $shape 2>&1 | tee -a /tmp/gpu_check_sbm.log
     done
 done
 for kc in 32 128; do
     echo "== SBM paths against density: k $kc"
-    timeout 150 "$PACK/bench_sbm_paths" density --backend cuda --n 4096 --batch 8 --heads 2 \
+    lim 150 "SBM paths k $kc" || continue
+    timeout "$TO" "$PACK/bench_sbm_paths" density --backend cuda --n 4096 --batch 8 --heads 2 \
         --dh 32 --clusters $kc 2>&1 | tee -a /tmp/gpu_check_sbm.log
 done
 # A training step of the reference listops model (batch 32, n = 2048, lengths 500..2000) with
@@ -138,11 +165,14 @@ echo "== training step: listops reference model, softmax attention"
 W=$(mktemp -d /tmp/gpu_check_train.XXXXXX)
 TRAIN_FAIL=0
 : > /tmp/gpu_check_train.log
-if timeout 60 "$PACK/sbmt" data listops --out "$W/lo.h5" --train 1024 --dev 64 --test 64 \
+if ! lim 60 "training data"; then
+    TRAIN_FAIL=1
+elif timeout "$TO" "$PACK/sbmt" data listops --out "$W/lo.h5" --train 1024 --dev 64 --test 64 \
         --seq-len 2048 --min-len 500 --max-len 2000 --seed 1 --quiet; then
     for run in softmax:fp32 softmax:tf32 softmax:bf16 sbm:fp32 sbm:tf32 sbm:bf16; do
         att=${run%%:*} prec=${run##*:}
-        timeout 150 "$PACK/sbmt" train --config configs/listops.ini --data "$W/lo.h5" \
+        lim 150 "training step sbmt $att $prec" || continue
+        timeout "$TO" "$PACK/sbmt" train --config configs/listops.ini --data "$W/lo.h5" \
             --out "$W/run-$att-$prec" --set model.attention=$att --set train.backend=cuda \
             --set train.precision=$prec --set train.batch_size=32 --set train.steps=40 \
             --set train.warmup=5 --set train.log_every=10 --set train.eval_every=0 \
@@ -161,7 +191,8 @@ else
 fi
 if python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
     for flags in "" "--bf16" "--sdpa" "--sdpa --bf16" "--attention sbm" "--attention sbm --bf16"; do
-        out=$(timeout 120 python3 bench/torch_listops.py --device cuda --batch 32 --steps 10 \
+        lim 120 "training step pytorch ${flags:-fp32}" || continue
+        out=$(timeout "$TO" python3 bench/torch_listops.py --device cuda --batch 32 --steps 10 \
               --warmup-steps 3 $flags 2>&1 | tail -n 1)
         tps=$(python3 -c 'import json,sys; print("%.0f" % json.loads(sys.argv[1])["tokens_per_s"])' \
               "$out" 2> /dev/null)
@@ -178,6 +209,7 @@ for t in "${TESTS[@]}"; do
     case ${RC[$t]} in
     0) st=passed ;;
     77) st=skipped ;;
+    75) st="not run"; fail=1 ;;
     *) st="FAILED(${RC[$t]})"; fail=1 ;;
     esac
     printf "%-22s %-8s %s\n" "$t" "$st" "$(grep -c 'relative error' "/tmp/gpu_check_$t.log") cases"
@@ -190,4 +222,9 @@ grep -E "^#|^ +[0-9.]+ " /tmp/gpu_check_sbm.log | sed 's/^/  /'
 echo "training step:"
 sed 's/^/  /' /tmp/gpu_check_train.log
 [ "$TRAIN_FAIL" = 0 ] || echo "gpu_check: a training step failed (see above)"
+echo "time: $((SECONDS - T_START)) s of a ${BUDGET} s budget"
+if [ ${#SKIPPED[@]} -gt 0 ]; then
+    echo "skipped for time (${#SKIPPED[@]}):"
+    printf '  %s\n' "${SKIPPED[@]}"
+fi
 exit $((fail || TRAIN_FAIL))
