@@ -53,6 +53,9 @@ if [ "${1:-}" = "--pack" ]; then
     exit 0
 fi
 
+BUDGET=${SBMT_GPU_CHECK_BUDGET:-480}
+[[ "$BUDGET" =~ ^[0-9]+$ ]] ||
+    { echo "gpu_check: SBMT_GPU_CHECK_BUDGET = '$BUDGET': not a whole number of seconds" >&2; exit 2; }
 if [ ! -d "$PACK" ] && [ -f "$PACK.tgz" ]; then
     tar xzf "$PACK.tgz" || { echo "gpu_check: cannot unpack $PACK.tgz" >&2; exit 2; }
 fi
@@ -77,7 +80,6 @@ if [ -n "$missing" ]; then
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2> /dev/null ||
     echo "gpu_check: nvidia-smi not available"
-BUDGET=${SBMT_GPU_CHECK_BUDGET:-480}
 T_START=$SECONDS
 SKIPPED=()
 # lim S WHAT: TO becomes the timeout for a step that wants S seconds, cut to the budget left;

@@ -275,7 +275,6 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     flush(st, st.enq);
     return cudaSuccess;
 }
-void emu_stream_drain(cudaStream_t s) { cudaStreamSynchronize(s); }
 void emu_stream_watch(cudaStream_t s, const void *p, size_t bytes, const char *what) {
     if (!bytes) return;
     std::vector<char> was((const char *)p, (const char *)p + bytes);

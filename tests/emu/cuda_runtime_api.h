@@ -11,7 +11,7 @@
  * copies, memsets, cuBLAS and CUB calls) runs only when something waits for it
  * (cudaStreamSynchronize, cudaDeviceSynchronize, cudaEventSynchronize, a cudaStreamWaitEvent
  * whose stream reaches that point, cudaFree, a synchronous copy, a copy into pageable memory,
- * or an NCCL call, which drains its stream first; cudaEventQuery runs one op per pending
+ * or an NCCL call, which synchronises its stream first; cudaEventQuery runs one op per pending
  * query). So a host read of pinned memory before the
  * stream that fills it is synchronised sees the old bytes, a pinned buffer refilled before its
  * upload ran uploads the new ones, and a stream that should wait for another's event and does
@@ -88,13 +88,12 @@ cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 
-/* Emulator only, for the NCCL emulation (nccl_emu.c): a collective drains its stream (runs
+/* Emulator only, for the NCCL emulation (nccl_emu.c): a collective synchronises its stream (runs
  * everything queued on it), exchanges its data over MPI at once (deferring the exchange could
  * block one rank in MPI inside a later synchronisation while another waits elsewhere, where
  * GPUs would not), and lands the result with emu_stream_land: a copy of `bytes` from `staged`
  * (malloc'd; freed after) into dst, queued on s. So the result appears when the stream gets
  * there, and work on another stream that does not wait for it sees the old bytes. */
-void emu_stream_drain(cudaStream_t s);
 void emu_stream_land(cudaStream_t s, void *dst, void *staged, size_t bytes);
 /* Emulator only: a buffer a collective reads or writes must not change from its call until it
  * completes (other work touching it then races with the collective on a GPU). Takes a copy of

@@ -1,6 +1,6 @@
 /* nccl_emu.c: NCCL over MPI for the emulated build (see nccl.h). Test code: the pending
  * send/recv list of an open group is process state, as in NCCL. A call first runs what its stream
- * has queued (emu_stream_drain), exchanges over MPI at once into a staging buffer, and queues the
+ * has queued (cudaStreamSynchronize), exchanges over MPI at once into a staging buffer, and queues the
  * result's landing on its stream (emu_stream_land; see cuda_runtime_api.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "nccl.h"
@@ -95,71 +95,68 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
 // A staging buffer for a call's result (freed by the landing).
 static void *staging(size_t bytes) { return malloc(bytes ? bytes : 1); }
 
+// The end of a collective whose exchange into tmp returned mpi_rc: its buffers are watched until
+// it completes and its result lands on s (cuda_runtime_api.h). send is NULL where the call reads
+// no buffer of its own besides recv.
+static ncclResult_t complete(int mpi_rc, cudaStream_t s, const void *send, size_t send_bytes,
+                             void *recv, void *tmp, size_t bytes, const char *send_what,
+                             const char *recv_what) {
+    if (mpi_rc != MPI_SUCCESS) {
+        free(tmp);
+        return ncclSystemError;
+    }
+    if (send && send != recv) emu_stream_watch(s, send, send_bytes, send_what);
+    emu_stream_watch(s, recv, bytes, recv_what);
+    emu_stream_land(s, recv, tmp, bytes);
+    return ncclSuccess;
+}
+
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t t,
                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t s) {
-    emu_stream_drain(s);
+    if (op == ncclAvg && t != ncclFloat32 && t != ncclFloat64) return ncclInvalidArgument;
+    cudaStreamSynchronize(s);  // the input as the stream leaves it
     MPI_Op mop = op == ncclMax ? MPI_MAX : op == ncclMin ? MPI_MIN : MPI_SUM;
     const size_t bytes = count * type_size(t);
     void *tmp = staging(bytes);
     if (!tmp) return ncclSystemError;
-    if (MPI_Allreduce(send, tmp, (int)count, mpi_type(t), mop, comm->comm) != MPI_SUCCESS) {
-        free(tmp);
-        return ncclSystemError;
-    }
-    if (op == ncclAvg) {
+    int rc = MPI_Allreduce(send, tmp, (int)count, mpi_type(t), mop, comm->comm);
+    if (rc == MPI_SUCCESS && op == ncclAvg)
         for (size_t i = 0; i < count; i++) {
             if (t == ncclFloat32) ((float *)tmp)[i] /= (float)comm->size;
-            else if (t == ncclFloat64) ((double *)tmp)[i] /= (double)comm->size;
-            else {
-                free(tmp);
-                return ncclInvalidArgument;
-            }
+            else ((double *)tmp)[i] /= (double)comm->size;
         }
-    }
-    emu_stream_watch(s, send, bytes, "ncclAllReduce's send buffer");
-    if (recv != send) emu_stream_watch(s, recv, bytes, "ncclAllReduce's receive buffer");
-    emu_stream_land(s, recv, tmp, bytes);
-    return ncclSuccess;
+    return complete(rc, s, send, bytes, recv, tmp, bytes, "ncclAllReduce's send buffer",
+                    "ncclAllReduce's receive buffer");
 }
 
 ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataType_t t, int root,
                            ncclComm_t comm, cudaStream_t s) {
-    emu_stream_drain(s);
+    cudaStreamSynchronize(s);
     const size_t bytes = count * type_size(t);
     void *tmp = staging(bytes);
     if (!tmp) return ncclSystemError;
-    if (comm->rank == root) memcpy(tmp, send, bytes);
-    if (MPI_Bcast(tmp, (int)count, mpi_type(t), root, comm->comm) != MPI_SUCCESS) {
-        free(tmp);
-        return ncclSystemError;
-    }
-    if (comm->rank == root && send != recv)
-        emu_stream_watch(s, send, bytes, "ncclBroadcast's send buffer");
-    emu_stream_watch(s, recv, bytes, "ncclBroadcast's buffer");
-    emu_stream_land(s, recv, tmp, bytes);
-    return ncclSuccess;
+    const int me_root = comm->rank == root;
+    if (me_root) memcpy(tmp, send, bytes);
+    int rc = MPI_Bcast(tmp, (int)count, mpi_type(t), root, comm->comm);
+    return complete(rc, s, me_root ? send : NULL, bytes, recv, tmp, bytes,
+                    "ncclBroadcast's send buffer", "ncclBroadcast's buffer");
 }
 
 ncclResult_t ncclAllGather(const void *send, void *recv, size_t count, ncclDataType_t t,
                            ncclComm_t comm, cudaStream_t s) {
-    emu_stream_drain(s);
-    const size_t bytes = count * type_size(t) * (size_t)comm->size;
+    cudaStreamSynchronize(s);
+    const size_t part = count * type_size(t), bytes = part * (size_t)comm->size;
     void *tmp = staging(bytes);
     if (!tmp) return ncclSystemError;
-    if (MPI_Allgather(send, (int)count, mpi_type(t), tmp, (int)count, mpi_type(t), comm->comm) !=
-        MPI_SUCCESS) {
-        free(tmp);
-        return ncclSystemError;
-    }
-    emu_stream_watch(s, send, count * type_size(t), "ncclAllGather's send buffer");
-    emu_stream_watch(s, recv, bytes, "ncclAllGather's receive buffer");
-    emu_stream_land(s, recv, tmp, bytes);
-    return ncclSuccess;
+    int rc = MPI_Allgather(send, (int)count, mpi_type(t), tmp, (int)count, mpi_type(t),
+                           comm->comm);
+    return complete(rc, s, send, part, recv, tmp, bytes, "ncclAllGather's send buffer",
+                    "ncclAllGather's receive buffer");
 }
 
 static ncclResult_t p2p(int is_send, void *buf, size_t count, ncclDataType_t t, int peer,
                         ncclComm_t comm, cudaStream_t s) {
-    emu_stream_drain(s);
+    cudaStreamSynchronize(s);
     if (npending == cap_pending) {
         cap_pending = cap_pending ? 2 * cap_pending : 16;
         pending = realloc(pending, sizeof(emu_p2p) * (size_t)cap_pending);
